@@ -1,0 +1,3 @@
+//! Compute backends. `cpu` runs everything today; a GPU backend implements the same operations.
+
+pub mod cpu;

@@ -1,0 +1,3 @@
+//! Model file loading: GGUF and Hugging Face folders, memory-mapped and validated.
+
+pub mod gguf;
