@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod error;
 pub mod loader;
+pub mod models;
 pub mod sample;
 pub mod tensor;
 pub mod tokenizer;

@@ -1,3 +1,4 @@
 //! Model file loading: GGUF and Hugging Face folders, memory-mapped and validated.
 
 pub mod gguf;
+pub mod safetensors;

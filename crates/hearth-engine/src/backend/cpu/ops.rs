@@ -1,0 +1,168 @@
+//! The element-wise and attention operations of a transformer layer, on f32 activations.
+//!
+//! These are plain loops that the compiler vectorizes; the heavy work (matrix products against quantized
+//! weights) lives in the matmul kernels. Each function documents the layout it expects.
+
+use rayon::prelude::*;
+
+use crate::models::config::RopeStyle;
+
+/// RMS normalization of each `w.len()`-wide row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let s = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * s * g;
+        }
+    }
+}
+
+/// In-place RMS normalization of each `w.len()`-wide row (per-head q/k norms).
+pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for xr in x.chunks_exact_mut(n) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let s = 1.0 / (ss + eps).sqrt();
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v = *v * s * g;
+        }
+    }
+}
+
+/// cos/sin of `pos * inv_freq[i]` for one position; `cs` holds `[cos.., sin..]` (2 × inv_freq.len()).
+pub fn rope_table(pos: usize, inv_freq: &[f32], cs: &mut [f32]) {
+    let half = inv_freq.len();
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let a = pos as f32 * f;
+        cs[i] = a.cos();
+        cs[half + i] = a.sin();
+    }
+}
+
+/// Rotates the first `2 * cs.len()/2` dims of every `head_dim`-wide head in `x` (one token's heads).
+pub fn rope_apply(x: &mut [f32], head_dim: usize, cs: &[f32], style: RopeStyle) {
+    let half = cs.len() / 2;
+    let (cos, sin) = cs.split_at(half);
+    for h in x.chunks_exact_mut(head_dim) {
+        match style {
+            RopeStyle::Neox => {
+                for i in 0..half {
+                    let (a, b) = (h[i], h[i + half]);
+                    h[i] = a * cos[i] - b * sin[i];
+                    h[i + half] = b * cos[i] + a * sin[i];
+                }
+            }
+            RopeStyle::Interleaved => {
+                for i in 0..half {
+                    let (a, b) = (h[2 * i], h[2 * i + 1]);
+                    h[2 * i] = a * cos[i] - b * sin[i];
+                    h[2 * i + 1] = b * cos[i] + a * sin[i];
+                }
+            }
+        }
+    }
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` (the SwiGLU of llama-style MLPs).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]` (Gemma's GeGLU, the tanh approximation).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh()) * u;
+    }
+}
+
+/// `y += x`.
+pub fn add_inplace(y: &mut [f32], x: &[f32]) {
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// Where attention reads keys and values from: one layer's cache, `kv_dim = n_kv_heads * head_dim` floats per
+/// position, positions `0..len` valid.
+pub struct KvView<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+}
+
+/// Shape and masking of one attention call.
+pub struct AttnParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// Keys at distance >= window from the query are masked.
+    pub window: Option<usize>,
+    pub softcap: Option<f32>,
+}
+
+/// Causal attention for `n` query tokens at positions `start..start+n`, over cached keys/values for positions
+/// `0..start+n`. `q`: `[n, n_heads*head_dim]`; `out`: same shape. Heads share KV heads in groups (GQA).
+pub fn attention(q: &[f32], kv: &KvView, start: usize, p: &AttnParams, out: &mut [f32]) {
+    let hd = p.head_dim;
+    let qdim = p.n_heads * hd;
+    let kv_dim = p.n_kv_heads * hd;
+    let group = p.n_heads / p.n_kv_heads;
+    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
+        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+        let pos = start + t;
+        let kvh = h / group;
+        let qh = &q[t * qdim + h * hd..t * qdim + (h + 1) * hd];
+        let lo = match p.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for j in lo..=pos {
+            let kj = &kv.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            let mut s = dot(qh, kj) * p.scale;
+            if let Some(c) = p.softcap {
+                s = c * (s / c).tanh();
+            }
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        o.fill(0.0);
+        for (j, &s) in (lo..=pos).zip(scores.iter()) {
+            let vj = &kv.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            let w = s * inv;
+            for (a, &b) in o.iter_mut().zip(vj) {
+                *a += w * b;
+            }
+        }
+    });
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators so the compiler can vectorize without reassociating a single sum.
+    let mut acc = [0f32; 8];
+    let (ac, ar) = a.split_at(a.len() / 8 * 8);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
