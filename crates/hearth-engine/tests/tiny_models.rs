@@ -36,6 +36,12 @@ fn check_arch(arch: &str) -> usize {
     for (name, v) in variants {
         let model_path = dir.join(v["path"].as_str().unwrap());
         let expect = read_f32(&dir.join(v["logits"].as_str().unwrap()));
+        if name.contains("mxfp4") {
+            // A GGUF type hearth does not run yet: loading must say so, naming the tensor and the type.
+            let err = Model::open(&model_path).err().expect("MXFP4 is not supported yet").to_string();
+            assert!(err.contains("unsupported") && err.contains("MXFP4"), "{arch}/{name}: {err}");
+            continue;
+        }
         let model = Model::open(&model_path).unwrap_or_else(|e| panic!("{arch}/{name}: {e}"));
         let vocab = model.config.vocab;
         assert_eq!(expect.len(), tokens.len() * vocab, "{arch}/{name}: reference size");
