@@ -110,44 +110,63 @@ pub struct AttnParams {
 /// `0..start+n`. `q`: `[n, n_heads*head_dim]`; `out`: same shape. Heads share KV heads in groups (GQA).
 pub fn attention(q: &[f32], kv: &KvView, start: usize, p: &AttnParams, out: &mut [f32]) {
     let hd = p.head_dim;
+    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+        SCORES.with_borrow_mut(|scores| attend_one(q, kv, start, p, idx, o, scores))
+    });
+}
+
+thread_local! {
+    /// Per-thread attention scores, grown to the longest context seen (so no allocation per token).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One query head's attention: `idx` = token * n_heads + head; writes `o` (`head_dim`).
+fn attend_one(
+    q: &[f32],
+    kv: &KvView,
+    start: usize,
+    p: &AttnParams,
+    idx: usize,
+    o: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
+    let hd = p.head_dim;
     let qdim = p.n_heads * hd;
     let kv_dim = p.n_kv_heads * hd;
     let group = p.n_heads / p.n_kv_heads;
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (t, h) = (idx / p.n_heads, idx % p.n_heads);
-        let pos = start + t;
-        let kvh = h / group;
-        let qh = &q[t * qdim + h * hd..t * qdim + (h + 1) * hd];
-        let lo = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for j in lo..=pos {
-            let kj = &kv.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            let mut s = dot(qh, kj) * p.scale;
-            if let Some(c) = p.softcap {
-                s = c * (s / c).tanh();
-            }
-            max = max.max(s);
-            scores.push(s);
+    let (t, h) = (idx / p.n_heads, idx % p.n_heads);
+    let pos = start + t;
+    let kvh = h / group;
+    let qh = &q[t * qdim + h * hd..t * qdim + (h + 1) * hd];
+    let lo = match p.window {
+        Some(w) => (pos + 1).saturating_sub(w),
+        None => 0,
+    };
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for j in lo..=pos {
+        let kj = &kv.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+        let mut s = dot(qh, kj) * p.scale;
+        if let Some(c) = p.softcap {
+            s = c * (s / c).tanh();
         }
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+        max = max.max(s);
+        scores.push(s);
+    }
+    let mut sum = 0.0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    o.fill(0.0);
+    for (j, &s) in (lo..=pos).zip(scores.iter()) {
+        let vj = &kv.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+        let w = s * inv;
+        for (a, &b) in o.iter_mut().zip(vj) {
+            *a += w * b;
         }
-        let inv = 1.0 / sum;
-        o.fill(0.0);
-        for (j, &s) in (lo..=pos).zip(scores.iter()) {
-            let vj = &kv.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            let w = s * inv;
-            for (a, &b) in o.iter_mut().zip(vj) {
-                *a += w * b;
-            }
-        }
-    });
+    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
