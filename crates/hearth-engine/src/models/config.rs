@@ -306,7 +306,7 @@ impl ModelConfig {
         if self.n_layers == 0 || self.head_dim == 0 || self.ffn == 0 || self.vocab == 0 || self.context_len == 0 {
             return bad(format!("degenerate shape: {self:?}"));
         }
-        if self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+        if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
             return bad(format!("rope dimension {} does not fit head dimension {}", self.rope_dim, self.head_dim));
         }
         if self.sliding_layers.len() != self.n_layers {
