@@ -70,7 +70,7 @@ fn missing_tensor_is_named() {
     let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b[8..8 + hlen]).unwrap();
     header.remove("model.layers.1.mlp.up_proj.weight").expect("fixture has the tensor");
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
