@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::models::{Logits, Model, State};
-use crate::sample::{Sampler, SamplingParams, StopMatcher};
+use crate::sample::{Sampler, SamplingParams, StopMatcher, TokenLogprobs};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
 /// Largest number of tokens one forward call takes during prefill; longer prompts run in chunks.
@@ -20,6 +20,17 @@ pub struct GenerateOptions {
     pub max_tokens: Option<usize>,
     /// Text that ends generation; it is never emitted, not even in part.
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many alternatives (None = no log-probabilities).
+    pub logprobs: Option<usize>,
+}
+
+/// One generated token as the callback sees it.
+pub struct TokenOut<'a> {
+    pub id: u32,
+    /// Text that became final with this token (empty while a character or a possible stop string is pending).
+    pub text: &'a str,
+    /// The token's log-probability under the raw logits, when asked for.
+    pub logprobs: Option<&'a TokenLogprobs>,
 }
 
 /// Why generation ended.
@@ -79,14 +90,15 @@ impl<'m> Session<'m> {
         Ok((logits, reuse))
     }
 
-    /// Generates after `prompt`, calling `on_text` with each piece of text as it becomes final; `on_text`
-    /// returns false to cancel.
+    /// Generates after `prompt`, calling `on_token` for each generated token (end-of-sequence excluded) with
+    /// the text that became final; `on_token` returns false to cancel. Text left pending at the end (held back
+    /// for a stop string that never came) arrives in a last call with `id` of the final token.
     pub fn generate(
         &mut self,
         tok: &Tokenizer,
         prompt: &[u32],
         opts: &GenerateOptions,
-        on_text: &mut dyn FnMut(&str) -> bool,
+        on_token: &mut dyn FnMut(TokenOut) -> bool,
     ) -> Result<GenerateStats> {
         let ctx = self.model.config.context_len;
         if prompt.is_empty() {
@@ -110,18 +122,31 @@ impl<'m> Session<'m> {
         let mut stops = StopMatcher::new(&opts.stop);
         let mut generated = 0usize;
         let limit = opts.max_tokens.unwrap_or(usize::MAX);
+        let mut last_id = 0;
         let finish = loop {
             if generated >= limit {
                 break Finish::Length;
             }
-            let id = sampler.sample(&mut logits, &self.tokens);
+            let (id, lp) = match opts.logprobs {
+                Some(n) => {
+                    let (id, lp) = sampler.sample_with_logprobs(&mut logits, &self.tokens, n);
+                    (id, Some(lp))
+                }
+                None => (sampler.sample(&mut logits, &self.tokens), None),
+            };
             generated += 1;
             if tok.is_eos(id) {
                 break Finish::EndOfSequence;
             }
+            last_id = id;
             let piece = detok.push(id)?;
             let out = stops.push(&piece);
-            if !out.text.is_empty() && !on_text(&out.text) {
+            let t = TokenOut {
+                id,
+                text: &out.text,
+                logprobs: lp.as_ref(),
+            };
+            if !on_token(t) {
                 break Finish::Cancelled;
             }
             if let Some(i) = out.stop {
@@ -142,7 +167,11 @@ impl<'m> Session<'m> {
                 rest.push_str(&stops.flush());
             }
             if !rest.is_empty() {
-                on_text(&rest);
+                on_token(TokenOut {
+                    id: last_id,
+                    text: &rest,
+                    logprobs: None,
+                });
             }
         }
         Ok(GenerateStats {
@@ -177,4 +206,23 @@ pub fn score_sequence(model: &Model, ids: &[u32], mut progress: impl FnMut(usize
         progress(c * PREFILL_CHUNK + piece.len());
     }
     Ok((nll, n))
+}
+
+/// Log-probabilities of each token of `ids` given its prefix (`None` for the first, which has no prefix), with
+/// `top_n` alternatives each: what OpenAI's `echo` + `logprobs` returns for a prompt.
+pub fn prompt_logprobs(model: &Model, ids: &[u32], top_n: usize) -> Result<Vec<Option<TokenLogprobs>>> {
+    let mut out = vec![None];
+    if ids.len() < 2 {
+        return Ok(out);
+    }
+    let mut state = model.new_state(PREFILL_CHUNK);
+    let vocab = model.config.vocab;
+    for (c, piece) in ids[..ids.len() - 1].chunks(PREFILL_CHUNK).enumerate() {
+        let logits = model.forward(&mut state, piece, Logits::All)?;
+        for (i, row) in logits.chunks_exact(vocab).enumerate() {
+            let target = ids[c * PREFILL_CHUNK + i + 1];
+            out.push(Some(crate::sample::logprobs::logprobs(row, target, top_n)));
+        }
+    }
+    Ok(out)
 }

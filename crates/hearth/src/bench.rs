@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use hearth_engine::models::{Logits, Model};
+use hearth_engine::models::Logits;
 use hearth_engine::sample::argmax;
 use rayon::prelude::*;
 

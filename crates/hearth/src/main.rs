@@ -132,6 +132,7 @@ fn run(a: RunArgs) -> Result<()> {
         },
         max_tokens: a.max_tokens,
         stop: a.stop.clone(),
+        logprobs: None,
     };
     let mut session = Session::new(&model);
     let mut messages: Vec<ChatMessage> = Vec::new();
@@ -148,7 +149,7 @@ fn run(a: RunArgs) -> Result<()> {
             model.path.display()
         );
     }
-    let mut turn = |session: &mut Session, messages: &mut Vec<ChatMessage>, user: &str| -> Result<()> {
+    let turn = |session: &mut Session, messages: &mut Vec<ChatMessage>, user: &str| -> Result<()> {
         let prompt = if chat {
             messages.push(ChatMessage {
                 role: "user".into(),
@@ -161,9 +162,9 @@ fn run(a: RunArgs) -> Result<()> {
         };
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();
-        let stats = session.generate(&tok, &prompt, &opts, &mut |piece| {
-            answer.push_str(piece);
-            out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok()
+        let stats = session.generate(&tok, &prompt, &opts, &mut |t| {
+            answer.push_str(t.text);
+            out.write_all(t.text.as_bytes()).is_ok() && out.flush().is_ok()
         })?;
         writeln!(out)?;
         if chat {
