@@ -82,3 +82,18 @@ fn smollm2_matches_transformers() {
 fn gemma3_matches_transformers() {
     check("gemma3.json");
 }
+
+/// SmolLM2's chat template (from the GGUF) renders a conversation exactly as transformers does, and the
+/// rendered text tokenizes to the same ids.
+#[test]
+fn smollm2_chat_template_matches_transformers() {
+    let f = fixture("smollm2.json");
+    let path = models_dir().join(f["model_file"].as_str().unwrap());
+    let g = hearth_engine::loader::gguf::GgufFile::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let messages: Vec<hearth_engine::tokenizer::ChatMessage> =
+        serde_json::from_value(f["chat_messages"].clone()).unwrap();
+    let text = tok.apply_chat_template(&messages, true, None).unwrap();
+    assert_eq!(text, f["chat_prompt_text"].as_str().unwrap());
+    assert_eq!(tok.encode(&text, false).unwrap(), ids(&f["chat_prompt_tokens"]));
+}
