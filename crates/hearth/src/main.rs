@@ -5,6 +5,7 @@
 
 mod bench;
 mod progress;
+mod serve;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ enum Command {
     },
     /// Prefill and decode speed, measured memory bandwidth and the decode roofline.
     Bench(bench::BenchArgs),
+    /// Serve models over OpenAI- and Anthropic-compatible HTTP APIs.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +99,10 @@ fn main() -> ExitCode {
         Command::Perplexity { model, file } => perplexity(&model, &file),
         Command::Info { model } => info(&model),
         Command::Bench(a) => bench::bench(a),
+        Command::Serve(a) => {
+            init_logging();
+            serve::serve(a)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +111,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Structured logs on stderr; RUST_LOG filters them (default: info for hearth).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Opens the model and its tokenizer, with a spinner if that takes over a second.
