@@ -54,7 +54,9 @@ def main():
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    llm = Llama(model_path=args.model, n_ctx=args.prompt + args.gen + 8, n_batch=args.prompt,
+    n_ctx = args.prompt + args.gen + 8
+    # n_batch = n_ctx so llama-cpp-python keeps a logits row for every position (it indexes by position).
+    llm = Llama(model_path=args.model, n_ctx=n_ctx, n_batch=n_ctx,
                 n_ubatch=args.prompt, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     rng = random.Random(0)
     h_pf, h_dc, l_pf, l_dc, bw, bpt = [], [], [], [], [], 0.0
