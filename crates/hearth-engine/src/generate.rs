@@ -81,11 +81,19 @@ impl<'m> Session<'m> {
     /// Makes the cache hold exactly `prompt` and returns the last position's logits and how many tokens were
     /// reused. At least the last prompt token is always recomputed, to get its logits.
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         let reuse = common.min(prompt.len().saturating_sub(1));
         self.state.truncate(reuse);
         self.tokens.truncate(reuse);
-        let logits = self.model.forward(&mut self.state, &prompt[reuse..], Logits::Last)?.to_vec();
+        let logits = self
+            .model
+            .forward(&mut self.state, &prompt[reuse..], Logits::Last)?
+            .to_vec();
         self.tokens.extend_from_slice(&prompt[reuse..]);
         Ok((logits, reuse))
     }
@@ -161,7 +169,10 @@ impl<'m> Session<'m> {
             logits.copy_from_slice(self.model.forward(&mut self.state, &[id], Logits::Last)?);
             self.tokens.push(id);
         };
-        if matches!(finish, Finish::Length | Finish::ContextFull | Finish::EndOfSequence) {
+        if matches!(
+            finish,
+            Finish::Length | Finish::ContextFull | Finish::EndOfSequence
+        ) {
             let mut rest = stops.push(&detok.flush()?).text;
             if stops.stopped().is_none() {
                 rest.push_str(&stops.flush());
@@ -187,9 +198,15 @@ impl<'m> Session<'m> {
 
 /// Scores a token sequence as one sequence: the sum of negative log-likelihoods of `ids[1..]`, each given its
 /// prefix, and how many tokens were scored. `progress` is told how many tokens have been processed.
-pub fn score_sequence(model: &Model, ids: &[u32], mut progress: impl FnMut(usize)) -> Result<(f64, usize)> {
+pub fn score_sequence(
+    model: &Model,
+    ids: &[u32],
+    mut progress: impl FnMut(usize),
+) -> Result<(f64, usize)> {
     if ids.len() < 2 {
-        return Err(crate::Error::BadRequest("fewer than 2 tokens: nothing to score".into()));
+        return Err(crate::Error::BadRequest(
+            "fewer than 2 tokens: nothing to score".into(),
+        ));
     }
     let mut state = model.new_state(PREFILL_CHUNK);
     let vocab = model.config.vocab;
@@ -210,7 +227,11 @@ pub fn score_sequence(model: &Model, ids: &[u32], mut progress: impl FnMut(usize
 
 /// Log-probabilities of each token of `ids` given its prefix (`None` for the first, which has no prefix), with
 /// `top_n` alternatives each: what OpenAI's `echo` + `logprobs` returns for a prompt.
-pub fn prompt_logprobs(model: &Model, ids: &[u32], top_n: usize) -> Result<Vec<Option<TokenLogprobs>>> {
+pub fn prompt_logprobs(
+    model: &Model,
+    ids: &[u32],
+    top_n: usize,
+) -> Result<Vec<Option<TokenLogprobs>>> {
     let mut out = vec![None];
     if ids.len() < 2 {
         return Ok(out);

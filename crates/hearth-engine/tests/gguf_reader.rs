@@ -31,7 +31,11 @@ impl Writer {
             tensors: Vec::new(),
         };
         if alignment != 32 {
-            w.kv("general.alignment", 4, (alignment as u32).to_le_bytes().to_vec());
+            w.kv(
+                "general.alignment",
+                4,
+                (alignment as u32).to_le_bytes().to_vec(),
+            );
         }
         w
     }
@@ -129,7 +133,10 @@ fn sample_file(version: u32, alignment: u64) -> Vec<u8> {
 #[test]
 fn reads_every_metadata_type_and_tensor() {
     for (version, align) in [(3, 32), (2, 32), (3, 64), (3, 8)] {
-        let p = write_tmp(&format!("ok-{version}-{align}.gguf"), &sample_file(version, align));
+        let p = write_tmp(
+            &format!("ok-{version}-{align}.gguf"),
+            &sample_file(version, align),
+        );
         let g = GgufFile::open(&p).unwrap();
         assert_eq!(g.version, version);
         let m = |k: &str| g.get(k).unwrap().clone();
@@ -144,11 +151,18 @@ fn reads_every_metadata_type_and_tensor() {
         assert_eq!(g.get_str("t.str"), Some("héllo"));
         assert_eq!(
             m("t.arr_u32"),
-            MetaValue::Array(vec![MetaValue::U32(7), MetaValue::U32(8), MetaValue::U32(9)])
+            MetaValue::Array(vec![
+                MetaValue::U32(7),
+                MetaValue::U32(8),
+                MetaValue::U32(9)
+            ])
         );
         assert_eq!(
             m("t.arr_str"),
-            MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("".into())])
+            MetaValue::Array(vec![
+                MetaValue::String("a".into()),
+                MetaValue::String("".into())
+            ])
         );
         assert_eq!(
             m("t.nested"),
@@ -162,7 +176,10 @@ fn reads_every_metadata_type_and_tensor() {
         assert_eq!(m("t.f64"), MetaValue::F64(2.25));
         assert_eq!(g.tensors.len(), 2);
         let a = &g.tensors[0];
-        assert_eq!((a.name.as_str(), a.dtype, a.shape.clone()), ("a", DType::F32, vec![2, 3]));
+        assert_eq!(
+            (a.name.as_str(), a.dtype, a.shape.clone()),
+            ("a", DType::F32, vec![2, 3])
+        );
         assert_eq!(a.to_f32(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
         let b = &g.tensors[1];
         assert_eq!((b.dtype, b.shape.clone()), (DType::Q8_0, vec![1, 32]));
@@ -180,9 +197,14 @@ fn every_truncation_is_an_error() {
             Ok(_) => panic!("a file cut to {len} of {} bytes opened", full.len()),
             Err(e) => {
                 let msg = e.to_string();
-                assert!(msg.contains("trunc.gguf"), "error does not name the file: {msg}");
                 assert!(
-                    msg.contains("truncated") || msg.contains("out of bounds") || msg.contains("cannot fit"),
+                    msg.contains("trunc.gguf"),
+                    "error does not name the file: {msg}"
+                );
+                assert!(
+                    msg.contains("truncated")
+                        || msg.contains("out of bounds")
+                        || msg.contains("cannot fit"),
                     "unclear error at {len}: {msg}"
                 );
             }
@@ -193,7 +215,12 @@ fn every_truncation_is_an_error() {
 #[test]
 fn bad_headers_are_clear_errors() {
     let full = sample_file(3, 32);
-    let err = |bytes: &[u8]| GgufFile::open(&write_tmp("bad.gguf", bytes)).err().expect("should fail").to_string();
+    let err = |bytes: &[u8]| {
+        GgufFile::open(&write_tmp("bad.gguf", bytes))
+            .err()
+            .expect("should fail")
+            .to_string()
+    };
 
     let mut b = full.clone();
     b[0] = b'X';
@@ -241,11 +268,13 @@ fn random_corruption_never_panics() {
             b[i] = next() as u8;
         }
         let p = write_tmp("fuzz.gguf", &b);
-        let _ = std::panic::catch_unwind(|| GgufFile::open(&p).map(|g| {
-            for t in &g.tensors {
-                let _ = t.to_f32();
-            }
-        }))
+        let _ = std::panic::catch_unwind(|| {
+            GgufFile::open(&p).map(|g| {
+                for t in &g.tensors {
+                    let _ = t.to_f32();
+                }
+            })
+        })
         .expect("the reader panicked on a corrupted file");
     }
 }

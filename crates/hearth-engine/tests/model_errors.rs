@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use hearth_engine::models::{Logits, Model};
 
 fn tiny(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny")
+        .join(rel)
 }
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -32,7 +34,10 @@ fn truncated_gguf_names_file_and_tensor() {
         std::fs::write(&p, &bytes[..(bytes.len() as f64 * frac) as usize]).unwrap();
         let e = open_err(&p);
         assert!(e.contains("cut.gguf"), "{e}");
-        assert!(e.contains("out of bounds") || e.contains("truncated"), "{e}");
+        assert!(
+            e.contains("out of bounds") || e.contains("truncated"),
+            "{e}"
+        );
     }
     let p = d.join("tiny.gguf");
     std::fs::write(&p, &bytes[..10]).unwrap();
@@ -58,7 +63,10 @@ fn truncated_safetensors_is_an_error() {
     let b = std::fs::read(&p).unwrap();
     std::fs::write(&p, &b[..b.len() - 100]).unwrap();
     let e = open_err(&d);
-    assert!(e.contains("model.safetensors") && e.contains("out of bounds"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("out of bounds"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -67,8 +75,11 @@ fn missing_tensor_is_named() {
     let p = d.join("model.safetensors");
     let b = std::fs::read(&p).unwrap();
     let hlen = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b[8..8 + hlen]).unwrap();
-    header.remove("model.layers.1.mlp.up_proj.weight").expect("fixture has the tensor");
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&b[8..8 + hlen]).unwrap();
+    header
+        .remove("model.layers.1.mlp.up_proj.weight")
+        .expect("fixture has the tensor");
     let mut h = serde_json::to_vec(&header).unwrap();
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
@@ -78,14 +89,18 @@ fn missing_tensor_is_named() {
     out.extend_from_slice(&b[8 + hlen..]);
     std::fs::write(&p, out).unwrap();
     let e = open_err(&d);
-    assert!(e.contains("blk.1.ffn_up.weight") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("blk.1.ffn_up.weight") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_architecture_is_named() {
     let d = copy_hf("llama/hf-f32", "arch");
     let p = d.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     cfg["model_type"] = "gpt_neox".into();
     std::fs::write(&p, cfg.to_string()).unwrap();
     let e = open_err(&d);
@@ -98,13 +113,27 @@ fn unsupported_architecture_is_named() {
 fn bad_inputs_to_a_loaded_model_are_errors() {
     let m = Model::open(&tiny("llama/model-f32.gguf")).unwrap();
     let mut st = m.new_state(8);
-    let e = m.forward(&mut st, &[m.config.vocab as u32], Logits::Last).err().unwrap().to_string();
+    let e = m
+        .forward(&mut st, &[m.config.vocab as u32], Logits::Last)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
     assert!(m.forward(&mut st, &[], Logits::Last).is_err());
     let too_long = vec![1u32; m.config.context_len + 1];
-    let e = m.forward(&mut st, &too_long, Logits::Last).err().unwrap().to_string();
-    assert!(e.contains(&m.config.context_len.to_string()) && e.contains(&too_long.len().to_string()), "{e}");
+    let e = m
+        .forward(&mut st, &too_long, Logits::Last)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&m.config.context_len.to_string()) && e.contains(&too_long.len().to_string()),
+        "{e}"
+    );
     // The state is still usable after rejected calls.
     assert_eq!(st.pos(), 0);
-    assert_eq!(m.forward(&mut st, &[1, 2, 3], Logits::Last).unwrap().len(), m.config.vocab);
+    assert_eq!(
+        m.forward(&mut st, &[1, 2, 3], Logits::Last).unwrap().len(),
+        m.config.vocab
+    );
 }

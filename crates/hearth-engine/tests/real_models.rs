@@ -22,12 +22,21 @@ fn models_dir() -> PathBuf {
 }
 
 fn fixture(name: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/real").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/real")
+        .join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn check(fixture_name: &str) {
@@ -41,7 +50,10 @@ fn check(fixture_name: &str) {
     let text = std::fs::read_to_string(text_path).unwrap();
     let want = ids(&f["ppl_tokens"]);
     let got = tok.encode(&text, true).unwrap();
-    assert_eq!(got, want, "{fixture_name}: tokenization of ppl.txt differs from transformers'");
+    assert_eq!(
+        got, want,
+        "{fixture_name}: tokenization of ppl.txt differs from transformers'"
+    );
 
     // Perplexity within 1%.
     let (nll, n) = score_sequence(&model, &want, |_| {}).unwrap();
@@ -49,14 +61,25 @@ fn check(fixture_name: &str) {
     let ppl = (nll / n as f64).exp();
     let reference = f["ppl"].as_f64().unwrap();
     let rel = (ppl - reference).abs() / reference;
-    eprintln!("{fixture_name}: perplexity {ppl:.4}, transformers {reference:.4} ({:.3}% apart)", rel * 100.0);
-    assert!(rel < 0.01, "{fixture_name}: perplexity {ppl} vs transformers {reference}");
+    eprintln!(
+        "{fixture_name}: perplexity {ppl:.4}, transformers {reference:.4} ({:.3}% apart)",
+        rel * 100.0
+    );
+    assert!(
+        rel < 0.01,
+        "{fixture_name}: perplexity {ppl} vs transformers {reference}"
+    );
 
     // Greedy continuations.
     for g in f["greedy"].as_array().unwrap() {
         let prompt = ids(&g["prompt_tokens"]);
         let expect = ids(&g["tokens"]);
-        let margins: Vec<f64> = g["top2_margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = g["top2_margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let mut st = model.new_state(64);
         let mut next = argmax(model.forward(&mut st, &prompt, Logits::Last).unwrap());
         let mut compared = 0;
@@ -64,12 +87,23 @@ fn check(fixture_name: &str) {
             if margins[step] < 0.1 {
                 break;
             }
-            assert_eq!(next, e, "{fixture_name}: prompt {:?}, step {step}", g["prompt"]);
+            assert_eq!(
+                next, e,
+                "{fixture_name}: prompt {:?}, step {step}",
+                g["prompt"]
+            );
             compared += 1;
             next = argmax(model.forward(&mut st, &[next], Logits::Last).unwrap());
         }
-        eprintln!("{fixture_name}: {:?}: {compared} greedy tokens equal", g["prompt"]);
-        assert!(compared >= 4, "too few comparable steps for {:?}", g["prompt"]);
+        eprintln!(
+            "{fixture_name}: {:?}: {compared} greedy tokens equal",
+            g["prompt"]
+        );
+        assert!(
+            compared >= 4,
+            "too few comparable steps for {:?}",
+            g["prompt"]
+        );
     }
 }
 
@@ -95,5 +129,8 @@ fn smollm2_chat_template_matches_transformers() {
         serde_json::from_value(f["chat_messages"].clone()).unwrap();
     let text = tok.apply_chat_template(&messages, true, None).unwrap();
     assert_eq!(text, f["chat_prompt_text"].as_str().unwrap());
-    assert_eq!(tok.encode(&text, false).unwrap(), ids(&f["chat_prompt_tokens"]));
+    assert_eq!(
+        tok.encode(&text, false).unwrap(),
+        ids(&f["chat_prompt_tokens"])
+    );
 }

@@ -17,14 +17,17 @@ fn fixtures() -> PathBuf {
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// Runs every variant of one architecture; returns how many were checked.
 fn check_arch(arch: &str) -> usize {
     let dir = fixtures().join(arch);
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let tokens: Vec<u32> = reference["tokens"]
         .as_array()
         .unwrap()
@@ -36,15 +39,28 @@ fn check_arch(arch: &str) -> usize {
     for (name, v) in variants {
         let model_path = dir.join(v["path"].as_str().unwrap());
         let expect = read_f32(&dir.join(v["logits"].as_str().unwrap()));
-        if let Some(ty) = ["mxfp4", "tq1_0", "tq2_0"].iter().find(|t| name.ends_with(*t)) {
+        if let Some(ty) = ["mxfp4", "tq1_0", "tq2_0"]
+            .iter()
+            .find(|t| name.ends_with(*t))
+        {
             // GGUF types hearth does not run yet: loading must say so, naming the type.
-            let err = Model::open(&model_path).err().expect("type is not supported yet").to_string();
-            assert!(err.contains("unsupported") && err.contains(&ty.to_uppercase()), "{arch}/{name}: {err}");
+            let err = Model::open(&model_path)
+                .err()
+                .expect("type is not supported yet")
+                .to_string();
+            assert!(
+                err.contains("unsupported") && err.contains(&ty.to_uppercase()),
+                "{arch}/{name}: {err}"
+            );
             continue;
         }
         let model = Model::open(&model_path).unwrap_or_else(|e| panic!("{arch}/{name}: {e}"));
         let vocab = model.config.vocab;
-        assert_eq!(expect.len(), tokens.len() * vocab, "{arch}/{name}: reference size");
+        assert_eq!(
+            expect.len(),
+            tokens.len() * vocab,
+            "{arch}/{name}: reference size"
+        );
         // All positions at once, and again in two chunks through the KV cache: both must match.
         for split in [tokens.len(), 7] {
             let mut st = model.new_state(tokens.len());
@@ -119,5 +135,8 @@ fn every_fixture_architecture_is_tested() {
             check_arch(arch);
         }
     }
-    assert!(found.len() >= 5, "expected the five architectures' fixtures, found {found:?}");
+    assert!(
+        found.len() >= 5,
+        "expected the five architectures' fixtures, found {found:?}"
+    );
 }

@@ -17,15 +17,18 @@ impl<T: DeserializeOwned, F: Flavor> FromRequest<AppState> for ApiJson<T, F> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.config.body_limit;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            ApiError::new(
-                Kind::PayloadTooLarge,
-                format!("request body is larger than the limit of {limit} bytes"),
-            )
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Kind::PayloadTooLarge,
+                    format!("request body is larger than the limit of {limit} bytes"),
+                )
+            })?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON in request body: {e}")))?;
-        let parsed = serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+        let parsed = serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
         Ok(ApiJson(parsed, PhantomData))
     }
 }

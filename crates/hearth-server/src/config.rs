@@ -83,7 +83,8 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Reads a TOML config file.
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<ServerConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -107,7 +108,9 @@ pub fn default_memory_budget() -> u64 {
 /// Parses a size like `8G`, `512M`, `1.5GiB` or a plain byte count.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
@@ -131,7 +134,10 @@ mod tests {
         assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("lots").is_err());
-        assert_eq!(ModelSpec::parse("a/b.gguf=smol").alias.as_deref(), Some("smol"));
+        assert_eq!(
+            ModelSpec::parse("a/b.gguf=smol").alias.as_deref(),
+            Some("smol")
+        );
         assert_eq!(ModelSpec::parse("a/b.gguf").alias, None);
     }
 

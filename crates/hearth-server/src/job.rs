@@ -103,11 +103,15 @@ impl ModelHandle {
                 Err(match e {
                     mpsc::error::TrySendError::Full(_) => ApiError::new(
                         Kind::Overloaded,
-                        format!("model {} has too many requests queued; retry later", self.id),
+                        format!(
+                            "model {} has too many requests queued; retry later",
+                            self.id
+                        ),
                     ),
-                    mpsc::error::TrySendError::Closed(_) => {
-                        ApiError::new(Kind::Unavailable, format!("model {} is unloading; retry", self.id))
-                    }
+                    mpsc::error::TrySendError::Closed(_) => ApiError::new(
+                        Kind::Unavailable,
+                        format!("model {} is unloading; retry", self.id),
+                    ),
                 })
             }
         }

@@ -50,7 +50,11 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
             resp.headers_mut().insert("x-request-id", v.clone());
             resp.headers_mut().insert("request-id", v);
         }
-        tracing::info!(status = resp.status().as_u16(), ms = t0.elapsed().as_millis() as u64, "response");
+        tracing::info!(
+            status = resp.status().as_u16(),
+            ms = t0.elapsed().as_millis() as u64,
+            "response"
+        );
         resp
     }
     .instrument(span)
@@ -78,7 +82,10 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let x_key = h.get("x-api-key").and_then(|v| v.to_str().ok());
-    let ok = [bearer, x_key].into_iter().flatten().any(|k| keys.iter().any(|good| constant_time_eq(good, k)));
+    let ok = [bearer, x_key]
+        .into_iter()
+        .flatten()
+        .any(|k| keys.iter().any(|good| constant_time_eq(good, k)));
     if ok {
         next.run(req).await
     } else {
@@ -91,10 +98,17 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Unknown routes: a 404 in the envelope of the API the path belongs to.
 pub async fn not_found(uri: Uri) -> impl IntoResponse {
-    render_for(&uri, &ApiError::not_found(format!("no route for {}", uri.path())))
+    render_for(
+        &uri,
+        &ApiError::not_found(format!("no route for {}", uri.path())),
+    )
 }

@@ -29,7 +29,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let (model, _tok) = crate::load(&a.model)?;
     let c = &model.config;
     if a.prompt_tokens + a.gen_tokens > c.context_len || a.prompt_tokens == 0 {
-        bail!("prompt {} + generated {} tokens do not fit the context of {}", a.prompt_tokens, a.gen_tokens, c.context_len);
+        bail!(
+            "prompt {} + generated {} tokens do not fit the context of {}",
+            a.prompt_tokens,
+            a.gen_tokens,
+            c.context_len
+        );
     }
     // A fixed pseudo-random prompt over ordinary (non-special) ids: the speed does not depend on the text.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -68,10 +73,16 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("model: {}", model.path.display());
     println!("threads: {threads}");
     println!("prefill: {pf:.1} tokens/s ({} tokens)", a.prompt_tokens);
-    println!("decode: {dc:.1} tokens/s ({} tokens after the prompt)", a.gen_tokens);
+    println!(
+        "decode: {dc:.1} tokens/s ({} tokens after the prompt)",
+        a.gen_tokens
+    );
     println!("memory read bandwidth: {:.2} GB/s", bw / 1e9);
     println!("weight bytes per decoded token: {:.2} MB", bytes / 1e6);
-    println!("decode roofline: {roof:.1} tokens/s; decode reaches {:.0}% of it", 100.0 * dc / roof);
+    println!(
+        "decode roofline: {roof:.1} tokens/s; decode reaches {:.0}% of it",
+        100.0 * dc / roof
+    );
     Ok(())
 }
 

@@ -19,7 +19,11 @@ use hearth_engine::sample::SamplingParams;
 use hearth_engine::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Run local LLMs: GGUF and Hugging Face safetensors models on CPU")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Run local LLMs: GGUF and Hugging Face safetensors models on CPU"
+)]
 struct Cli {
     /// Worker threads for the kernels (default: every core).
     #[arg(long, global = true)]
@@ -89,7 +93,10 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
             eprintln!("error: cannot start {n} threads: {e}");
             return ExitCode::FAILURE;
         }
@@ -117,7 +124,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Opens the model and its tokenizer, with a spinner if that takes over a second.
@@ -204,7 +214,10 @@ fn run(a: RunArgs) -> Result<()> {
     match &a.prompt {
         Some(p) => turn(&mut session, &mut messages, p),
         None => {
-            eprintln!("hearth: chatting with {} (Ctrl-D to quit)", model.path.display());
+            eprintln!(
+                "hearth: chatting with {} (Ctrl-D to quit)",
+                model.path.display()
+            );
             let stdin = std::io::stdin();
             loop {
                 eprint!("> ");
@@ -227,16 +240,26 @@ fn run(a: RunArgs) -> Result<()> {
 /// Scores every token after the first given its prefix; the file must fit the context.
 fn perplexity(model_path: &Path, file: &Path) -> Result<()> {
     let (model, tok) = load(model_path)?;
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let ids = tok.encode(&text, true)?;
     let ctx = model.config.context_len;
     if ids.len() > ctx {
-        bail!("{} is {} tokens, longer than the model's context of {ctx}", file.display(), ids.len());
+        bail!(
+            "{} is {} tokens, longer than the model's context of {ctx}",
+            file.display(),
+            ids.len()
+        );
     }
     if ids.len() < 2 {
-        bail!("{} has fewer than 2 tokens; nothing to score", file.display());
+        bail!(
+            "{} has fewer than 2 tokens; nothing to score",
+            file.display()
+        );
     }
-    let (nll, n) = hearth_engine::generate::score_sequence(&model, &ids, |done| progress::Bar::tick(done, ids.len()))?;
+    let (nll, n) = hearth_engine::generate::score_sequence(&model, &ids, |done| {
+        progress::Bar::tick(done, ids.len())
+    })?;
     progress::Bar::clear();
     println!("tokens: {}", ids.len());
     println!("scored: {n}");
@@ -250,7 +273,11 @@ fn info(path: &Path) -> Result<()> {
     println!("file: {}", model.path.display());
     println!("format: {:?}", model.format);
     println!("architecture: {}", c.arch.name());
-    println!("parameters: {} ({:.1} M)", model.n_params(), model.n_params() as f64 / 1e6);
+    println!(
+        "parameters: {} ({:.1} M)",
+        model.n_params(),
+        model.n_params() as f64 / 1e6
+    );
     println!(
         "layers: {}, hidden: {}, heads: {} (kv {}), head dim: {}, ffn: {}, vocab: {}",
         c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn, c.vocab
@@ -262,9 +289,15 @@ fn info(path: &Path) -> Result<()> {
     }
     println!("weights by type:");
     for (ty, n, bytes) in model.weights.bytes_by_type() {
-        println!("  {ty:>5}: {n:>12} weights, {:>10.2} MB", bytes as f64 / 1e6);
+        println!(
+            "  {ty:>5}: {n:>12} weights, {:>10.2} MB",
+            bytes as f64 / 1e6
+        );
     }
-    println!("bytes read per decoded token: {:.2} MB", model.bytes_per_token() as f64 / 1e6);
+    println!(
+        "bytes read per decoded token: {:.2} MB",
+        model.bytes_per_token() as f64 / 1e6
+    );
     println!("bos: {:?}, eos: {:?}", tok.bos_id(), tok.eos_ids());
     match tok.chat_template() {
         Some(t) => println!("chat template: yes ({} bytes)\n{t}", t.len()),

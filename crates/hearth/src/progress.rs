@@ -67,8 +67,11 @@ impl Bar {
     pub fn tick(done: usize, total: usize) {
         let mut g = BAR.get_or_init(|| Mutex::new(None)).lock().unwrap();
         let (t0, pb) = g.get_or_insert_with(|| {
-            let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden());
-            pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {elapsed}").unwrap());
+            let pb =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden());
+            pb.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {elapsed}").unwrap(),
+            );
             (Instant::now(), pb)
         });
         if pb.is_hidden() && t0.elapsed() > Duration::from_secs(1) {

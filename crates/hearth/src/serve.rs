@@ -39,7 +39,12 @@ pub struct ServeArgs {
     #[arg(long = "pin", value_delimiter = ',')]
     pinned: Vec<String>,
     /// Accepted API keys (repeatable or comma-separated); none = no authentication.
-    #[arg(long = "api-key", env = "HEARTH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        env = "HEARTH_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     api_keys: Vec<String>,
     /// Largest request body, e.g. 10M.
     #[arg(long, env = "HEARTH_BODY_LIMIT", value_parser = parse_size)]
@@ -60,7 +65,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Some(p) => ServerConfig::from_toml_file(p)?,
         None => ServerConfig::default(),
     };
-    c.models.extend(a.models.iter().map(|m| ModelSpec::parse(m)));
+    c.models
+        .extend(a.models.iter().map(|m| ModelSpec::parse(m)));
     if a.models_dir.is_some() {
         c.models_dir = a.models_dir;
     }
@@ -80,7 +86,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         c.idle_ttl_secs = v;
     }
     c.pinned.extend(a.pinned);
-    c.api_keys.extend(a.api_keys.into_iter().filter(|k| !k.is_empty()));
+    c.api_keys
+        .extend(a.api_keys.into_iter().filter(|k| !k.is_empty()));
     if let Some(v) = a.body_limit {
         c.body_limit = v as usize;
     }
@@ -99,8 +106,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if c.default_model.is_none() {
         c.default_model = c.models.first().map(|m| {
             m.alias.clone().unwrap_or_else(|| {
-                let stem = if m.path.is_dir() { m.path.file_name() } else { m.path.file_stem() };
-                stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                let stem = if m.path.is_dir() {
+                    m.path.file_name()
+                } else {
+                    m.path.file_stem()
+                };
+                stem.map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             })
         });
     }

@@ -136,16 +136,20 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            Error::format(
-                self.path,
-                format!(
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                Error::format(
+                    self.path,
+                    format!(
                     "truncated file: {what} needs {n} bytes at offset {} but the file has {} bytes",
                     self.pos,
                     self.buf.len()
                 ),
-            )
-        })?;
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -170,7 +174,9 @@ impl<'a> Cursor<'a> {
         if n.saturating_mul(min_item_bytes.max(1) as u64) > left {
             return Err(Error::format(
                 self.path,
-                format!("corrupt {what}: {n} items cannot fit in the {left} bytes left in the file"),
+                format!(
+                    "corrupt {what}: {n} items cannot fit in the {left} bytes left in the file"
+                ),
             ));
         }
         Ok(n as usize)
@@ -178,8 +184,12 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.count(1, what)?;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::format(self.path, format!("{what} is not valid UTF-8 (offset {})", self.pos - n)))
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::format(
+                self.path,
+                format!("{what} is not valid UTF-8 (offset {})", self.pos - n),
+            )
+        })
     }
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<MetaValue> {
         Ok(match ty {
@@ -193,12 +203,20 @@ impl<'a> Cursor<'a> {
             7 => match self.u8(key)? {
                 0 => MetaValue::Bool(false),
                 1 => MetaValue::Bool(true),
-                b => return Err(Error::format(self.path, format!("metadata {key}: bool byte {b}"))),
+                b => {
+                    return Err(Error::format(
+                        self.path,
+                        format!("metadata {key}: bool byte {b}"),
+                    ))
+                }
             },
             8 => MetaValue::String(self.string(key)?),
             9 => {
                 if depth > 4 {
-                    return Err(Error::format(self.path, format!("metadata {key}: arrays nested too deep")));
+                    return Err(Error::format(
+                        self.path,
+                        format!("metadata {key}: arrays nested too deep"),
+                    ));
                 }
                 let elem_ty = self.u32(key)?;
                 let min = match elem_ty {
@@ -207,7 +225,12 @@ impl<'a> Cursor<'a> {
                     4..=6 => 4,
                     8 | 10..=12 => 8,
                     9 => 12,
-                    t => return Err(Error::format(self.path, format!("metadata {key}: unknown array type {t}"))),
+                    t => {
+                        return Err(Error::format(
+                            self.path,
+                            format!("metadata {key}: unknown array type {t}"),
+                        ))
+                    }
                 };
                 let n = self.count(min, key)?;
                 let mut items = Vec::with_capacity(n);
@@ -219,7 +242,12 @@ impl<'a> Cursor<'a> {
             10 => MetaValue::U64(self.u64(key)?),
             11 => MetaValue::I64(self.u64(key)? as i64),
             12 => MetaValue::F64(f64::from_bits(self.u64(key)?)),
-            t => return Err(Error::format(self.path, format!("metadata {key}: unknown value type {t}"))),
+            t => {
+                return Err(Error::format(
+                    self.path,
+                    format!("metadata {key}: unknown value type {t}"),
+                ))
+            }
         })
     }
 }
@@ -229,11 +257,17 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
     let mut c = Cursor { buf, pos: 0, path };
     let magic = c.take(4, "magic")?;
     if magic != MAGIC {
-        return Err(Error::format(path, format!("bad magic {magic:02x?}: not a GGUF file")));
+        return Err(Error::format(
+            path,
+            format!("bad magic {magic:02x?}: not a GGUF file"),
+        ));
     }
     let version = c.u32("version")?;
     if !(2..=3).contains(&version) {
-        return Err(Error::unsupported(path, format!("GGUF version {version} (hearth reads 2 and 3)")));
+        return Err(Error::unsupported(
+            path,
+            format!("GGUF version {version} (hearth reads 2 and 3)"),
+        ));
     }
     let n_tensors = c.count(24, "tensor count")?;
     let n_kv = c.count(13, "metadata count")?;
@@ -250,7 +284,12 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_u64() {
             Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-            _ => return Err(Error::format(path, format!("general.alignment {v:?} is not a power of two"))),
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!("general.alignment {v:?} is not a power of two"),
+                ))
+            }
         },
     };
 
@@ -265,7 +304,11 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
         let name = c.string("tensor name")?;
         let rank = c.u32(&name)? as usize;
         if rank > 4 {
-            return Err(Error::tensor(path, &name, format!("rank {rank} (GGUF allows at most 4)")));
+            return Err(Error::tensor(
+                path,
+                &name,
+                format!("rank {rank} (GGUF allows at most 4)"),
+            ));
         }
         let mut dims = Vec::with_capacity(rank);
         for _ in 0..rank {
@@ -273,7 +316,12 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
         }
         let ty = c.u32(&name)?;
         let offset = c.u64(&name)?;
-        infos.push(Info { name, dims, ty, offset });
+        infos.push(Info {
+            name,
+            dims,
+            ty,
+            offset,
+        });
     }
 
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
@@ -288,7 +336,11 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
         let Some(dtype) = DType::from_ggml_id(info.ty) else {
             // Its size is unknown to hearth, but its start must still lie in the file.
             if data_start.saturating_add(info.offset) > file_len {
-                return Err(Error::tensor(path, &info.name, "tensor data starts past the end of the file (truncated?)"));
+                return Err(Error::tensor(
+                    path,
+                    &info.name,
+                    "tensor data starts past the end of the file (truncated?)",
+                ));
             }
             unsupported.push((info.name, DType::ggml_id_name(info.ty)));
             continue;
@@ -307,10 +359,17 @@ fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<GgufFile> {
             .checked_mul(dtype.block_bytes() as u64)
             .ok_or_else(|| bad("size overflows".into()))?;
         if info.offset % alignment != 0 {
-            return Err(bad(format!("offset {} is not aligned to {alignment}", info.offset)));
+            return Err(bad(format!(
+                "offset {} is not aligned to {alignment}",
+                info.offset
+            )));
         }
-        let start = data_start.checked_add(info.offset).ok_or_else(|| bad("offset overflows".into()))?;
-        let end = start.checked_add(nbytes).ok_or_else(|| bad("offset overflows".into()))?;
+        let start = data_start
+            .checked_add(info.offset)
+            .ok_or_else(|| bad("offset overflows".into()))?;
+        let end = start
+            .checked_add(nbytes)
+            .ok_or_else(|| bad("offset overflows".into()))?;
         if end > file_len {
             return Err(bad(format!(
                 "tensor data [{start}, {end}) is out of bounds: the file has {file_len} bytes (truncated?)"

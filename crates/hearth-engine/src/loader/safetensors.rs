@@ -38,7 +38,10 @@ impl SafetensorsFile {
         let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
         let len = map.len() as u64;
         if len < 8 {
-            return Err(Error::format(path, format!("truncated file: {len} bytes, no safetensors header")));
+            return Err(Error::format(
+                path,
+                format!("truncated file: {len} bytes, no safetensors header"),
+            ));
         }
         let hlen = u64::from_le_bytes(map[..8].try_into().unwrap());
         if hlen > MAX_HEADER || 8 + hlen > len {
@@ -48,8 +51,10 @@ impl SafetensorsFile {
             ));
         }
         let header = &map[8..8 + hlen as usize];
-        let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)
-            .map_err(|e| Error::format(path, format!("safetensors header is not valid JSON: {e}")))?;
+        let entries: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(header).map_err(|e| {
+                Error::format(path, format!("safetensors header is not valid JSON: {e}"))
+            })?;
         let data_start = 8 + hlen as usize;
         let data_len = map.len() - data_start;
         let mut tensors = Vec::new();
@@ -87,7 +92,12 @@ impl SafetensorsFile {
                 return Err(Error::tensor(
                     path,
                     &name,
-                    format!("holds {} bytes but {:?} {} needs {nbytes}", end - b, e.shape, dtype),
+                    format!(
+                        "holds {} bytes but {:?} {} needs {nbytes}",
+                        end - b,
+                        e.shape,
+                        dtype
+                    ),
                 ));
             }
             tensors.push(Tensor {
@@ -115,19 +125,22 @@ pub fn open_folder(dir: &Path) -> Result<Vec<SafetensorsFile>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::format(&index, format!("not valid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(&index, format!("not valid JSON: {e}")))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::format(&index, "no weight_map object"))?;
         let mut shards: Vec<String> = Vec::new();
         for (tensor, shard) in map {
-            let shard = shard
-                .as_str()
-                .ok_or_else(|| Error::format(&index, format!("weight_map[{tensor}] is not a file name")))?;
+            let shard = shard.as_str().ok_or_else(|| {
+                Error::format(&index, format!("weight_map[{tensor}] is not a file name"))
+            })?;
             if shard.contains('/') || shard.contains('\\') || shard.contains("..") {
-                return Err(Error::format(&index, format!("shard name {shard:?} leaves the folder")));
+                return Err(Error::format(
+                    &index,
+                    format!("shard name {shard:?} leaves the folder"),
+                ));
             }
             if !shards.iter().any(|s| s == shard) {
                 shards.push(shard.to_string());
@@ -140,12 +153,19 @@ pub fn open_folder(dir: &Path) -> Result<Vec<SafetensorsFile>> {
             .collect::<Result<Vec<_>>>()?;
         // Every tensor the index names must be in the shard it names.
         for (tensor, shard) in map {
-            let f = files.iter().find(|f| f.path.file_name().and_then(|n| n.to_str()) == shard.as_str());
+            let f = files
+                .iter()
+                .find(|f| f.path.file_name().and_then(|n| n.to_str()) == shard.as_str());
             let found = f.is_some_and(|f| {
-                f.tensors.iter().any(|t| &t.name == tensor) || f.unsupported.iter().any(|(n, _)| n == tensor)
+                f.tensors.iter().any(|t| &t.name == tensor)
+                    || f.unsupported.iter().any(|(n, _)| n == tensor)
             });
             if !found {
-                return Err(Error::tensor(&index, tensor, format!("listed in the index but missing from {shard}")));
+                return Err(Error::tensor(
+                    &index,
+                    tensor,
+                    format!("listed in the index but missing from {shard}"),
+                ));
             }
         }
         Ok(files)

@@ -91,7 +91,9 @@ impl ModelConfig {
     /// Reads the config from GGUF metadata (llama.cpp's key names).
     pub fn from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         let path = &g.path;
-        let arch_name = g.architecture().ok_or_else(|| missing(path, "general.architecture"))?;
+        let arch_name = g
+            .architecture()
+            .ok_or_else(|| missing(path, "general.architecture"))?;
         let arch = match arch_name {
             "llama" => Arch::Llama,
             "mistral" => Arch::Mistral,
@@ -101,38 +103,65 @@ impl ModelConfig {
             other => {
                 return Err(Error::unsupported(
                     path,
-                    format!("architecture {other:?} (hearth runs llama, mistral, qwen2, qwen3, gemma3)"),
+                    format!(
+                        "architecture {other:?} (hearth runs llama, mistral, qwen2, qwen3, gemma3)"
+                    ),
                 ))
             }
         };
         let k = |s: &str| format!("{arch_name}.{s}");
-        let int = |s: &str| g.get_u64(&k(s)).map(|v| v as usize).ok_or_else(|| missing(path, &k(s)));
+        let int = |s: &str| {
+            g.get_u64(&k(s))
+                .map(|v| v as usize)
+                .ok_or_else(|| missing(path, &k(s)))
+        };
         let hidden = int("embedding_length")?;
         let n_layers = int("block_count")?;
         let n_heads = int("attention.head_count")?;
-        let n_kv_heads = g.get_u64(&k("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_heads);
+        let n_kv_heads = g
+            .get_u64(&k("attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(n_heads);
         if n_heads == 0 || hidden == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::format(path, format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads")));
+            return Err(Error::format(
+                path,
+                format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads"),
+            ));
         }
-        let head_dim = g.get_u64(&k("attention.key_length")).map(|v| v as usize).unwrap_or(hidden / n_heads);
+        let head_dim = g
+            .get_u64(&k("attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden / n_heads);
         let vocab = match g.get_u64(&k("vocab_size")) {
             Some(v) => v as usize,
-            None => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0),
+            None => g
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len())
+                .unwrap_or(0),
         };
         let rope_theta = g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32;
         let scaling_type = g.get_str(&k("rope.scaling.type")).unwrap_or("none");
         let scaling_factor = g.get_f64(&k("rope.scaling.factor")).unwrap_or(1.0) as f32;
-        let rope_linear_factor = if scaling_type == "linear" || (arch == Arch::Gemma3 && scaling_factor > 0.0) {
-            scaling_factor.max(1e-6)
-        } else {
-            1.0
-        };
-        let sliding_window = g.get_u64(&k("attention.sliding_window")).map(|v| v as usize).filter(|&w| w > 0);
+        let rope_linear_factor =
+            if scaling_type == "linear" || (arch == Arch::Gemma3 && scaling_factor > 0.0) {
+                scaling_factor.max(1e-6)
+            } else {
+                1.0
+            };
+        let sliding_window = g
+            .get_u64(&k("attention.sliding_window"))
+            .map(|v| v as usize)
+            .filter(|&w| w > 0);
         let sliding_layers = match arch {
             // llama.cpp's gemma3 graph: every sixth layer is global, the rest slide.
             Arch::Gemma3 => {
-                let pattern = g.get_u64(&k("attention.sliding_window_pattern")).unwrap_or(6) as usize;
-                (0..n_layers).map(|i| pattern == 0 || (i + 1) % pattern != 0).collect()
+                let pattern = g
+                    .get_u64(&k("attention.sliding_window_pattern"))
+                    .unwrap_or(6) as usize;
+                (0..n_layers)
+                    .map(|i| pattern == 0 || (i + 1) % pattern != 0)
+                    .collect()
             }
             _ => vec![sliding_window.is_some(); n_layers],
         };
@@ -140,7 +169,9 @@ impl ModelConfig {
             Some(s) => s as f32,
             // Gemma 3 27B scales queries by hidden/heads rather than head_dim (its query_pre_attn_scalar);
             // GGUF does not store it, so follow llama.cpp and key on the 62-layer shape.
-            None if arch == Arch::Gemma3 && n_layers == 62 => 1.0 / ((hidden / n_heads) as f32).sqrt(),
+            None if arch == Arch::Gemma3 && n_layers == 62 => {
+                1.0 / ((hidden / n_heads) as f32).sqrt()
+            }
             None => 1.0 / (head_dim as f32).sqrt(),
         };
         let cfg = ModelConfig {
@@ -153,12 +184,21 @@ impl ModelConfig {
             ffn: int("feed_forward_length")?,
             vocab,
             context_len: int("context_length")?,
-            rms_eps: g.get_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
+            rms_eps: g
+                .get_f64(&k("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5) as f32,
             rope_theta,
-            rope_local_theta: if arch == Arch::Gemma3 { 10000.0 } else { rope_theta },
+            rope_local_theta: if arch == Arch::Gemma3 {
+                10000.0
+            } else {
+                rope_theta
+            },
             rope_linear_factor,
             llama3_rope: None,
-            rope_dim: g.get_u64(&k("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim),
+            rope_dim: g
+                .get_u64(&k("rope.dimension_count"))
+                .map(|v| v as usize)
+                .unwrap_or(head_dim),
             rope_style: if matches!(arch, Arch::Llama | Arch::Mistral) {
                 RopeStyle::Interleaved
             } else {
@@ -167,8 +207,14 @@ impl ModelConfig {
             sliding_window,
             sliding_layers,
             attn_scale,
-            attn_logit_softcap: g.get_f64(&k("attn_logit_softcapping")).map(|v| v as f32).filter(|&v| v > 0.0),
-            final_logit_softcap: g.get_f64(&k("final_logit_softcapping")).map(|v| v as f32).filter(|&v| v > 0.0),
+            attn_logit_softcap: g
+                .get_f64(&k("attn_logit_softcapping"))
+                .map(|v| v as f32)
+                .filter(|&v| v > 0.0),
+            final_logit_softcap: g
+                .get_f64(&k("final_logit_softcapping"))
+                .map(|v| v as f32)
+                .filter(|&v| v > 0.0),
         };
         cfg.validate(path)
     }
@@ -181,7 +227,10 @@ impl ModelConfig {
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())
             .unwrap_or("");
-        let model_type = root.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let model_type = root
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let (arch, c) = match (model_type, arch_field) {
             ("llama", _) => (Arch::Llama, root),
             ("mistral", _) => (Arch::Mistral, root),
@@ -192,7 +241,9 @@ impl ModelConfig {
             (other, a) => {
                 return Err(Error::unsupported(
                     path,
-                    format!("model_type {other:?} ({a}); hearth runs llama, mistral, qwen2, qwen3, gemma3"),
+                    format!(
+                    "model_type {other:?} ({a}); hearth runs llama, mistral, qwen2, qwen3, gemma3"
+                ),
                 ))
             }
         };
@@ -207,7 +258,10 @@ impl ModelConfig {
         let n_heads = int("num_attention_heads")?;
         let n_kv_heads = int("num_key_value_heads").unwrap_or(n_heads);
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::format(path, format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads")));
+            return Err(Error::format(
+                path,
+                format!("bad head counts: {n_heads} heads, {n_kv_heads} KV heads"),
+            ));
         }
         let head_dim = c
             .get("head_dim")
@@ -221,11 +275,20 @@ impl ModelConfig {
         let params = c.get("rope_parameters");
         let global = params.map(|p| p.get("full_attention").unwrap_or(p));
         let local = params.and_then(|p| p.get("sliding_attention"));
-        let theta_of = |p: Option<&Value>| p.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64());
-        let default_theta = if arch == Arch::Gemma3 { 1_000_000.0 } else { 10000.0 };
-        let rope_theta = theta_of(global).or(float("rope_theta")).unwrap_or(default_theta) as f32;
+        let theta_of =
+            |p: Option<&Value>| p.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64());
+        let default_theta = if arch == Arch::Gemma3 {
+            1_000_000.0
+        } else {
+            10000.0
+        };
+        let rope_theta = theta_of(global)
+            .or(float("rope_theta"))
+            .unwrap_or(default_theta) as f32;
         let rope_local_theta = if arch == Arch::Gemma3 {
-            theta_of(local).or(float("rope_local_base_freq")).unwrap_or(10000.0) as f32
+            theta_of(local)
+                .or(float("rope_local_base_freq"))
+                .unwrap_or(10000.0) as f32
         } else {
             rope_theta
         };
@@ -236,7 +299,11 @@ impl ModelConfig {
         let mut rope_linear_factor = 1.0;
         let mut llama3_rope = None;
         if let Some(s) = scaling {
-            let ty = s.get("rope_type").or(s.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+            let ty = s
+                .get("rope_type")
+                .or(s.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
             let f = |k: &str| s.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
             match ty {
                 "default" => {}
@@ -249,27 +316,50 @@ impl ModelConfig {
                         original_context: f("original_max_position_embeddings").unwrap_or(8192.0),
                     })
                 }
-                other => return Err(Error::unsupported(path, format!("rope scaling type {other:?}"))),
+                other => {
+                    return Err(Error::unsupported(
+                        path,
+                        format!("rope scaling type {other:?}"),
+                    ))
+                }
             }
         }
 
-        let sliding_window = c.get("sliding_window").and_then(|v| v.as_u64()).map(|v| v as usize);
+        let sliding_window = c
+            .get("sliding_window")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
         let use_sliding = match arch {
-            Arch::Qwen2 | Arch::Qwen3 => c.get("use_sliding_window").and_then(|v| v.as_bool()).unwrap_or(false),
+            Arch::Qwen2 | Arch::Qwen3 => c
+                .get("use_sliding_window")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             _ => true,
         };
         let sliding_window = sliding_window.filter(|&w| w > 0 && use_sliding);
-        let sliding_layers: Vec<bool> = if let Some(types) = c.get("layer_types").and_then(|v| v.as_array()) {
-            if types.len() != n_layers {
-                return Err(Error::format(path, "layer_types length differs from num_hidden_layers"));
-            }
-            types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect()
-        } else if arch == Arch::Gemma3 {
-            let pattern = c.get("sliding_window_pattern").and_then(|v| v.as_u64()).unwrap_or(6) as usize;
-            (0..n_layers).map(|i| pattern == 0 || (i + 1) % pattern != 0).collect()
-        } else {
-            vec![sliding_window.is_some(); n_layers]
-        };
+        let sliding_layers: Vec<bool> =
+            if let Some(types) = c.get("layer_types").and_then(|v| v.as_array()) {
+                if types.len() != n_layers {
+                    return Err(Error::format(
+                        path,
+                        "layer_types length differs from num_hidden_layers",
+                    ));
+                }
+                types
+                    .iter()
+                    .map(|t| t.as_str() == Some("sliding_attention"))
+                    .collect()
+            } else if arch == Arch::Gemma3 {
+                let pattern = c
+                    .get("sliding_window_pattern")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(6) as usize;
+                (0..n_layers)
+                    .map(|i| pattern == 0 || (i + 1) % pattern != 0)
+                    .collect()
+            } else {
+                vec![sliding_window.is_some(); n_layers]
+            };
         let attn_scale = match (arch, float("query_pre_attn_scalar")) {
             (Arch::Gemma3, Some(q)) => 1.0 / (q as f32).sqrt(),
             _ => 1.0 / (head_dim as f32).sqrt(),
@@ -303,11 +393,19 @@ impl ModelConfig {
 
     fn validate(self, path: &Path) -> Result<ModelConfig> {
         let bad = |m: String| Err(Error::format(path, m));
-        if self.n_layers == 0 || self.head_dim == 0 || self.ffn == 0 || self.vocab == 0 || self.context_len == 0 {
+        if self.n_layers == 0
+            || self.head_dim == 0
+            || self.ffn == 0
+            || self.vocab == 0
+            || self.context_len == 0
+        {
             return bad(format!("degenerate shape: {self:?}"));
         }
         if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
-            return bad(format!("rope dimension {} does not fit head dimension {}", self.rope_dim, self.head_dim));
+            return bad(format!(
+                "rope dimension {} does not fit head dimension {}",
+                self.rope_dim, self.head_dim
+            ));
         }
         if self.sliding_layers.len() != self.n_layers {
             return bad("sliding layer list has the wrong length".into());
@@ -318,7 +416,11 @@ impl ModelConfig {
     /// Rotary inverse frequencies for a layer (global or sliding), with the model's scaling folded in.
     /// Length `rope_dim / 2`.
     pub fn rope_inv_freq(&self, sliding: bool) -> Vec<f32> {
-        let theta = if sliding { self.rope_local_theta } else { self.rope_theta };
+        let theta = if sliding {
+            self.rope_local_theta
+        } else {
+            self.rope_theta
+        };
         let half = self.rope_dim / 2;
         (0..half)
             .map(|i| {
@@ -346,7 +448,8 @@ fn llama3_scale(freq: f32, s: Llama3Rope) -> f32 {
     } else if wavelen > low_wavelen {
         freq / s.factor
     } else {
-        let smooth = (s.original_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        let smooth = (s.original_context / wavelen - s.low_freq_factor)
+            / (s.high_freq_factor - s.low_freq_factor);
         (1.0 - smooth) * freq / s.factor + smooth * freq
     }
 }

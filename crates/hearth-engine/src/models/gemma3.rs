@@ -33,12 +33,16 @@ pub struct Gemma3 {
 
 impl Gemma3 {
     pub fn load(w: &Weights, c: &ModelConfig, norm_offset: f32) -> Result<Gemma3> {
-        let token_embd = w.get_shaped("token_embd.weight", &[c.vocab, c.hidden])?.clone();
+        let token_embd = w
+            .get_shaped("token_embd.weight", &[c.vocab, c.hidden])?
+            .clone();
         let output = match w.opt_shaped("output.weight", &[c.vocab, c.hidden])? {
             Some(t) => t.clone(),
             None => token_embd.clone(),
         };
-        let norm = |l: usize, s: &str| -> Result<Vec<f32>> { Ok(vector(w.layer(l, s, &[c.hidden])?, norm_offset)) };
+        let norm = |l: usize, s: &str| -> Result<Vec<f32>> {
+            Ok(vector(w.layer(l, s, &[c.hidden])?, norm_offset))
+        };
         let layers = (0..c.n_layers)
             .map(|l| {
                 Ok(Layer {
@@ -52,7 +56,10 @@ impl Gemma3 {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Gemma3 {
-            output_norm: vector(w.get_shaped("output_norm.weight", &[c.hidden])?, norm_offset),
+            output_norm: vector(
+                w.get_shaped("output_norm.weight", &[c.hidden])?,
+                norm_offset,
+            ),
             token_embd,
             layers,
             output,
@@ -62,7 +69,14 @@ impl Gemma3 {
     }
 
     /// Runs `tokens` (positions `start..`); leaves normed final hidden states in `s.xb` `[n, hidden]`.
-    pub fn forward(&self, c: &ModelConfig, s: &mut Scratch, kv: &mut KvCache, tokens: &[u32], start: usize) {
+    pub fn forward(
+        &self,
+        c: &ModelConfig,
+        s: &mut Scratch,
+        kv: &mut KvCache,
+        tokens: &[u32],
+        start: usize,
+    ) {
         let n = tokens.len();
         let h = c.hidden;
         let eps = c.rms_eps;

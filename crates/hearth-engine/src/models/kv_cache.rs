@@ -29,7 +29,12 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(n_layers: usize, kv_dim: usize, max: usize) -> KvCache {
         KvCache {
-            layers: (0..n_layers).map(|_| LayerKv { k: Vec::new(), v: Vec::new() }).collect(),
+            layers: (0..n_layers)
+                .map(|_| LayerKv {
+                    k: Vec::new(),
+                    v: Vec::new(),
+                })
+                .collect(),
             kv_dim,
             len: 0,
             cap: 0,
@@ -42,7 +47,10 @@ impl KvCache {
         if end <= self.cap {
             return;
         }
-        let cap = end.div_ceil(GROW).saturating_mul(GROW).min(self.max.max(end));
+        let cap = end
+            .div_ceil(GROW)
+            .saturating_mul(GROW)
+            .min(self.max.max(end));
         for l in &mut self.layers {
             l.k.resize(cap * self.kv_dim, 0.0);
             l.v.resize(cap * self.kv_dim, 0.0);
@@ -71,6 +79,9 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| (l.k.capacity() + l.v.capacity()) * 4).sum()
+        self.layers
+            .iter()
+            .map(|l| (l.k.capacity() + l.v.capacity()) * 4)
+            .sum()
     }
 }

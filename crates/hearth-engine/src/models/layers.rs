@@ -18,16 +18,16 @@ pub fn vector(t: &Tensor, offset: f32) -> Vec<f32> {
 /// Scratch buffers for one step of up to `max_tokens` tokens, allocated once per sequence state.
 pub struct Scratch {
     pub max_tokens: usize,
-    pub x: Vec<f32>,     // [n, hidden] residual stream
-    pub xb: Vec<f32>,    // [n, hidden] normed input of a block
-    pub xb2: Vec<f32>,   // [n, hidden] block output
-    pub q: Vec<f32>,     // [n, n_heads*head_dim]
-    pub k: Vec<f32>,     // [n, kv_dim]
-    pub v: Vec<f32>,     // [n, kv_dim]
-    pub att: Vec<f32>,   // [n, n_heads*head_dim]
-    pub gate: Vec<f32>,  // [n, ffn]
-    pub up: Vec<f32>,    // [n, ffn]
-    pub rope: Vec<f32>,  // [2 (global, local), n, rope_dim] cos/sin tables
+    pub x: Vec<f32>,      // [n, hidden] residual stream
+    pub xb: Vec<f32>,     // [n, hidden] normed input of a block
+    pub xb2: Vec<f32>,    // [n, hidden] block output
+    pub q: Vec<f32>,      // [n, n_heads*head_dim]
+    pub k: Vec<f32>,      // [n, kv_dim]
+    pub v: Vec<f32>,      // [n, kv_dim]
+    pub att: Vec<f32>,    // [n, n_heads*head_dim]
+    pub gate: Vec<f32>,   // [n, ffn]
+    pub up: Vec<f32>,     // [n, ffn]
+    pub rope: Vec<f32>,   // [2 (global, local), n, rope_dim] cos/sin tables
     pub logits: Vec<f32>, // [n_out, vocab]
 }
 
@@ -53,7 +53,14 @@ impl Scratch {
     }
 
     /// Fills the rope tables for positions `start..start+n` (global set, then local set).
-    pub fn fill_rope(&mut self, c: &ModelConfig, inv_global: &[f32], inv_local: &[f32], start: usize, n: usize) {
+    pub fn fill_rope(
+        &mut self,
+        c: &ModelConfig,
+        inv_global: &[f32],
+        inv_local: &[f32],
+        start: usize,
+        n: usize,
+    ) {
         let rd = c.rope_dim;
         let (g, l) = self.rope.split_at_mut(self.max_tokens * rd);
         for t in 0..n {
@@ -61,19 +68,18 @@ impl Scratch {
             ops::rope_table(start + t, inv_local, &mut l[t * rd..(t + 1) * rd]);
         }
     }
-
 }
 
 /// One layer's self-attention weights.
 pub struct Attention {
     pub layer: usize,
-    pub wq: Tensor, // [n_heads*head_dim, hidden]
-    pub wk: Tensor, // [n_kv_heads*head_dim, hidden]
-    pub wv: Tensor, // [n_kv_heads*head_dim, hidden]
-    pub wo: Tensor, // [hidden, n_heads*head_dim]
-    pub bq: Option<Vec<f32>>, // [n_heads*head_dim] (qwen2)
-    pub bk: Option<Vec<f32>>, // [n_kv_heads*head_dim]
-    pub bv: Option<Vec<f32>>, // [n_kv_heads*head_dim]
+    pub wq: Tensor,               // [n_heads*head_dim, hidden]
+    pub wk: Tensor,               // [n_kv_heads*head_dim, hidden]
+    pub wv: Tensor,               // [n_kv_heads*head_dim, hidden]
+    pub wo: Tensor,               // [hidden, n_heads*head_dim]
+    pub bq: Option<Vec<f32>>,     // [n_heads*head_dim] (qwen2)
+    pub bk: Option<Vec<f32>>,     // [n_kv_heads*head_dim]
+    pub bv: Option<Vec<f32>>,     // [n_kv_heads*head_dim]
     pub q_norm: Option<Vec<f32>>, // [head_dim] (qwen3, gemma3)
     pub k_norm: Option<Vec<f32>>, // [head_dim]
     pub sliding: bool,
@@ -82,7 +88,11 @@ pub struct Attention {
 impl Attention {
     /// Loads layer `l`'s attention; `norm_offset` is added to q/k norm gains (see [`vector`]).
     pub fn load(w: &Weights, c: &ModelConfig, l: usize, norm_offset: f32) -> Result<Attention> {
-        let (qdim, kvdim, hd) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.head_dim);
+        let (qdim, kvdim, hd) = (
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.head_dim,
+        );
         let bias = |s: &str, n: usize| -> Result<Option<Vec<f32>>> {
             Ok(w.layer_opt(l, s, &[n])?.map(|t| vector(t, 0.0)))
         };
@@ -106,16 +116,35 @@ impl Attention {
 
     /// `s.xb` `[n, hidden]` (normed input) → `s.xb2` `[n, hidden]`, storing this step's keys and values in
     /// `kv` at positions `start..start+n`.
-    pub fn forward(&self, c: &ModelConfig, s: &mut Scratch, kv: &mut KvCache, start: usize, n: usize) {
-        let (qdim, kvdim, hd) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.head_dim);
+    pub fn forward(
+        &self,
+        c: &ModelConfig,
+        s: &mut Scratch,
+        kv: &mut KvCache,
+        start: usize,
+        n: usize,
+    ) {
+        let (qdim, kvdim, hd) = (
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.head_dim,
+        );
         let s = &mut *s;
         let xb = &s.xb[..n * c.hidden];
-        let (q, k, v) = (&mut s.q[..n * qdim], &mut s.k[..n * kvdim], &mut s.v[..n * kvdim]);
+        let (q, k, v) = (
+            &mut s.q[..n * qdim],
+            &mut s.k[..n * kvdim],
+            &mut s.v[..n * kvdim],
+        );
         // q = xb·Wqᵀ (+bq): [n, qdim]; k, v: [n, kvdim]
         matmul(&self.wq, xb, n, q);
         matmul(&self.wk, xb, n, k);
         matmul(&self.wv, xb, n, v);
-        for (buf, b) in [(&mut *q, &self.bq), (&mut *k, &self.bk), (&mut *v, &self.bv)] {
+        for (buf, b) in [
+            (&mut *q, &self.bq),
+            (&mut *k, &self.bk),
+            (&mut *v, &self.bv),
+        ] {
             if let Some(b) = b {
                 for row in buf.chunks_exact_mut(b.len()) {
                     ops::add_inplace(row, b);
@@ -194,6 +223,10 @@ impl Mlp {
 /// Looks up token embeddings: row `id` of `embd` (`[vocab, hidden]`, any weight type) into `out` rows.
 pub fn embed(embd: &Tensor, tokens: &[u32], hidden: usize, out: &mut [f32]) {
     for (t, &id) in tokens.iter().enumerate() {
-        crate::tensor::quants::dequantize_row(embd.dtype, embd.row(id as usize), &mut out[t * hidden..(t + 1) * hidden]);
+        crate::tensor::quants::dequantize_row(
+            embd.dtype,
+            embd.row(id as usize),
+            &mut out[t * hidden..(t + 1) * hidden],
+        );
     }
 }

@@ -28,7 +28,9 @@ pub struct Llama {
 
 impl Llama {
     pub fn load(w: &Weights, c: &ModelConfig) -> Result<Llama> {
-        let token_embd = w.get_shaped("token_embd.weight", &[c.vocab, c.hidden])?.clone();
+        let token_embd = w
+            .get_shaped("token_embd.weight", &[c.vocab, c.hidden])?
+            .clone();
         let output = match w.opt_shaped("output.weight", &[c.vocab, c.hidden])? {
             Some(t) => t.clone(),
             None => token_embd.clone(),
@@ -53,19 +55,41 @@ impl Llama {
 
     /// Runs `tokens` (positions `start..`) through the network; leaves the final hidden states, normed, in
     /// `s.xb` `[n, hidden]` for the caller to project to logits with [`Llama::output`].
-    pub fn forward(&self, c: &ModelConfig, s: &mut Scratch, kv: &mut KvCache, tokens: &[u32], start: usize) {
+    pub fn forward(
+        &self,
+        c: &ModelConfig,
+        s: &mut Scratch,
+        kv: &mut KvCache,
+        tokens: &[u32],
+        start: usize,
+    ) {
         let n = tokens.len();
         let h = c.hidden;
         embed(&self.token_embd, tokens, h, &mut s.x[..n * h]); // x: [n, hidden]
         for layer in &self.layers {
-            ops::rmsnorm(&s.x[..n * h], &layer.attn_norm, c.rms_eps, &mut s.xb[..n * h]);
+            ops::rmsnorm(
+                &s.x[..n * h],
+                &layer.attn_norm,
+                c.rms_eps,
+                &mut s.xb[..n * h],
+            );
             layer.attn.forward(c, s, kv, start, n); // xb2 = Attn(xb)
             ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
-            ops::rmsnorm(&s.x[..n * h], &layer.ffn_norm, c.rms_eps, &mut s.xb[..n * h]);
+            ops::rmsnorm(
+                &s.x[..n * h],
+                &layer.ffn_norm,
+                c.rms_eps,
+                &mut s.xb[..n * h],
+            );
             layer.mlp.forward(c, s, n); // xb2 = MLP(xb)
             ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
         }
-        ops::rmsnorm(&s.x[..n * h], &self.output_norm, c.rms_eps, &mut s.xb[..n * h]);
+        ops::rmsnorm(
+            &s.x[..n * h],
+            &self.output_norm,
+            c.rms_eps,
+            &mut s.xb[..n * h],
+        );
     }
 
     /// Logits `[rows, vocab]` of normed hidden states `xb` `[rows, hidden]`.

@@ -81,7 +81,10 @@ impl Model {
         if meta.is_dir() {
             return Self::open_hf(path);
         }
-        if path.extension().is_some_and(|e| e == "safetensors" || e == "json") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "safetensors" || e == "json")
+        {
             if let Some(dir) = path.parent() {
                 return Self::open_hf(dir);
             }
@@ -90,7 +93,11 @@ impl Model {
         let config = ModelConfig::from_gguf(&g)?;
         let weights = Weights {
             path: path.to_path_buf(),
-            tensors: g.tensors.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+            tensors: g
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.clone()))
+                .collect(),
             unsupported: g.unsupported.iter().cloned().collect(),
         };
         Self::build(config, weights, Format::Gguf, path, Some(g), 0.0)
@@ -99,8 +106,8 @@ impl Model {
     fn open_hf(dir: &Path) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let root: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
+        let root: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
         let config = ModelConfig::from_hf_config(&cfg_path, &root)?;
         let files = safetensors::open_folder(dir)?;
         let mut tensors = HashMap::new();
@@ -124,7 +131,11 @@ impl Model {
             unsupported,
         };
         // Gemma's Hugging Face norm gains mean 1 + w.
-        let offset = if config.arch == Arch::Gemma3 { 1.0 } else { 0.0 };
+        let offset = if config.arch == Arch::Gemma3 {
+            1.0
+        } else {
+            0.0
+        };
         Self::build(config, weights, Format::Safetensors, dir, None, offset)
     }
 
@@ -137,7 +148,9 @@ impl Model {
         norm_offset: f32,
     ) -> Result<Model> {
         let net = match config.arch {
-            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => Net::Llama(llama::Llama::load(&weights, &config)?),
+            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => {
+                Net::Llama(llama::Llama::load(&weights, &config)?)
+            }
             Arch::Gemma3 => Net::Gemma3(gemma3::Gemma3::load(&weights, &config, norm_offset)?),
         };
         let mut inv_freq_global = config.rope_inv_freq(false);
@@ -170,13 +183,21 @@ impl Model {
 
     /// Appends `tokens` to the sequence and returns logits: `[vocab]` for `Logits::Last`, `[n, vocab]` for
     /// `Logits::All`. Longer inputs than the state's chunk size run in chunks (only with `Logits::Last`).
-    pub fn forward<'s>(&self, st: &'s mut State, tokens: &[u32], want: Logits) -> Result<&'s [f32]> {
+    pub fn forward<'s>(
+        &self,
+        st: &'s mut State,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<&'s [f32]> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(Error::BadRequest("no tokens to run".into()));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::BadRequest(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+            return Err(Error::BadRequest(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
         }
         let end = st.kv.len + tokens.len();
         if end > c.context_len {
@@ -197,7 +218,8 @@ impl Model {
         for piece in tokens.chunks(chunk) {
             let start = st.kv.len;
             let n = piece.len();
-            st.scratch.fill_rope(c, &self.inv_freq_global, &self.inv_freq_local, start, n);
+            st.scratch
+                .fill_rope(c, &self.inv_freq_global, &self.inv_freq_local, start, n);
             match &self.net {
                 Net::Llama(m) => m.forward(c, &mut st.scratch, &mut st.kv, piece, start),
                 Net::Gemma3(m) => m.forward(c, &mut st.scratch, &mut st.kv, piece, start),

@@ -25,8 +25,15 @@ impl Weights {
             return Ok(t);
         }
         match self.unsupported.get(name) {
-            Some(ty) => Err(Error::unsupported(&self.path, format!("tensor {name} has weight type {ty}"))),
-            None => Err(Error::tensor(&self.path, name, "missing from the model file")),
+            Some(ty) => Err(Error::unsupported(
+                &self.path,
+                format!("tensor {name} has weight type {ty}"),
+            )),
+            None => Err(Error::tensor(
+                &self.path,
+                name,
+                "missing from the model file",
+            )),
         }
     }
 
@@ -56,7 +63,12 @@ impl Weights {
     }
 
     /// Optional per-layer tensor.
-    pub fn layer_opt(&self, layer: usize, suffix: &str, shape: &[usize]) -> Result<Option<&Tensor>> {
+    pub fn layer_opt(
+        &self,
+        layer: usize,
+        suffix: &str,
+        shape: &[usize],
+    ) -> Result<Option<&Tensor>> {
         self.opt_shaped(&format!("blk.{layer}.{suffix}"), shape)
     }
 
@@ -83,7 +95,11 @@ fn check_shape(path: &Path, t: &Tensor, shape: &[usize]) -> Result<()> {
         ));
     }
     if t.dtype.bytes_for(t.cols()).is_none() {
-        return Err(Error::tensor(path, &t.name, "rows are not whole quantization blocks"));
+        return Err(Error::tensor(
+            path,
+            &t.name,
+            "rows are not whole quantization blocks",
+        ));
     }
     Ok(())
 }

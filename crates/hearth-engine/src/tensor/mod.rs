@@ -16,7 +16,10 @@ pub use dtype::DType;
 #[derive(Clone)]
 pub enum Storage {
     /// A byte range of a memory-mapped file; nothing is copied.
-    Mapped { map: Arc<memmap2::Mmap>, range: Range<usize> },
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    },
     /// Bytes owned by the tensor.
     Owned(Arc<Vec<u8>>),
 }
@@ -68,7 +71,9 @@ impl Tensor {
 
     /// Bytes in one row.
     pub fn row_bytes(&self) -> usize {
-        self.dtype.bytes_for(self.cols()).expect("row is whole blocks (checked at load)")
+        self.dtype
+            .bytes_for(self.cols())
+            .expect("row is whole blocks (checked at load)")
     }
 
     /// The bytes of row `i`.
