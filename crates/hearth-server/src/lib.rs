@@ -6,12 +6,15 @@
 //! needed), tokenizes, and submits a [`job::Job`] to the model's worker thread, whose [`job::Event`]s it turns
 //! into a JSON body or a stream of server-sent events.
 
+pub mod admin;
 pub mod body;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod job;
 pub mod middleware;
 pub mod registry;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -32,6 +35,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .merge(admin::routes())
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::auth))
         .layer(axum::middleware::from_fn(middleware::request_id))
@@ -45,15 +49,18 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// Binds, serves until SIGINT or SIGTERM, then lets in-flight requests (streams included) finish.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new(&config)?);
+    let reaper = registry.spawn_reaper();
     let state = AppState {
         config: Arc::new(config.clone()),
-        registry,
+        registry: registry.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "hearth serving");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    reaper.abort();
+    registry.shutdown(std::time::Duration::from_secs(10)).await;
     tracing::info!("hearth stopped");
     Ok(())
 }
