@@ -7,13 +7,17 @@
 //! into a JSON body or a stream of server-sent events.
 
 pub mod admin;
+pub mod anthropic;
 pub mod body;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod job;
 pub mod middleware;
+pub mod openai;
+pub mod prompt;
 pub mod registry;
+pub mod sse;
 pub mod worker;
 
 use std::sync::Arc;
@@ -36,6 +40,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(admin::routes())
+        .merge(openai::routes())
+        .merge(anthropic::routes())
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::auth))
         .layer(axum::middleware::from_fn(middleware::request_id))
