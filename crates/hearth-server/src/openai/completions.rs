@@ -8,9 +8,9 @@
 //!   client that counts its own context tokens (lm-evaluation-harness) indexes the echoed tokens correctly.
 //! - `logprobs: k` reports, per token, its own log-probability and a dict of the `k` most likely tokens plus
 //!   the chosen one ("up to k + 1 entries", as OpenAI documents). With `echo`, the prompt's tokens come first and
-//!   the first one has `null` (nothing precedes it). `text_offset` counts characters (Python `str` indices):
-//!   prompt tokens from 0 by their own text, generated tokens from the end of the echoed prompt text (from 0
-//!   without `echo`: offsets index the returned `text`).
+//!   the first one has `null` (nothing precedes it). `text_offset` counts characters (Python `str` indices)
+//!   into the returned `text`: a prompt token starts where the decoded text before it ends (BOS takes no
+//!   room), generated tokens follow the echoed prompt text (from 0 without `echo`).
 //! - One prompt per request: an array of several prompts is a 400.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hearth_engine::generate::GenerateOptions;
 use hearth_engine::sample::TokenLogprobs;
-use hearth_engine::tokenizer::Tokenizer;
+use hearth_engine::tokenizer::{Detokenizer, Tokenizer};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -282,6 +282,11 @@ impl CompletionStream {
         let text = token_text(&self.tokenizer, id);
         report.text_offset.push(self.offset);
         self.offset += text.chars().count();
+        self.add_entry(report, text, lp, k);
+    }
+
+    /// Appends one token's text and log-probabilities (its offset is pushed by the caller).
+    fn add_entry(&self, report: &mut Logprobs, text: String, lp: Option<&TokenLogprobs>, k: usize) {
         match lp {
             Some(lp) => {
                 let mut top = Map::new();
@@ -301,13 +306,20 @@ impl CompletionStream {
         report.tokens.push(text);
     }
 
-    /// Adds the prompt's tokens with their log-probabilities (the first has none).
+    /// Adds the prompt's tokens with their log-probabilities (the first has none). Offsets index the echoed
+    /// prompt text: each token starts where the decoded text of the tokens before it ends, so tokens that are
+    /// not in the text (BOS, other control tokens) take no room.
     fn add_prompt(&mut self, report: &mut Logprobs, lps: &[Option<TokenLogprobs>], k: usize) {
-        self.offset = 0;
         let ids = std::mem::take(&mut self.prompt_ids);
+        let mut detok = Detokenizer::new(self.tokenizer.clone());
+        let mut emitted = 0;
         for (i, &id) in ids.iter().enumerate() {
-            self.add_token(report, id, lps.get(i).and_then(Option::as_ref), k);
+            report.text_offset.push(emitted);
+            let text = token_text(&self.tokenizer, id);
+            self.add_entry(report, text, lps.get(i).and_then(Option::as_ref), k);
+            emitted += detok.push(id).map(|t| t.chars().count()).unwrap_or(0);
         }
+        self.offset = emitted;
         self.prompt_ids = ids;
     }
 
