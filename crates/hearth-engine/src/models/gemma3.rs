@@ -5,10 +5,11 @@
 //! Per layer: x += PostAttnNorm(Attn(InputNorm(x))); x += PostFfwNorm(MLP(PreFfwNorm(x))).
 //! Norm gains are `1 + w` in Hugging Face checkpoints; GGUF files store the sum, so `norm_offset` is 1 or 0.
 
+use crate::backend::cpu::ops::SeqSpan;
 use crate::backend::cpu::{matmul, ops};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
-use crate::models::kv_cache::KvCache;
+use crate::models::kv_cache::PagedKv;
 use crate::models::layers::{embed, vector, Activation, Attention, Mlp, Scratch};
 use crate::models::weights::Weights;
 use crate::tensor::Tensor;
@@ -68,14 +69,14 @@ impl Gemma3 {
         })
     }
 
-    /// Runs `tokens` (positions `start..`); leaves normed final hidden states in `s.xb` `[n, hidden]`.
+    /// Runs a batch (`tokens`: every row of every sequence in `seqs`, positions in `s.positions`); leaves normed final hidden states in `s.xb` `[n, hidden]`.
     pub fn forward(
         &self,
         c: &ModelConfig,
         s: &mut Scratch,
-        kv: &mut KvCache,
+        kv: &mut PagedKv,
         tokens: &[u32],
-        start: usize,
+        seqs: &[SeqSpan],
     ) {
         let n = tokens.len();
         let h = c.hidden;
@@ -84,7 +85,7 @@ impl Gemma3 {
         s.x[..n * h].iter_mut().for_each(|v| *v *= self.embed_scale);
         for layer in &self.layers {
             ops::rmsnorm(&s.x[..n * h], &layer.attn_norm, eps, &mut s.xb[..n * h]);
-            layer.attn.forward(c, s, kv, start, n); // xb2 = Attn(xb)
+            layer.attn.forward(c, s, kv, seqs, n); // xb2 = Attn(xb)
             ops::rmsnorm_inplace(&mut s.xb2[..n * h], &layer.post_attn_norm, eps);
             ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
             ops::rmsnorm(&s.x[..n * h], &layer.ffn_norm, eps, &mut s.xb[..n * h]);

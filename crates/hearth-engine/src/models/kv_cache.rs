@@ -1,12 +1,12 @@
-//! A contiguous per-sequence KV cache: for each layer, keys and values of every position so far, in f32.
+//! Paged KV storage: keys and values of every layer, in fixed-size blocks of `block_size` positions.
 //!
-//! Layout per layer: `k[pos * kv_dim + head * head_dim + d]`, likewise `v`. The buffers grow in steps of
-//! `GROW` positions (never per token), up to the model's context length. (The paged cache of the batching
-//! scheduler replaces this for the server.)
-
-use crate::backend::cpu::ops::KvView;
-
-const GROW: usize = 256;
+//! A sequence's positions map to slots through its block table: position `p` lives in block
+//! `table[p / block_size]` at offset `p % block_size`. Layout per layer:
+//! `k[(block * block_size + offset) * kv_dim + head * head_dim + d]`, likewise `v`.
+//!
+//! Who owns which block is not decided here: the scheduler's block manager hands out block ids (shared prefix
+//! blocks included); a single-sequence [`crate::models::State`] simply uses blocks 0, 1, 2, ... and grows
+//! the storage as it goes (in whole blocks, never per token).
 
 /// Keys and values of one layer.
 pub struct LayerKv {
@@ -14,21 +14,18 @@ pub struct LayerKv {
     pub v: Vec<f32>,
 }
 
-/// The cache of one sequence.
-pub struct KvCache {
+/// The KV blocks of one model.
+pub struct PagedKv {
     pub layers: Vec<LayerKv>,
     pub kv_dim: usize,
-    /// Positions stored so far.
-    pub len: usize,
-    /// Positions allocated.
-    cap: usize,
-    /// Most positions the cache may hold (the context length).
-    pub max: usize,
+    pub block_size: usize,
+    n_blocks: usize,
 }
 
-impl KvCache {
-    pub fn new(n_layers: usize, kv_dim: usize, max: usize) -> KvCache {
-        KvCache {
+impl PagedKv {
+    /// Storage for `n_blocks` blocks (more can be added with [`PagedKv::grow`]).
+    pub fn new(n_layers: usize, kv_dim: usize, block_size: usize, n_blocks: usize) -> PagedKv {
+        let mut kv = PagedKv {
             layers: (0..n_layers)
                 .map(|_| LayerKv {
                     k: Vec::new(),
@@ -36,52 +33,57 @@ impl KvCache {
                 })
                 .collect(),
             kv_dim,
-            len: 0,
-            cap: 0,
-            max,
-        }
+            block_size: block_size.max(1),
+            n_blocks: 0,
+        };
+        kv.grow(n_blocks);
+        kv
     }
 
-    /// Makes room for positions up to `end` (exclusive), growing in whole steps.
-    pub fn reserve(&mut self, end: usize) {
-        if end <= self.cap {
+    pub fn n_blocks(&self) -> usize {
+        self.n_blocks
+    }
+
+    /// Makes room for at least `n_blocks` blocks.
+    pub fn grow(&mut self, n_blocks: usize) {
+        if n_blocks <= self.n_blocks {
             return;
         }
-        let cap = end
-            .div_ceil(GROW)
-            .saturating_mul(GROW)
-            .min(self.max.max(end));
+        let floats = n_blocks * self.block_size * self.kv_dim;
         for l in &mut self.layers {
-            l.k.resize(cap * self.kv_dim, 0.0);
-            l.v.resize(cap * self.kv_dim, 0.0);
+            l.k.resize(floats, 0.0);
+            l.v.resize(floats, 0.0);
         }
-        self.cap = cap;
+        self.n_blocks = n_blocks;
     }
 
-    /// Writes `n` positions' keys and values (`[n, kv_dim]` each) of `layer` starting at position `start`.
-    pub fn store(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
-        let d = self.kv_dim;
-        let l = &mut self.layers[layer];
-        l.k[start * d..start * d + k.len()].copy_from_slice(k);
-        l.v[start * d..start * d + v.len()].copy_from_slice(v);
+    /// Bytes one block takes over all layers.
+    pub fn block_bytes(n_layers: usize, kv_dim: usize, block_size: usize) -> usize {
+        2 * n_layers * block_size * kv_dim * 4
     }
 
-    /// Read access to one layer for attention.
-    pub fn view(&self, layer: usize) -> KvView<'_> {
-        let l = &self.layers[layer];
-        KvView { k: &l.k, v: &l.v }
+    /// Copies block `src` into block `dst` in every layer (copy-on-write of a shared block).
+    pub fn copy_block(&mut self, src: u32, dst: u32) {
+        let n = self.block_size * self.kv_dim;
+        let (s, d) = (src as usize * n, dst as usize * n);
+        for l in &mut self.layers {
+            l.k.copy_within(s..s + n, d);
+            l.v.copy_within(s..s + n, d);
+        }
     }
 
-    /// Forgets positions from `len` on (for re-running a shortened prompt).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Float offset of position `pos` of a sequence with block table `table`.
+    #[inline]
+    pub fn slot(&self, table: &[u32], pos: usize) -> usize {
+        (table[pos / self.block_size] as usize * self.block_size + pos % self.block_size)
+            * self.kv_dim
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| (l.k.capacity() + l.v.capacity()) * 4)
+            .map(|l| (l.k.len() + l.v.len()) * 4)
             .sum()
     }
 }

@@ -5,7 +5,7 @@
 use crate::backend::cpu::{matmul, ops};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
-use crate::models::kv_cache::KvCache;
+use crate::models::kv_cache::PagedKv;
 use crate::models::weights::Weights;
 use crate::tensor::Tensor;
 
@@ -18,17 +18,21 @@ pub fn vector(t: &Tensor, offset: f32) -> Vec<f32> {
 /// Scratch buffers for one step of up to `max_tokens` tokens, allocated once per sequence state.
 pub struct Scratch {
     pub max_tokens: usize,
-    pub x: Vec<f32>,      // [n, hidden] residual stream
-    pub xb: Vec<f32>,     // [n, hidden] normed input of a block
-    pub xb2: Vec<f32>,    // [n, hidden] block output
-    pub q: Vec<f32>,      // [n, n_heads*head_dim]
-    pub k: Vec<f32>,      // [n, kv_dim]
-    pub v: Vec<f32>,      // [n, kv_dim]
-    pub att: Vec<f32>,    // [n, n_heads*head_dim]
-    pub gate: Vec<f32>,   // [n, ffn]
-    pub up: Vec<f32>,     // [n, ffn]
-    pub rope: Vec<f32>,   // [2 (global, local), n, rope_dim] cos/sin tables
-    pub logits: Vec<f32>, // [n_out, vocab]
+    pub x: Vec<f32>,           // [n, hidden] residual stream
+    pub xb: Vec<f32>,          // [n, hidden] normed input of a block
+    pub xb2: Vec<f32>,         // [n, hidden] block output
+    pub q: Vec<f32>,           // [n, n_heads*head_dim]
+    pub k: Vec<f32>,           // [n, kv_dim]
+    pub v: Vec<f32>,           // [n, kv_dim]
+    pub att: Vec<f32>,         // [n, n_heads*head_dim]
+    pub gate: Vec<f32>,        // [n, ffn]
+    pub up: Vec<f32>,          // [n, ffn]
+    pub rope: Vec<f32>,        // [2 (global, local), n, rope_dim] cos/sin tables
+    pub logits: Vec<f32>,      // [n_out, vocab]
+    pub token_seq: Vec<u32>,   // [n] which sequence of the batch each row belongs to
+    pub positions: Vec<usize>, // [n] each row's position in its sequence
+    pub out_rows: Vec<usize>,  // rows whose logits are wanted
+    pub out_x: Vec<f32>,       // [n_out, hidden] their final hidden states
 }
 
 impl Scratch {
@@ -49,23 +53,20 @@ impl Scratch {
             up: vec![0.0; n * c.ffn],
             rope: vec![0.0; 2 * n * c.rope_dim],
             logits: Vec::new(),
+            token_seq: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            out_rows: Vec::with_capacity(n),
+            out_x: Vec::new(),
         }
     }
 
-    /// Fills the rope tables for positions `start..start+n` (global set, then local set).
-    pub fn fill_rope(
-        &mut self,
-        c: &ModelConfig,
-        inv_global: &[f32],
-        inv_local: &[f32],
-        start: usize,
-        n: usize,
-    ) {
+    /// Fills the rope tables for every row's position in `self.positions` (global set, then local set).
+    pub fn fill_rope(&mut self, c: &ModelConfig, inv_global: &[f32], inv_local: &[f32]) {
         let rd = c.rope_dim;
         let (g, l) = self.rope.split_at_mut(self.max_tokens * rd);
-        for t in 0..n {
-            ops::rope_table(start + t, inv_global, &mut g[t * rd..(t + 1) * rd]);
-            ops::rope_table(start + t, inv_local, &mut l[t * rd..(t + 1) * rd]);
+        for (t, &pos) in self.positions.iter().enumerate() {
+            ops::rope_table(pos, inv_global, &mut g[t * rd..(t + 1) * rd]);
+            ops::rope_table(pos, inv_local, &mut l[t * rd..(t + 1) * rd]);
         }
     }
 }
@@ -114,14 +115,14 @@ impl Attention {
         })
     }
 
-    /// `s.xb` `[n, hidden]` (normed input) → `s.xb2` `[n, hidden]`, storing this step's keys and values in
-    /// `kv` at positions `start..start+n`.
+    /// `s.xb` `[n, hidden]` (normed input of every row of the batch) → `s.xb2` `[n, hidden]`, storing the
+    /// rows' keys and values in their sequences' slots of `kv`.
     pub fn forward(
         &self,
         c: &ModelConfig,
         s: &mut Scratch,
-        kv: &mut KvCache,
-        start: usize,
+        kv: &mut PagedKv,
+        seqs: &[ops::SeqSpan],
         n: usize,
     ) {
         let (qdim, kvdim, hd) = (
@@ -165,7 +166,14 @@ impl Attention {
             ops::rope_apply(&mut q[t * qdim..(t + 1) * qdim], hd, cs, c.rope_style);
             ops::rope_apply(&mut k[t * kvdim..(t + 1) * kvdim], hd, cs, c.rope_style);
         }
-        kv.store(self.layer, start, k, v);
+        // Keys and values go to each row's slot: [kv_dim] per position.
+        for t in 0..n {
+            let sp = &seqs[s.token_seq[t] as usize];
+            let at = kv.slot(sp.table, s.positions[t]);
+            let l = &mut kv.layers[self.layer];
+            l.k[at..at + kvdim].copy_from_slice(&k[t * kvdim..(t + 1) * kvdim]);
+            l.v[at..at + kvdim].copy_from_slice(&v[t * kvdim..(t + 1) * kvdim]);
+        }
         let p = ops::AttnParams {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -175,7 +183,13 @@ impl Attention {
             softcap: c.attn_logit_softcap,
         };
         let att = &mut s.att[..n * qdim];
-        ops::attention(q, &kv.view(self.layer), start, &p, att);
+        let l = &kv.layers[self.layer];
+        let view = ops::KvView {
+            k: &l.k,
+            v: &l.v,
+            block_size: kv.block_size,
+        };
+        ops::attention(q, &view, seqs, &s.token_seq[..n], &p, att);
         // out = att·Woᵀ: [n, hidden]
         matmul(&self.wo, att, n, &mut s.xb2[..n * c.hidden]);
     }

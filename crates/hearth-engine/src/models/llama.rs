@@ -3,10 +3,11 @@
 //! Per layer: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)) with a SiLU-gated MLP. The optional pieces (biases,
 //! q/k norms, sliding window) are present or absent in the weights and config, so one forward serves all.
 
+use crate::backend::cpu::ops::SeqSpan;
 use crate::backend::cpu::{matmul, ops};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
-use crate::models::kv_cache::KvCache;
+use crate::models::kv_cache::PagedKv;
 use crate::models::layers::{embed, vector, Activation, Attention, Mlp, Scratch};
 use crate::models::weights::Weights;
 use crate::tensor::Tensor;
@@ -53,15 +54,16 @@ impl Llama {
         })
     }
 
-    /// Runs `tokens` (positions `start..`) through the network; leaves the final hidden states, normed, in
+    /// Runs a batch (`tokens`: every row of every sequence in `seqs`, positions in `s.positions`) through the
+    /// network; leaves the final hidden states, normed, in
     /// `s.xb` `[n, hidden]` for the caller to project to logits with [`Llama::output`].
     pub fn forward(
         &self,
         c: &ModelConfig,
         s: &mut Scratch,
-        kv: &mut KvCache,
+        kv: &mut PagedKv,
         tokens: &[u32],
-        start: usize,
+        seqs: &[SeqSpan],
     ) {
         let n = tokens.len();
         let h = c.hidden;
@@ -73,7 +75,7 @@ impl Llama {
                 c.rms_eps,
                 &mut s.xb[..n * h],
             );
-            layer.attn.forward(c, s, kv, start, n); // xb2 = Attn(xb)
+            layer.attn.forward(c, s, kv, seqs, n); // xb2 = Attn(xb)
             ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
             ops::rmsnorm(
                 &s.x[..n * h],

@@ -14,11 +14,12 @@ pub mod weights;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::backend::cpu::ops::SeqSpan;
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
 use crate::loader::safetensors;
 use config::{Arch, ModelConfig};
-use kv_cache::KvCache;
+use kv_cache::PagedKv;
 use layers::Scratch;
 use weights::Weights;
 
@@ -32,6 +33,8 @@ pub enum Format {
 /// Which positions' logits a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
+    /// None (a prefill chunk that is not the prompt's last).
+    None,
     /// Only the last token's (generation).
     Last,
     /// Every token's (perplexity, prompt log-probabilities).
@@ -57,21 +60,55 @@ pub struct Model {
     inv_freq_local: Vec<f32>,
 }
 
-/// One sequence's state: its KV cache and scratch buffers.
+/// Positions per KV block of a single-sequence [`State`].
+const STATE_BLOCK: usize = 256;
+
+/// One sequence's state: its KV cache (blocks 0, 1, 2, ... of its own storage) and scratch buffers.
 pub struct State {
-    pub kv: KvCache,
-    scratch: Scratch,
+    kv: PagedKv,
+    table: Vec<u32>,
+    len: usize,
+    batch: Batch,
 }
 
 impl State {
     /// Tokens processed so far (the next token's position).
     pub fn pos(&self) -> usize {
-        self.kv.len
+        self.len
     }
     /// Forgets everything after the first `len` tokens.
     pub fn truncate(&mut self, len: usize) {
-        self.kv.truncate(len)
+        self.len = self.len.min(len);
     }
+    /// Bytes of KV cache held.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+}
+
+/// Scratch for batched steps of up to `max_tokens` rows (all sequences of a step together).
+pub struct Batch {
+    scratch: Scratch,
+    spans: Vec<(usize, usize)>,
+    /// Every sequence's tokens of the step, concatenated.
+    flat: Vec<u32>,
+}
+
+impl Batch {
+    /// Most rows one step may hold.
+    pub fn max_tokens(&self) -> usize {
+        self.scratch.max_tokens
+    }
+}
+
+/// One sequence's part of a batched step.
+pub struct SeqInput<'a> {
+    /// Tokens to run, at positions `start..start + tokens.len()`.
+    pub tokens: &'a [u32],
+    pub start: usize,
+    /// The sequence's block table; must cover every position up to `start + tokens.len()`.
+    pub table: &'a [u32],
+    pub logits: Logits,
 }
 
 impl Model {
@@ -174,10 +211,26 @@ impl Model {
 
     /// A fresh sequence state whose forward calls take up to `max_tokens` tokens at once (prefill chunk size).
     pub fn new_state(&self, max_tokens: usize) -> State {
-        let c = &self.config;
         State {
-            kv: KvCache::new(c.n_layers, c.n_kv_heads * c.head_dim, c.context_len),
-            scratch: Scratch::new(c, max_tokens.max(1)),
+            kv: self.new_kv(STATE_BLOCK, 0),
+            table: Vec::new(),
+            len: 0,
+            batch: self.new_batch(max_tokens),
+        }
+    }
+
+    /// Paged KV storage for this model: `n_blocks` blocks of `block_size` positions.
+    pub fn new_kv(&self, block_size: usize, n_blocks: usize) -> PagedKv {
+        let c = &self.config;
+        PagedKv::new(c.n_layers, c.n_kv_heads * c.head_dim, block_size, n_blocks)
+    }
+
+    /// Scratch for batched steps of up to `max_tokens` rows.
+    pub fn new_batch(&self, max_tokens: usize) -> Batch {
+        Batch {
+            scratch: Scratch::new(&self.config, max_tokens.max(1)),
+            spans: Vec::new(),
+            flat: Vec::with_capacity(max_tokens.max(1)),
         }
     }
 
@@ -193,53 +246,141 @@ impl Model {
         if tokens.is_empty() {
             return Err(Error::BadRequest("no tokens to run".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::BadRequest(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
-        let end = st.kv.len + tokens.len();
+        let end = st.len + tokens.len();
         if end > c.context_len {
             return Err(Error::BadRequest(format!(
                 "{end} tokens exceed the model's context of {} tokens",
                 c.context_len
             )));
         }
-        let chunk = st.scratch.max_tokens;
+        let chunk = st.batch.max_tokens();
         if want == Logits::All && tokens.len() > chunk {
             return Err(Error::BadRequest(format!(
                 "all-position logits for {} tokens at once exceed the state's chunk of {chunk}",
                 tokens.len()
             )));
         }
-        st.kv.reserve(end);
-        let mut last_n = 0;
-        for piece in tokens.chunks(chunk) {
-            let start = st.kv.len;
-            let n = piece.len();
-            st.scratch
-                .fill_rope(c, &self.inv_freq_global, &self.inv_freq_local, start, n);
-            match &self.net {
-                Net::Llama(m) => m.forward(c, &mut st.scratch, &mut st.kv, piece, start),
-                Net::Gemma3(m) => m.forward(c, &mut st.scratch, &mut st.kv, piece, start),
+        let blocks = end.div_ceil(STATE_BLOCK);
+        st.kv.grow(blocks);
+        while st.table.len() < blocks {
+            st.table.push(st.table.len() as u32);
+        }
+        let n_chunks = tokens.len().div_ceil(chunk);
+        for (i, piece) in tokens.chunks(chunk).enumerate() {
+            let seq = SeqInput {
+                tokens: piece,
+                start: st.len,
+                table: &st.table,
+                logits: if i + 1 == n_chunks {
+                    want
+                } else {
+                    Logits::None
+                },
+            };
+            self.forward_batch(&mut st.batch, &mut st.kv, &[seq])?;
+            st.len += piece.len();
+        }
+        Ok(&st.batch.scratch.logits)
+    }
+
+    /// Runs one step over several sequences at once: every row goes through each weight matrix in one
+    /// matmul, and attention reads each sequence's own blocks. Returns the wanted logits, `[rows, vocab]`,
+    /// in the order of `seqs` (each sequence's rows as its `logits` asks).
+    pub fn forward_batch<'s>(
+        &self,
+        b: &'s mut Batch,
+        kv: &mut PagedKv,
+        seqs: &[SeqInput],
+    ) -> Result<&'s [f32]> {
+        let c = &self.config;
+        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        if n == 0 {
+            return Err(Error::BadRequest("no tokens to run".into()));
+        }
+        if n > b.max_tokens() {
+            return Err(Error::BadRequest(format!(
+                "{n} tokens in one step exceed the batch's {}",
+                b.max_tokens()
+            )));
+        }
+        for sq in seqs {
+            if let Some(&bad) = sq.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(Error::BadRequest(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.vocab
+                )));
             }
-            st.kv.len = start + n;
-            last_n = n;
+            let end = sq.start + sq.tokens.len();
+            if end > c.context_len {
+                return Err(Error::BadRequest(format!(
+                    "{end} tokens exceed the model's context of {} tokens",
+                    c.context_len
+                )));
+            }
+            let need = end.div_ceil(kv.block_size);
+            if sq.table.len() < need
+                || sq.table[..need]
+                    .iter()
+                    .any(|&blk| blk as usize >= kv.n_blocks())
+            {
+                return Err(Error::Other(format!(
+                    "block table of {} blocks does not cover {end} positions",
+                    sq.table.len()
+                )));
+            }
         }
-        let h = c.hidden;
-        let (rows, from) = match want {
-            Logits::Last => (1, last_n - 1),
-            Logits::All => (last_n, 0),
-        };
-        let s = &mut st.scratch;
-        s.logits.resize(rows * c.vocab, 0.0);
-        let xb = &s.xb[from * h..(from + rows) * h];
+        let s = &mut b.scratch;
+        s.token_seq.clear();
+        s.positions.clear();
+        s.out_rows.clear();
+        b.spans.clear();
+        b.flat.clear();
+        for sq in seqs {
+            b.flat.extend_from_slice(sq.tokens);
+        }
+        for (i, sq) in seqs.iter().enumerate() {
+            let first = s.token_seq.len();
+            for t in 0..sq.tokens.len() {
+                s.token_seq.push(i as u32);
+                s.positions.push(sq.start + t);
+            }
+            let last = s.token_seq.len();
+            b.spans.push((first, last));
+            match sq.logits {
+                Logits::None => {}
+                Logits::Last => s.out_rows.push(last - 1),
+                Logits::All => s.out_rows.extend(first..last),
+            }
+        }
+        let spans: Vec<SeqSpan> = seqs
+            .iter()
+            .zip(&b.spans)
+            .map(|(sq, &(first, last))| SeqSpan {
+                tokens: first..last,
+                start: sq.start,
+                table: sq.table,
+            })
+            .collect();
+        s.fill_rope(c, &self.inv_freq_global, &self.inv_freq_local);
         match &self.net {
-            Net::Llama(m) => m.output(xb, rows, &mut s.logits),
-            Net::Gemma3(m) => m.output(c, xb, rows, &mut s.logits),
+            Net::Llama(m) => m.forward(c, s, kv, &b.flat, &spans),
+            Net::Gemma3(m) => m.forward(c, s, kv, &b.flat, &spans),
         }
-        Ok(&st.scratch.logits)
+        // Logits only for the rows asked for: gather their hidden states, then one output matmul.
+        let h = c.hidden;
+        let rows = s.out_rows.len();
+        s.out_x.resize(rows * h, 0.0);
+        for (i, &r) in s.out_rows.iter().enumerate() {
+            s.out_x[i * h..(i + 1) * h].copy_from_slice(&s.xb[r * h..(r + 1) * h]);
+        }
+        s.logits.resize(rows * c.vocab, 0.0);
+        if rows > 0 {
+            match &self.net {
+                Net::Llama(m) => m.output(&s.out_x, rows, &mut s.logits),
+                Net::Gemma3(m) => m.output(c, &s.out_x, rows, &mut s.logits),
+            }
+        }
+        Ok(&b.scratch.logits)
     }
 
     /// Total parameter count (elements of every tensor).

@@ -88,11 +88,27 @@ pub fn add_inplace(y: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Where attention reads keys and values from: one layer's cache, `kv_dim = n_kv_heads * head_dim` floats per
-/// position, positions `0..len` valid.
+/// One sequence of a batch as attention sees it: its query tokens are `tokens` (a range of the batch's rows),
+/// at positions `start..start + tokens.len()`, and its keys/values for positions `0..start + tokens.len()` are
+/// in the paged storage under `table`.
+pub struct SeqSpan<'a> {
+    pub tokens: std::ops::Range<usize>,
+    pub start: usize,
+    pub table: &'a [u32],
+}
+
+/// Where attention reads keys and values from: one layer's paged storage.
 pub struct KvView<'a> {
     pub k: &'a [f32],
     pub v: &'a [f32],
+    pub block_size: usize,
+}
+
+impl KvView<'_> {
+    #[inline]
+    fn slot(&self, table: &[u32], pos: usize, kv_dim: usize) -> usize {
+        (table[pos / self.block_size] as usize * self.block_size + pos % self.block_size) * kv_dim
+    }
 }
 
 /// Shape and masking of one attention call.
@@ -106,12 +122,23 @@ pub struct AttnParams {
     pub softcap: Option<f32>,
 }
 
-/// Causal attention for `n` query tokens at positions `start..start+n`, over cached keys/values for positions
-/// `0..start+n`. `q`: `[n, n_heads*head_dim]`; `out`: same shape. Heads share KV heads in groups (GQA).
-pub fn attention(q: &[f32], kv: &KvView, start: usize, p: &AttnParams, out: &mut [f32]) {
+/// Causal attention for a batch: `q` is `[n, n_heads*head_dim]` for all the batch's tokens; `token_seq[t]`
+/// says which of `seqs` row `t` belongs to. Each token attends to its own sequence's cached keys up to its
+/// position. `out`: same shape as `q`. Heads share KV heads in groups (GQA).
+pub fn attention(
+    q: &[f32],
+    kv: &KvView,
+    seqs: &[SeqSpan],
+    token_seq: &[u32],
+    p: &AttnParams,
+    out: &mut [f32],
+) {
     let hd = p.head_dim;
     out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-        SCORES.with_borrow_mut(|scores| attend_one(q, kv, start, p, idx, o, scores))
+        let t = idx / p.n_heads;
+        let s = &seqs[token_seq[t] as usize];
+        let pos = s.start + (t - s.tokens.start);
+        SCORES.with_borrow_mut(|scores| attend_one(q, kv, s.table, pos, p, idx, o, scores))
     });
 }
 
@@ -120,24 +147,25 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One query head's attention: `idx` = token * n_heads + head; writes `o` (`head_dim`).
+/// One query head's attention: `idx` = row * n_heads + head, the query at position `pos`; writes `o`
+/// (`head_dim`).
+#[allow(clippy::too_many_arguments)]
 fn attend_one(
     q: &[f32],
     kv: &KvView,
-    start: usize,
+    table: &[u32],
+    pos: usize,
     p: &AttnParams,
     idx: usize,
     o: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
     let hd = p.head_dim;
-    let qdim = p.n_heads * hd;
     let kv_dim = p.n_kv_heads * hd;
     let group = p.n_heads / p.n_kv_heads;
     let (t, h) = (idx / p.n_heads, idx % p.n_heads);
-    let pos = start + t;
     let kvh = h / group;
-    let qh = &q[t * qdim + h * hd..t * qdim + (h + 1) * hd];
+    let qh = &q[t * p.n_heads * hd + h * hd..][..hd];
     let lo = match p.window {
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
@@ -145,7 +173,7 @@ fn attend_one(
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     for j in lo..=pos {
-        let kj = &kv.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+        let kj = &kv.k[kv.slot(table, j, kv_dim) + kvh * hd..][..hd];
         let mut s = dot(qh, kj) * p.scale;
         if let Some(c) = p.softcap {
             s = c * (s / c).tanh();
@@ -161,7 +189,7 @@ fn attend_one(
     let inv = 1.0 / sum;
     o.fill(0.0);
     for (j, &s) in (lo..=pos).zip(scores.iter()) {
-        let vj = &kv.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+        let vj = &kv.v[kv.slot(table, j, kv_dim) + kvh * hd..][..hd];
         let w = s * inv;
         for (a, &b) in o.iter_mut().zip(vj) {
             *a += w * b;
