@@ -48,6 +48,121 @@ pub enum Finish {
     Cancelled,
 }
 
+/// What one decoding step produced for a sequence.
+pub struct Step {
+    /// The sampled token, to feed next; None when the step ended the sequence without one to feed (the
+    /// token limit was already reached, or end-of-sequence was sampled).
+    pub id: Option<u32>,
+    /// Text that became final (may be empty; at the end, includes text held back for stop strings).
+    pub text: String,
+    pub logprobs: Option<TokenLogprobs>,
+    /// Set when the sequence is finished.
+    pub finish: Option<Finish>,
+}
+
+/// The per-token half of generation for one sequence, independent of how its logits were computed (alone or
+/// in a batch): sampling, end-of-sequence, incremental detokenizing, stop strings and length limits.
+pub struct TokenStepper<T: std::ops::Deref<Target = Tokenizer> + Clone> {
+    tok: T,
+    sampler: Sampler,
+    detok: Detokenizer<T>,
+    stops: StopMatcher,
+    logprobs: Option<usize>,
+    limit: usize,
+    context_len: usize,
+    /// Tokens sampled so far (end-of-sequence included).
+    pub generated: usize,
+    /// The last token that produced text.
+    pub last_id: u32,
+}
+
+impl<T: std::ops::Deref<Target = Tokenizer> + Clone> TokenStepper<T> {
+    pub fn new(tok: T, opts: &GenerateOptions, vocab: usize, prompt_len: usize, context_len: usize) -> Self {
+        let mut sampler = Sampler::new(opts.sampling.clone(), vocab);
+        sampler.set_prompt_len(prompt_len);
+        TokenStepper {
+            detok: Detokenizer::new(tok.clone()),
+            tok,
+            sampler,
+            stops: StopMatcher::new(&opts.stop),
+            logprobs: opts.logprobs,
+            limit: opts.max_tokens.unwrap_or(usize::MAX),
+            context_len,
+            generated: 0,
+            last_id: 0,
+        }
+    }
+
+    /// Picks the next token from `logits` (the sequence's last position; `history` = every token whose KV is
+    /// computed, prompt first) and decides whether the sequence goes on.
+    pub fn step(&mut self, logits: &mut [f32], history: &[u32]) -> Result<Step> {
+        if self.generated >= self.limit {
+            return Ok(self.finish(None, None, Finish::Length));
+        }
+        let (id, lp) = match self.logprobs {
+            Some(n) => {
+                let (id, lp) = self.sampler.sample_with_logprobs(logits, history, n);
+                (id, Some(lp))
+            }
+            None => (self.sampler.sample(logits, history), None),
+        };
+        self.generated += 1;
+        if self.tok.is_eos(id) {
+            return Ok(self.finish(None, None, Finish::EndOfSequence));
+        }
+        self.last_id = id;
+        let piece = self.detok.push(id)?;
+        let out = self.stops.push(&piece);
+        if let Some(i) = out.stop {
+            return Ok(Step {
+                id: Some(id),
+                text: out.text,
+                logprobs: lp,
+                finish: Some(Finish::StopString(i)),
+            });
+        }
+        let finish = if self.generated >= self.limit {
+            Some(Finish::Length)
+        } else if history.len() >= self.context_len {
+            // No room to feed this token back.
+            Some(Finish::ContextFull)
+        } else {
+            None
+        };
+        match finish {
+            Some(f) => {
+                let mut step = self.finish(Some(id), lp, f);
+                step.text.insert_str(0, &out.text);
+                Ok(step)
+            }
+            None => Ok(Step {
+                id: Some(id),
+                text: out.text,
+                logprobs: lp,
+                finish: None,
+            }),
+        }
+    }
+
+    /// Ends the sequence: releases text held for the detokenizer or a possible stop string.
+    fn finish(&mut self, id: Option<u32>, logprobs: Option<TokenLogprobs>, f: Finish) -> Step {
+        let mut text = String::new();
+        if let Ok(rest) = self.detok.flush() {
+            let out = self.stops.push(&rest);
+            text.push_str(&out.text);
+        }
+        if self.stops.stopped().is_none() {
+            text.push_str(&self.stops.flush());
+        }
+        Step {
+            id,
+            text,
+            logprobs,
+            finish: Some(f),
+        }
+    }
+}
+
 /// Counts and timings of one generation.
 #[derive(Clone, Debug)]
 pub struct GenerateStats {
@@ -124,67 +239,27 @@ impl<'m> Session<'m> {
         let prefill = t0.elapsed();
         let t1 = Instant::now();
 
-        let mut sampler = Sampler::new(opts.sampling.clone(), logits.len());
-        sampler.set_prompt_len(prompt.len());
-        let mut detok = Detokenizer::new(tok);
-        let mut stops = StopMatcher::new(&opts.stop);
-        let mut generated = 0usize;
-        let limit = opts.max_tokens.unwrap_or(usize::MAX);
-        let mut last_id = 0;
+        let mut stepper = TokenStepper::new(tok, opts, logits.len(), prompt.len(), ctx);
         let finish = loop {
-            if generated >= limit {
-                break Finish::Length;
-            }
-            let (id, lp) = match opts.logprobs {
-                Some(n) => {
-                    let (id, lp) = sampler.sample_with_logprobs(&mut logits, &self.tokens, n);
-                    (id, Some(lp))
+            let step = stepper.step(&mut logits, &self.tokens)?;
+            if step.id.is_some() || !step.text.is_empty() {
+                let t = TokenOut {
+                    id: step.id.unwrap_or(stepper.last_id),
+                    text: &step.text,
+                    logprobs: step.logprobs.as_ref(),
+                };
+                if !on_token(t) && step.finish.is_none() {
+                    break Finish::Cancelled;
                 }
-                None => (sampler.sample(&mut logits, &self.tokens), None),
-            };
-            generated += 1;
-            if tok.is_eos(id) {
-                break Finish::EndOfSequence;
             }
-            last_id = id;
-            let piece = detok.push(id)?;
-            let out = stops.push(&piece);
-            let t = TokenOut {
-                id,
-                text: &out.text,
-                logprobs: lp.as_ref(),
-            };
-            if !on_token(t) {
-                break Finish::Cancelled;
+            if let Some(f) = step.finish {
+                break f;
             }
-            if let Some(i) = out.stop {
-                break Finish::StopString(i);
-            }
-            if self.tokens.len() >= ctx {
-                break Finish::ContextFull;
-            }
-            if generated >= limit {
-                break Finish::Length;
-            }
+            let id = step.id.expect("a step that does not finish yields a token");
             logits.copy_from_slice(self.model.forward(&mut self.state, &[id], Logits::Last)?);
             self.tokens.push(id);
         };
-        if matches!(
-            finish,
-            Finish::Length | Finish::ContextFull | Finish::EndOfSequence
-        ) {
-            let mut rest = stops.push(&detok.flush()?).text;
-            if stops.stopped().is_none() {
-                rest.push_str(&stops.flush());
-            }
-            if !rest.is_empty() {
-                on_token(TokenOut {
-                    id: last_id,
-                    text: &rest,
-                    logprobs: None,
-                });
-            }
-        }
+        let generated = stepper.generated;
         Ok(GenerateStats {
             prompt_tokens: prompt.len(),
             cached_tokens: cached,
