@@ -77,7 +77,13 @@ pub struct TokenStepper<T: std::ops::Deref<Target = Tokenizer> + Clone> {
 }
 
 impl<T: std::ops::Deref<Target = Tokenizer> + Clone> TokenStepper<T> {
-    pub fn new(tok: T, opts: &GenerateOptions, vocab: usize, prompt_len: usize, context_len: usize) -> Self {
+    pub fn new(
+        tok: T,
+        opts: &GenerateOptions,
+        vocab: usize,
+        prompt_len: usize,
+        context_len: usize,
+    ) -> Self {
         let mut sampler = Sampler::new(opts.sampling.clone(), vocab);
         sampler.set_prompt_len(prompt_len);
         TokenStepper {
