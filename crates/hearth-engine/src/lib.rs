@@ -7,9 +7,11 @@
 pub mod backend;
 pub mod error;
 pub mod generate;
+pub mod kv;
 pub mod loader;
 pub mod models;
 pub mod sample;
+pub mod sched;
 pub mod tensor;
 pub mod tokenizer;
 
