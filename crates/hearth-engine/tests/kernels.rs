@@ -207,6 +207,42 @@ fn matmul_matches_scalar_reference() {
     }
 }
 
+/// A token's result must not depend on how many other tokens share the matmul (one-token matvec vs the
+/// many-token path), bit for bit: batched serving gives exactly the single-sequence output.
+#[test]
+fn matmul_is_batch_invariant() {
+    let mut rng = Rng(11);
+    for dtype in ALL_DTYPES {
+        for cols in col_counts(dtype) {
+            for rows in [1, 5, 66] {
+                let bytes = random_row(&mut rng, dtype, rows * cols);
+                let w = Tensor {
+                    name: format!("test.{dtype}"),
+                    dtype,
+                    shape: vec![rows, cols],
+                    storage: Storage::Owned(Arc::new(bytes)),
+                };
+                let x = rng.vec(3 * cols);
+                let mut many = vec![0f32; 3 * rows];
+                matmul(&w, &x, 3, &mut many);
+                for t in 0..3 {
+                    let mut one = vec![0f32; rows];
+                    matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut one);
+                    for r in 0..rows {
+                        assert_eq!(
+                            one[r].to_bits(),
+                            many[t * rows + r].to_bits(),
+                            "{dtype} [{rows} x {cols}] token {t} row {r}: {} alone, {} batched",
+                            one[r],
+                            many[t * rows + r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_of_zero_tokens_or_rows_writes_nothing() {
     let w = Tensor::from_f32("empty", vec![0, 32], &[]);

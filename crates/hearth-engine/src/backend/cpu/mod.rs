@@ -49,12 +49,19 @@ impl Simd {
         "scalar"
     }
 
+    /// Bit-identical to `f32_dot(dequantize(row), x)`, which the many-token path computes: a matmul's result
+    /// must not depend on how many tokens it holds (batched and single-sequence runs agree exactly).
     fn dot(self, dtype: DType, row: &[u8], x: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.avx2 {
             return a.dot(dtype, row, x);
         }
-        dot::dot(dtype, row, x)
+        ROW.with(|r| {
+            let mut r = r.borrow_mut();
+            r.resize(x.len(), 0.0);
+            crate::tensor::quants::dequantize_row(dtype, row, &mut r);
+            dot::f32_dot(&r, x)
+        })
     }
 
     fn dequantize(self, dtype: DType, row: &[u8], out: &mut [f32]) {
@@ -167,6 +174,8 @@ impl OutPtr {
 thread_local! {
     /// Dequantized rows of the current multi-token task; grows to its largest use and stays.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One dequantized row for the portable (non-SIMD) matvec.
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out[t * rows + r] = dot(w.row(r), x[t * cols .. (t + 1) * cols])` for `n_tokens` activation rows of

@@ -229,32 +229,51 @@ unsafe fn axpy(a: f32, x: *const f32, y: *mut f32, n: usize) {
     }
 }
 
+/// Four rows' dot products with `x`, two rows at a time sharing the loads of `x`; each row is summed in
+/// exactly the order of [`f32_dot`], so the result does not depend on how many tokens a matmul holds.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4(w: *const f32, x: &[f32]) -> [f32; 4] {
     let n = x.len();
-    let xp = x.as_ptr();
-    let rows = [w, w.add(n), w.add(2 * n), w.add(3 * n)];
-    let mut lo = [_mm256_setzero_ps(); 4];
-    let mut hi = [_mm256_setzero_ps(); 4];
+    let a = dot2(w, w.add(n), x);
+    let b = dot2(w.add(2 * n), w.add(3 * n), x);
+    [a[0], a[1], b[0], b[1]]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot2(r0: *const f32, r1: *const f32, x: &[f32]) -> [f32; 2] {
+    let (n, xp) = (x.len(), x.as_ptr());
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut b = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 16 <= n {
-        let x0 = _mm256_loadu_ps(xp.add(i));
-        let x1 = _mm256_loadu_ps(xp.add(i + 8));
-        for r in 0..4 {
-            lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].add(i)), x0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].add(i + 8)), x1, hi[r]);
+    while i + 32 <= n {
+        for k in 0..4 {
+            let xk = _mm256_loadu_ps(xp.add(i + 8 * k));
+            a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(i + 8 * k)), xk, a[k]);
+            b[k] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(i + 8 * k)), xk, b[k]);
         }
-        i += 16;
+        i += 32;
     }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        let mut s = hsum(_mm256_add_ps(lo[r], hi[r]));
-        for (j, xj) in x.iter().enumerate().skip(i) {
-            s += *rows[r].add(j) * xj;
-        }
-        out[r] = s;
+    while i + 8 <= n {
+        let xk = _mm256_loadu_ps(xp.add(i));
+        a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(i)), xk, a[0]);
+        b[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(i)), xk, b[0]);
+        i += 8;
     }
-    out
+    let mut sa = hsum(_mm256_add_ps(
+        _mm256_add_ps(a[0], a[1]),
+        _mm256_add_ps(a[2], a[3]),
+    ));
+    let mut sb = hsum(_mm256_add_ps(
+        _mm256_add_ps(b[0], b[1]),
+        _mm256_add_ps(b[2], b[3]),
+    ));
+    while i < n {
+        sa += *r0.add(i) * *xp.add(i);
+        sb += *r1.add(i) * *xp.add(i);
+        i += 1;
+    }
+    [sa, sb]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -277,45 +296,60 @@ unsafe fn bf16x8(p: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
 }
 
+/// A dot product of 16-bit floats with `x`, summed in exactly the order of [`f32_dot`] over the converted
+/// row (four accumulators over 32-wide steps, then 8-wide steps into the first, then a scalar tail), so that a
+/// one-token matvec and a many-token matmul over dequantized rows give bit-identical results.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
-    let (n, p, xp) = (x.len(), row.as_ptr(), x.as_ptr());
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+unsafe fn dot_half(
+    n: usize,
+    xp: *const f32,
+    load: impl Fn(usize) -> __m256,
+    tail: impl Fn(usize) -> f32,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 16 <= n {
-        a0 = _mm256_fmadd_ps(f16x8(p.add(2 * i)), _mm256_loadu_ps(xp.add(i)), a0);
-        a1 = _mm256_fmadd_ps(f16x8(p.add(2 * i + 16)), _mm256_loadu_ps(xp.add(i + 8)), a1);
-        i += 16;
+    while i + 32 <= n {
+        for (k, ak) in acc.iter_mut().enumerate() {
+            *ak = _mm256_fmadd_ps(load(i + 8 * k), _mm256_loadu_ps(xp.add(i + 8 * k)), *ak);
+        }
+        i += 32;
     }
-    let mut s = hsum(_mm256_add_ps(a0, a1));
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(xp.add(i)), acc[0]);
+        i += 8;
+    }
+    let mut s = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
     while i < n {
-        s += h2f(p.add(2 * i)) * x[i];
+        s += tail(i) * *xp.add(i);
         i += 1;
     }
     s
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    let p = row.as_ptr();
+    dot_half(
+        x.len(),
+        x.as_ptr(),
+        |i| f16x8(p.add(2 * i)),
+        |i| h2f(p.add(2 * i)),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
-    let (n, p, xp) = (x.len(), row.as_ptr(), x.as_ptr());
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    while i + 16 <= n {
-        a0 = _mm256_fmadd_ps(bf16x8(p.add(2 * i)), _mm256_loadu_ps(xp.add(i)), a0);
-        a1 = _mm256_fmadd_ps(
-            bf16x8(p.add(2 * i + 16)),
-            _mm256_loadu_ps(xp.add(i + 8)),
-            a1,
-        );
-        i += 16;
-    }
-    let mut s = hsum(_mm256_add_ps(a0, a1));
-    while i < n {
-        let bits = u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32;
-        s += f32::from_bits(bits << 16) * x[i];
-        i += 1;
-    }
-    s
+    let p = row.as_ptr();
+    dot_half(
+        x.len(),
+        x.as_ptr(),
+        |i| bf16x8(p.add(2 * i)),
+        |i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16),
+    )
 }
 
 /// f16 to f32 with F16C. NaN inputs come out quieted (the reference keeps signaling payloads), so the
