@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Jobs queued per model before requests get 429.
     pub queue_depth: usize,
+    /// Positions per paged-KV block.
+    pub kv_block_size: usize,
+    /// Tokens one batched step may run, over all sequences (decodes first, then prompt chunks).
+    pub max_batch_tokens: usize,
+    /// Sequences running at once per model.
+    pub max_seqs: usize,
     /// Model names clients send (e.g. "claude-sonnet-4-5") mapped to local model ids; "*" maps any unknown name.
     pub aliases: BTreeMap<String, String>,
     /// The model used when a request names none.
@@ -74,6 +80,9 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             body_limit: 10 * 1024 * 1024,
             queue_depth: 64,
+            kv_block_size: 16,
+            max_batch_tokens: 256,
+            max_seqs: 64,
             aliases: BTreeMap::new(),
             default_model: None,
         }

@@ -382,7 +382,7 @@ fn estimate_inner(path: &Path, format: Format) -> Result<Estimate, (hearth_engin
     };
     let kv_bytes = 2u64
         .saturating_mul(config.n_layers as u64)
-        .saturating_mul(config.context_len as u64)
+        .saturating_mul(crate::job::kv_pool_tokens(config.context_len) as u64)
         .saturating_mul(config.n_kv_heads as u64)
         .saturating_mul(config.head_dim as u64)
         .saturating_mul(4);

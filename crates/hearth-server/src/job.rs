@@ -131,3 +131,10 @@ impl ModelHandle {
         Ok(())
     }
 }
+
+/// KV pool size, in token positions, of a loaded model: room for at least one full context, and for 16k
+/// positions of concurrent sequences where the context is shorter (up to four contexts' worth). The registry
+/// counts this in its memory budget.
+pub fn kv_pool_tokens(context_len: usize) -> usize {
+    context_len.max(16_384.min(context_len.saturating_mul(4)))
+}

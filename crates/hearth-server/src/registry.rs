@@ -614,7 +614,7 @@ impl Shared {
         let (id, path, depth) = (
             entry.id.clone(),
             entry.path.clone(),
-            self.config.queue_depth,
+            worker::WorkerConfig::from_config(&self.config),
         );
         let loaded = tokio::task::spawn_blocking(move || worker::load(&id, &path, depth)).await;
         let mut slots = self.slots();

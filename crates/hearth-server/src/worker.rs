@@ -1,16 +1,16 @@
-//! One OS thread per loaded model: it owns the model and one generation [`Session`], takes [`Job`]s from the
-//! model's bounded queue and runs them one at a time, streaming [`Event`]s back.
+//! One OS thread per loaded model: it owns the model, its paged KV cache and the continuous-batching
+//! [`Scheduler`], takes [`Job`]s from the model's bounded queue and runs all admitted sequences together, one
+//! batched forward per step, streaming [`Event`]s back.
 //!
-//! The session (its KV cache and the tokens the cache holds) is kept from one job to the next, so a follow-up
-//! request whose prompt extends the previous one (the next turn of a chat) only computes its new tokens; the
+//! Each step: take new jobs (blocking only when idle), drop sequences whose client went away, ask the
+//! scheduler for the step's plan (decodes first, then prompt chunks under the token budget), copy any
+//! copy-on-write blocks, run the batched forward, sample each sequence that reached its last token (a
+//! [`TokenStepper`] per sequence: sampling, EOS, detokenizing, stop strings, limits) and report the outputs
+//! back to the scheduler. Prompt prefixes are reused across requests through the scheduler's prefix cache; the
 //! reuse shows as `Summary::cached_tokens`.
 //!
-//! Cancellation: before a job starts and before each generated token is sent, the worker checks whether the
-//! job's event receiver is gone (the client disconnected); if so it stops at once and takes the next job.
-//!
-//! Panics: each job runs inside `catch_unwind`. A panic is reported to the client as an internal error, logged,
-//! and the session is replaced by a fresh one (its KV cache may be half-written); the model itself is only ever
-//! read during generation, so it stays in service and the next job runs normally, without a reload.
+//! Panics: each step runs inside `catch_unwind`. A panic fails every sequence in flight with an internal
+//! error and starts a fresh scheduler and KV cache; the model itself is only read, so it stays in service.
 //!
 //! The thread ends when every sender of its queue is gone, i.e. when the registry and every request have
 //! dropped the model's [`ModelHandle`]; the model's memory is freed then.
@@ -21,8 +21,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_engine::generate::{prompt_logprobs, Finish, Session};
-use hearth_engine::models::Model;
+use std::collections::HashMap;
+
+use hearth_engine::generate::{prompt_logprobs, Finish, TokenStepper};
+use hearth_engine::models::kv_cache::PagedKv;
+use hearth_engine::models::{Batch, Logits, Model, SeqInput};
+use hearth_engine::sched::{
+    FinishReason, RequestError, Scheduler, SchedulerConfig, SeqId, StepOutput,
+};
 use hearth_engine::tokenizer::Tokenizer;
 use tokio::sync::mpsc;
 
@@ -38,7 +44,7 @@ pub struct Worker {
 
 /// Opens the model at `path` with its tokenizer (from the GGUF metadata, or the Hugging Face folder's files) and
 /// starts its worker. Blocking: call it from `spawn_blocking`.
-pub fn load(id: &str, path: &Path, queue_depth: usize) -> Result<Worker, ApiError> {
+pub fn load(id: &str, path: &Path, cfg: WorkerConfig) -> Result<Worker, ApiError> {
     let t0 = Instant::now();
     let model = Model::open(path)
         .map_err(|e| ApiError::internal(format!("cannot load model {id}: {e}")))?;
@@ -47,19 +53,19 @@ pub fn load(id: &str, path: &Path, queue_depth: usize) -> Result<Worker, ApiErro
         None => Tokenizer::from_hf_dir(&model.path),
     }
     .map_err(|e| ApiError::internal(format!("cannot load the tokenizer of model {id}: {e}")))?;
-    let w = start(id.to_string(), model, Arc::new(tokenizer), queue_depth)?;
+    let w = start(id.to_string(), model, Arc::new(tokenizer), cfg)?;
     tracing::info!(model = %id, ms = t0.elapsed().as_millis() as u64, "model loaded");
     Ok(w)
 }
 
-/// Starts the worker thread of an opened model, with a queue of `queue_depth` jobs.
+/// Starts the worker thread of an opened model.
 pub fn start(
     id: String,
     model: Model,
     tokenizer: Arc<Tokenizer>,
-    queue_depth: usize,
+    cfg: WorkerConfig,
 ) -> Result<Worker, ApiError> {
-    let (tx, rx) = mpsc::channel(queue_depth.max(1));
+    let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let handle = Arc::new(ModelHandle::new(
         id.clone(),
@@ -71,43 +77,388 @@ pub fn start(
     ));
     let thread = std::thread::Builder::new()
         .name(format!("hearth-{id}"))
-        .spawn(move || run(id, model, tokenizer, rx, in_flight))
+        .spawn(move || run(id, model, tokenizer, cfg, rx, in_flight))
         .map_err(|e| ApiError::internal(format!("cannot start a worker thread: {e}")))?;
     Ok(Worker { handle, thread })
 }
 
-/// The worker loop: one job at a time until the queue closes.
+/// Settings of a model's worker.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerConfig {
+    /// Jobs queued before requests get 429.
+    pub queue_depth: usize,
+    /// Positions per KV block.
+    pub block_size: usize,
+    /// Tokens one step may run (all sequences together).
+    pub max_batch_tokens: usize,
+    /// Sequences running at once.
+    pub max_seqs: usize,
+}
+
+impl WorkerConfig {
+    pub fn from_config(c: &crate::config::ServerConfig) -> WorkerConfig {
+        WorkerConfig {
+            queue_depth: c.queue_depth,
+            block_size: c.kv_block_size.max(1),
+            max_batch_tokens: c.max_batch_tokens.max(1),
+            max_seqs: c.max_seqs.max(1),
+        }
+    }
+}
+
+/// One admitted job.
+struct Active {
+    job: Job,
+    stepper: TokenStepper<Arc<Tokenizer>>,
+    queue_time: Duration,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    /// Prompt tokens found in the prefix cache at first admission.
+    cached: Option<usize>,
+}
+
+/// The worker's per-model generation state (rebuilt after a panic).
+struct Engine {
+    sched: Scheduler,
+    kv: PagedKv,
+    batch: Batch,
+    active: HashMap<SeqId, Active>,
+    next_id: SeqId,
+    row: Vec<f32>,
+}
+
+impl Engine {
+    fn new(model: &Model, cfg: &WorkerConfig) -> Engine {
+        let c = &model.config;
+        let n_blocks = crate::job::kv_pool_tokens(c.context_len).div_ceil(cfg.block_size);
+        let key = model
+            .path
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+        Engine {
+            sched: Scheduler::new(SchedulerConfig {
+                max_batch_tokens: cfg.max_batch_tokens,
+                max_seqs: cfg.max_seqs,
+                block_size: cfg.block_size,
+                n_blocks,
+                model_key: key,
+            }),
+            kv: model.new_kv(cfg.block_size, n_blocks),
+            batch: model.new_batch(cfg.max_batch_tokens.max(cfg.max_seqs)),
+            active: HashMap::new(),
+            next_id: 1,
+            row: vec![0.0; c.vocab],
+        }
+    }
+}
+
+/// The worker loop: steps until the queue closes and nothing is left to run.
 fn run(
     id: String,
     model: Model,
     tok: Arc<Tokenizer>,
+    cfg: WorkerConfig,
     mut rx: mpsc::Receiver<Job>,
     in_flight: Arc<AtomicUsize>,
 ) {
-    let mut session = Session::new(&model);
-    while let Some(job) = rx.blocking_recv() {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            run_job(&id, &model, &mut session, &tok, &job)
-        }));
-        let last = match outcome {
-            Ok(last) => last,
-            Err(panic) => {
-                let what = panic_message(panic.as_ref());
-                tracing::error!(request_id = %job.request_id, model = %id, panic = %what, "generation panicked; resetting the model's session");
-                session = Session::new(&model);
-                Some(Event::Failed(ApiError::internal(format!(
-                    "internal error while generating: {what}"
-                ))))
+    let mut eng = Engine::new(&model, &cfg);
+    let mut open = true;
+    loop {
+        // Intake: block while idle, otherwise take whatever has arrived.
+        if eng.active.is_empty() {
+            if !open {
+                break;
             }
-        };
-        // The model is idle before the client hears the job ended, so a request the client sends next
-        // never finds this model still busy.
-        in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(ev) = last {
-            let _ = job.events.send(ev);
+            match rx.blocking_recv() {
+                Some(job) => admit(&id, &model, &tok, &mut eng, job, &in_flight),
+                None => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(job) => admit(&id, &model, &tok, &mut eng, job, &in_flight),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if eng.active.is_empty() {
+            continue;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| step(&id, &model, &mut eng, &in_flight)));
+        if let Err(panic) = outcome {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(model = %id, panic = %what, "generation step panicked; failing the sequences in flight");
+            for (_, a) in eng.active.drain() {
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                let _ = a.job.events.send(Event::Failed(ApiError::internal(format!(
+                    "internal error while generating: {what}"
+                ))));
+            }
+            eng = Engine::new(&model, &cfg);
         }
     }
     tracing::info!(model = %id, "model unloaded");
+}
+
+/// Takes a new job: reports it started, scores its prompt if asked, and queues it in the scheduler.
+fn admit(
+    id: &str,
+    model: &Model,
+    tok: &Arc<Tokenizer>,
+    eng: &mut Engine,
+    job: Job,
+    in_flight: &AtomicUsize,
+) {
+    let queue_time = job.enqueued.elapsed();
+    let end = |ev: Option<Event>| {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ev) = ev {
+            let _ = job.events.send(ev);
+        }
+    };
+    if job.events.is_closed() {
+        tracing::info!(request_id = %job.request_id, model = %id, "client went away while queued; job skipped");
+        return end(None);
+    }
+    let _ = job.events.send(Event::Started { queue_time });
+    if job.prompt.is_empty() {
+        return end(Some(Event::Failed(ApiError::bad_param(
+            "prompt",
+            "the prompt is empty",
+        ))));
+    }
+    if let Err(e) = job.options.sampling.validate() {
+        return end(Some(Event::Failed(e.into())));
+    }
+    let mut summary = Summary {
+        finish: Finish::Length,
+        prompt_tokens: job.prompt.len(),
+        cached_tokens: 0,
+        completion_tokens: 0,
+        queue_time,
+        prefill: Duration::ZERO,
+        decode: Duration::ZERO,
+    };
+    if let Some(top_n) = job.prompt_logprobs {
+        // Scoring runs on its own state, between steps (lm-evaluation-harness traffic is rarely mixed).
+        let t0 = Instant::now();
+        match prompt_logprobs(model, &job.prompt, top_n) {
+            Ok(lps) => {
+                summary.prefill = t0.elapsed();
+                if job.events.send(Event::PromptLogprobs(lps)).is_err() {
+                    return end(None);
+                }
+            }
+            Err(e) => return end(Some(Event::Failed(e.into()))),
+        }
+    }
+    if job.score_only {
+        log_done(id, &job.request_id, &summary);
+        return end(Some(Event::Done(summary)));
+    }
+    let c = &model.config;
+    let seq = eng.next_id;
+    eng.next_id += 1;
+    let max_new = job.options.max_tokens.unwrap_or(usize::MAX);
+    if let Err(e) = eng
+        .sched
+        .add(seq, job.prompt.clone(), max_new, c.context_len)
+    {
+        let err = match e {
+            RequestError::PromptTooLong { .. }
+            | RequestError::ExceedsKvPool { .. }
+            | RequestError::EmptyPrompt => ApiError::bad_request(e.to_string()),
+            RequestError::DuplicateId(_) => ApiError::internal(e.to_string()),
+        };
+        return end(Some(Event::Failed(err)));
+    }
+    let stepper = TokenStepper::new(
+        tok.clone(),
+        &job.options,
+        c.vocab,
+        job.prompt.len(),
+        c.context_len,
+    );
+    eng.active.insert(
+        seq,
+        Active {
+            job,
+            stepper,
+            queue_time,
+            admitted: Instant::now(),
+            first_token: None,
+            cached: None,
+        },
+    );
+}
+
+/// One scheduler step: plan, forward, sample, update.
+fn step(id: &str, model: &Model, eng: &mut Engine, in_flight: &AtomicUsize) {
+    // Clients that went away: cancel now, freeing their blocks.
+    let gone: Vec<SeqId> = eng
+        .active
+        .iter()
+        .filter(|(_, a)| a.job.events.is_closed())
+        .map(|(&s, _)| s)
+        .collect();
+    for seq in gone {
+        eng.sched.cancel(seq);
+        if let Some(a) = eng.active.remove(&seq) {
+            tracing::info!(request_id = %a.job.request_id, model = %id, "client went away; generation cancelled");
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    if !eng.sched.has_work() {
+        return;
+    }
+    let plan = eng.sched.schedule();
+    for r in &plan.rejected {
+        if let Some(a) = eng.active.remove(&r.seq) {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            let _ = a
+                .job
+                .events
+                .send(Event::Failed(ApiError::bad_request(r.error.to_string())));
+        }
+    }
+    for c in &plan.copies {
+        eng.kv.copy_block(c.src, c.dst);
+    }
+    if plan.items.is_empty() {
+        return;
+    }
+    let inputs: Vec<SeqInput> = plan
+        .items
+        .iter()
+        .map(|it| SeqInput {
+            tokens: &it.tokens,
+            start: it.start_pos,
+            table: &it.block_table,
+            logits: if it.sample {
+                Logits::Last
+            } else {
+                Logits::None
+            },
+        })
+        .collect();
+    let vocab = model.config.vocab;
+    let logits = match model.forward_batch(&mut eng.batch, &mut eng.kv, &inputs) {
+        Ok(l) => l,
+        Err(e) => {
+            // A bad step fails the sequences in it; the rest go on.
+            let err: ApiError = e.into();
+            for it in &plan.items {
+                eng.sched.cancel(it.seq);
+                if let Some(a) = eng.active.remove(&it.seq) {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let _ = a.job.events.send(Event::Failed(err.clone()));
+                }
+            }
+            return;
+        }
+    };
+    for it in &plan.items {
+        if let (Some(n), Some(a)) = (it.cached_tokens, eng.active.get_mut(&it.seq)) {
+            a.cached.get_or_insert(n);
+        }
+    }
+    let mut outputs = Vec::with_capacity(plan.items.len());
+    let mut finished: Vec<(SeqId, Finish)> = Vec::new();
+    let mut row_i = 0;
+    for it in &plan.items {
+        if !it.sample {
+            outputs.push(StepOutput {
+                seq: it.seq,
+                token: None,
+                finished: false,
+            });
+            continue;
+        }
+        eng.row
+            .copy_from_slice(&logits[row_i * vocab..(row_i + 1) * vocab]);
+        row_i += 1;
+        let Some(a) = eng.active.get_mut(&it.seq) else {
+            outputs.push(StepOutput {
+                seq: it.seq,
+                token: None,
+                finished: true,
+            });
+            continue;
+        };
+        let history = eng.sched.tokens(it.seq).unwrap_or(&[]);
+        let st = match a.stepper.step(&mut eng.row, history) {
+            Ok(st) => st,
+            Err(e) => {
+                finished.push((it.seq, Finish::Cancelled));
+                let _ = a.job.events.send(Event::Failed(e.into()));
+                outputs.push(StepOutput {
+                    seq: it.seq,
+                    token: None,
+                    finished: true,
+                });
+                continue;
+            }
+        };
+        a.first_token.get_or_insert_with(Instant::now);
+        if st.id.is_some() || !st.text.is_empty() {
+            let ev = Event::Token {
+                id: st.id.unwrap_or(a.stepper.last_id),
+                text: st.text,
+                logprobs: st.logprobs,
+            };
+            if a.job.events.send(ev).is_err() {
+                finished.push((it.seq, Finish::Cancelled));
+                outputs.push(StepOutput {
+                    seq: it.seq,
+                    token: None,
+                    finished: true,
+                });
+                continue;
+            }
+        }
+        if let Some(f) = st.finish {
+            finished.push((it.seq, f));
+        }
+        outputs.push(StepOutput {
+            seq: it.seq,
+            token: st.id,
+            finished: st.finish.is_some(),
+        });
+    }
+    for done in eng.sched.update(&outputs) {
+        let f = match done.reason {
+            FinishReason::ContextFull => Finish::ContextFull,
+            FinishReason::MaxNewTokens | FinishReason::MissingToken => Finish::Length,
+        };
+        finished.push((done.seq, f));
+    }
+    for (seq, f) in finished {
+        let Some(a) = eng.active.remove(&seq) else {
+            continue;
+        };
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        if f == Finish::Cancelled {
+            continue;
+        }
+        let first = a.first_token.unwrap_or_else(Instant::now);
+        let summary = Summary {
+            finish: f,
+            prompt_tokens: a.job.prompt.len(),
+            cached_tokens: a.cached.unwrap_or(0).min(a.job.prompt.len()),
+            completion_tokens: a.stepper.generated,
+            queue_time: a.queue_time,
+            prefill: first.duration_since(a.admitted),
+            decode: first.elapsed(),
+        };
+        log_done(id, &a.job.request_id, &summary);
+        let _ = a.job.events.send(Event::Done(summary));
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -120,104 +471,28 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one job, streaming its events, and returns the last one (`Done` or `Failed`) for the caller to send
-/// once the job is accounted as ended. A client already gone is skipped (None).
-fn run_job(
-    id: &str,
-    model: &Model,
-    session: &mut Session<'_>,
-    tok: &Tokenizer,
-    job: &Job,
-) -> Option<Event> {
-    let queue_time = job.enqueued.elapsed();
-    if job.events.is_closed() {
-        tracing::info!(request_id = %job.request_id, model = %id, "client went away while queued; job skipped");
-        return None;
-    }
-    let _ = job.events.send(Event::Started { queue_time });
-    match execute(model, session, tok, job, queue_time) {
-        Ok(s) => {
-            let decode_s = s.decode.as_secs_f64();
-            let tps = if decode_s > 0.0 {
-                s.completion_tokens as f64 / decode_s
-            } else {
-                0.0
-            };
-            tracing::info!(
-                request_id = %job.request_id,
-                model = %id,
-                queue_ms = ms(s.queue_time),
-                prompt_tokens = s.prompt_tokens,
-                cached_tokens = s.cached_tokens,
-                prefill_ms = ms(s.prefill),
-                decode_ms = ms(s.decode),
-                completion_tokens = s.completion_tokens,
-                tokens_per_s = format!("{tps:.1}"),
-                finish = ?s.finish,
-                "job done"
-            );
-            Some(Event::Done(s))
-        }
-        Err(e) => {
-            tracing::info!(request_id = %job.request_id, model = %id, error = %e, "job failed");
-            Some(Event::Failed(e))
-        }
-    }
+fn log_done(id: &str, request_id: &str, s: &Summary) {
+    let decode_s = s.decode.as_secs_f64();
+    let tps = if decode_s > 0.0 {
+        s.completion_tokens as f64 / decode_s
+    } else {
+        0.0
+    };
+    tracing::info!(
+        request_id = %request_id,
+        model = %id,
+        queue_ms = ms(s.queue_time),
+        prompt_tokens = s.prompt_tokens,
+        cached_tokens = s.cached_tokens,
+        prefill_ms = ms(s.prefill),
+        decode_ms = ms(s.decode),
+        completion_tokens = s.completion_tokens,
+        tokens_per_s = format!("{tps:.1}"),
+        finish = ?s.finish,
+        "job done"
+    );
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
-}
-
-/// Prompt log-probabilities if asked, then generation unless the job only scores.
-fn execute(
-    model: &Model,
-    session: &mut Session<'_>,
-    tok: &Tokenizer,
-    job: &Job,
-    queue_time: Duration,
-) -> Result<Summary, ApiError> {
-    if job.prompt.is_empty() {
-        return Err(ApiError::bad_param("prompt", "the prompt is empty"));
-    }
-    let mut summary = Summary {
-        finish: Finish::Length,
-        prompt_tokens: job.prompt.len(),
-        cached_tokens: 0,
-        completion_tokens: 0,
-        queue_time,
-        prefill: Duration::ZERO,
-        decode: Duration::ZERO,
-    };
-    if let Some(top_n) = job.prompt_logprobs {
-        let t0 = Instant::now();
-        let lps = prompt_logprobs(model, &job.prompt, top_n)?;
-        summary.prefill = t0.elapsed();
-        if job.events.send(Event::PromptLogprobs(lps)).is_err() {
-            summary.finish = Finish::Cancelled;
-            return Ok(summary);
-        }
-    }
-    if job.score_only {
-        return Ok(summary);
-    }
-    let events = &job.events;
-    let stats = session.generate(tok, &job.prompt, &job.options, &mut |t| {
-        if events.is_closed() {
-            return false;
-        }
-        events
-            .send(Event::Token {
-                id: t.id,
-                text: t.text.to_string(),
-                logprobs: t.logprobs.cloned(),
-            })
-            .is_ok()
-    })?;
-    summary.finish = stats.finish;
-    summary.cached_tokens = stats.cached_tokens;
-    summary.completion_tokens = stats.generated_tokens;
-    summary.prefill += stats.prefill;
-    summary.decode = stats.decode;
-    Ok(summary)
 }

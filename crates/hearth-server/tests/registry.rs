@@ -121,8 +121,11 @@ fn models_dir_discovery() {
     let top = &found[1];
     assert_eq!(top.format, Format::Gguf);
     let est = top.estimate.as_ref().unwrap();
-    // llama fixture: 2 layers, context 256, 2 KV heads of 16: K and V in f32.
-    assert_eq!(est.kv_bytes, 2 * 2 * 256 * 2 * 16 * 4);
+    // llama fixture: 2 layers, a KV pool for context 256, 2 KV heads of 16: K and V in f32.
+    assert_eq!(
+        est.kv_bytes,
+        2 * 2 * hearth_server::job::kv_pool_tokens(256) as u64 * 2 * 16 * 4
+    );
     assert_eq!(
         est.weight_bytes,
         std::fs::metadata(d.join("top.gguf")).unwrap().len()
