@@ -52,6 +52,15 @@ pub struct ServeArgs {
     /// Requests queued per model before new ones get 429.
     #[arg(long, env = "HEARTH_QUEUE_DEPTH")]
     queue_depth: Option<usize>,
+    /// Positions per paged-KV block.
+    #[arg(long, env = "HEARTH_KV_BLOCK_SIZE")]
+    kv_block_size: Option<usize>,
+    /// Tokens one batched step may run over all sequences (decodes first, then prompt chunks).
+    #[arg(long, env = "HEARTH_MAX_BATCH_TOKENS")]
+    max_batch_tokens: Option<usize>,
+    /// Sequences generating at once per model.
+    #[arg(long, env = "HEARTH_MAX_SEQS")]
+    max_seqs: Option<usize>,
     /// Map a client's model name to a local model: NAME=MODEL (repeatable); NAME "*" catches every unknown name.
     #[arg(long = "alias", value_delimiter = ',')]
     aliases: Vec<String>,
@@ -93,6 +102,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     if let Some(v) = a.queue_depth {
         c.queue_depth = v.max(1);
+    }
+    if let Some(v) = a.kv_block_size {
+        c.kv_block_size = v.max(1);
+    }
+    if let Some(v) = a.max_batch_tokens {
+        c.max_batch_tokens = v.max(1);
+    }
+    if let Some(v) = a.max_seqs {
+        c.max_seqs = v.max(1);
     }
     for al in &a.aliases {
         let (name, model) = al
