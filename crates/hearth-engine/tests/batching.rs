@@ -73,20 +73,7 @@ fn batched(m: &Model, reqs: &[Request], n_blocks: usize, budget: usize) -> (Vec<
         for c in &plan.copies {
             kv.copy_block(c.src, c.dst);
         }
-        let inputs: Vec<SeqInput> = plan
-            .items
-            .iter()
-            .map(|it| SeqInput {
-                tokens: &it.tokens,
-                start: it.start_pos,
-                table: &it.block_table,
-                logits: if it.sample {
-                    Logits::Last
-                } else {
-                    Logits::None
-                },
-            })
-            .collect();
+        let inputs: Vec<SeqInput> = plan.items.iter().map(|it| it.input()).collect();
         let logits = m
             .forward_batch(&mut batch, &mut kv, &inputs)
             .unwrap()

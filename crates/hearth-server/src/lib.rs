@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod job;
+pub mod keep_alive;
 pub mod middleware;
 pub mod openai;
 pub mod prompt;

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use hearth_engine::generate::{prompt_logprobs, Finish, TokenStepper};
 use hearth_engine::models::kv_cache::PagedKv;
-use hearth_engine::models::{Batch, Logits, Model, SeqInput};
+use hearth_engine::models::{Batch, Model, SeqInput};
 use hearth_engine::sched::{
     FinishReason, RequestError, Scheduler, SchedulerConfig, SeqId, StepOutput,
 };
@@ -333,20 +333,7 @@ fn step(id: &str, model: &Model, eng: &mut Engine, in_flight: &AtomicUsize) {
     if plan.items.is_empty() {
         return;
     }
-    let inputs: Vec<SeqInput> = plan
-        .items
-        .iter()
-        .map(|it| SeqInput {
-            tokens: &it.tokens,
-            start: it.start_pos,
-            table: &it.block_table,
-            logits: if it.sample {
-                Logits::Last
-            } else {
-                Logits::None
-            },
-        })
-        .collect();
+    let inputs: Vec<SeqInput> = plan.items.iter().map(|it| it.input()).collect();
     let vocab = model.config.vocab;
     let logits = match model.forward_batch(&mut eng.batch, &mut eng.kv, &inputs) {
         Ok(l) => l,

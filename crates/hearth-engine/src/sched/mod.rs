@@ -109,6 +109,20 @@ pub struct PlanItem {
 }
 
 impl PlanItem {
+    /// This item as the batched forward's input; logits are needed only where it samples.
+    pub fn input(&self) -> crate::models::SeqInput<'_> {
+        crate::models::SeqInput {
+            tokens: &self.tokens,
+            start: self.start_pos,
+            table: &self.block_table,
+            logits: if self.sample {
+                crate::models::Logits::Last
+            } else {
+                crate::models::Logits::None
+            },
+        }
+    }
+
     /// Position after the last token of this item (the sequence's KV length once the step ran).
     pub fn end_pos(&self) -> usize {
         self.start_pos + self.tokens.len()
