@@ -10,6 +10,7 @@
 mod avx2;
 mod dot;
 pub mod ops;
+pub mod qdot;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;

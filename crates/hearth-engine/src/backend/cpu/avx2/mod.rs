@@ -64,6 +64,7 @@ macro_rules! block_kernels {
 }
 
 mod blocks;
+mod qdot;
 
 /// Proof that this CPU runs AVX2, FMA and F16C; its methods are the safe entry points to the kernels.
 #[derive(Clone, Copy, Debug)]

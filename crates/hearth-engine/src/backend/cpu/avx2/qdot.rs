@@ -1,0 +1,222 @@
+//! AVX2 integer dot products against 8-bit quantized activations, bit-identical to the scalar reference in
+//! `backend/cpu/qdot.rs` (whose module docs give the layout and the accumulation order).
+//!
+//! A block's 32 weight codes become 32 bytes; `_mm256_maddubs_epi16` (unsigned weights times signed
+//! activations, pairs summed in i16 without saturation for these ranges) and `_mm256_madd_epi16` with ones
+//! give eight i32 partial sums. Eight blocks at a time, the partial sums are reduced (exactly, in integers)
+//! to one i32 per block, one lane per block, and the f32 terms are computed lane-wise with the scalar
+//! reference's operations: block `b` lands in lane `b % 8`, as in the reference. Blocks past the last whole
+//! group of eight take the same path one at a time.
+
+use std::arch::x86_64::*;
+
+use super::{h2f, hsum, Avx2};
+use crate::backend::cpu::qdot::{q8_scale, reduce_lanes, term, term_min, Q8Row, QK8};
+use crate::tensor::DType;
+
+impl Avx2 {
+    /// `qdot(dtype, row, xq)`; the caller has checked `dtype` is supported and `row` holds the blocks.
+    pub(in crate::backend::cpu) fn qdot(self, dtype: DType, row: &[u8], xq: &Q8Row) -> f32 {
+        debug_assert!(row.len() >= dtype.bytes_for(xq.len()).unwrap_or(usize::MAX));
+        debug_assert!(xq.d.len() * QK8 == xq.qs.len() && xq.sums.len() == xq.d.len());
+        // SAFETY: the token proves the features; the caller checked `row` holds the blocks of `xq`.
+        unsafe {
+            match dtype {
+                DType::Q8_0 => qdot_q8_0(row, xq),
+                DType::Q4_0 => qdot_q4_0(row, xq),
+                DType::Q4_1 => qdot_q4_1(row, xq),
+                DType::Q5_0 => qdot_q5_0(row, xq),
+                DType::Q5_1 => qdot_q5_1(row, xq),
+                _ => unreachable!("qdot: unsupported {dtype}"),
+            }
+        }
+    }
+
+    /// `quantize_q8(x, out)` with `out` already sized for `x` (a multiple of 32 values).
+    pub(in crate::backend::cpu) fn quantize_q8(self, x: &[f32], out: &mut Q8Row) {
+        assert!(
+            out.qs.len() == x.len()
+                && out.d.len() * QK8 == x.len()
+                && out.sums.len() == out.d.len()
+        );
+        // SAFETY: the token proves the features; the sizes were checked above.
+        unsafe { quantize_q8(x, out) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8(x: &[f32], out: &mut Q8Row) {
+    let sign = _mm256_set1_ps(-0.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in 0..out.d.len() {
+        let p = x.as_ptr().add(b * QK8);
+        let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
+        let a = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        let (d, id) = q8_scale(_mm_cvtss_f32(m));
+        let idv = _mm256_set1_ps(id);
+        let q = v.map(|v| {
+            _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(v, idv),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            ))
+        });
+        let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let packed = _mm256_permutevar8x32_epi32(packed, perm);
+        _mm256_storeu_si256(out.qs.as_mut_ptr().add(b * QK8) as *mut __m256i, packed);
+        out.d[b] = d;
+        out.sums[b] = hsum_i32(s);
+    }
+}
+
+/// The sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Lane `j` of the result is the sum of the eight lanes of `v[j]` (exact integer sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let h0 = _mm256_hadd_epi32(h01, h23);
+    let h1 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(h0, h1, 0x20),
+        _mm256_permute2x128_si256(h0, h1, 0x31),
+    )
+}
+
+/// Eight i32 partial sums of `u[i] * x[i]` for 32 unsigned bytes `u` (< 128) and 32 activations at `x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn udot32(u: __m256i, x: *const i8) -> __m256i {
+    let xv = _mm256_loadu_si256(x as *const __m256i);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1))
+}
+
+/// The 32 nibbles of the 16 bytes at `p` in block order (low nibbles: weights 0..16, high: 16..32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// The 5-bit codes of a Q5 block: nibbles at `qs` plus bit `i` of the little-endian u32 at `qh` as bit 4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes5(qh: *const u8, qs: *const u8) -> __m256i {
+    let h = (qh as *const u32).read_unaligned();
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(h as i32),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_or_si256(nibbles(qs), _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+}
+
+/// Defines `$name(row, xq) -> f32` for a 32-weight block type of `$bb` bytes: `$blk` gives a block's eight
+/// i32 partial sums of `code * qx` from the block pointer `$p` and activation pointer `$x`; `$off` is the
+/// code offset (the exact isum is `sum(code * qx) - $off * sums[b]`); `$min` says whether an f16 min
+/// follows the f16 scale.
+macro_rules! qdot_kernel {
+    ($name:ident, $bb:expr, $off:expr, $min:expr, |$p:ident, $x:ident| $blk:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(row: &[u8], xq: &Q8Row) -> f32 {
+            let nb = xq.d.len();
+            let rp = row.as_ptr();
+            let xp = xq.qs.as_ptr();
+            let offv = _mm256_set1_epi32($off);
+            let mut acc = _mm256_setzero_ps();
+            let groups = nb / 8;
+            for g in 0..groups {
+                let b0 = g * 8;
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (j, vj) in v.iter_mut().enumerate() {
+                    let $p: *const u8 = rp.add((b0 + j) * $bb);
+                    let $x: *const i8 = xp.add((b0 + j) * QK8);
+                    *vj = $blk;
+                }
+                let sx = _mm256_loadu_si256(xq.sums.as_ptr().add(b0) as *const __m256i);
+                let mut isum = reduce8(&v);
+                if $off != 0 {
+                    isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(sx, offv));
+                }
+                let f16s = |o: usize| {
+                    let h: [i16; 8] = std::array::from_fn(|j| {
+                        (rp.add((b0 + j) * $bb + o) as *const i16).read_unaligned()
+                    });
+                    _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
+                };
+                let dx = _mm256_loadu_ps(xq.d.as_ptr().add(b0));
+                let mut t = _mm256_mul_ps(_mm256_mul_ps(f16s(0), dx), _mm256_cvtepi32_ps(isum));
+                if $min {
+                    let m = _mm256_mul_ps(f16s(2), dx);
+                    t = _mm256_add_ps(t, _mm256_mul_ps(m, _mm256_cvtepi32_ps(sx)));
+                }
+                acc = _mm256_add_ps(acc, t);
+            }
+            if groups * 8 == nb {
+                return hsum(acc);
+            }
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            for b in groups * 8..nb {
+                let $p: *const u8 = rp.add(b * $bb);
+                let $x: *const i8 = xp.add(b * QK8);
+                let sx = xq.sums[b];
+                let isum = hsum_i32($blk) - $off * sx;
+                let dw = h2f($p);
+                lanes[b % 8] += if $min {
+                    term_min(dw, h2f($p.add(2)), xq.d[b], isum, sx)
+                } else {
+                    term(dw, xq.d[b], isum)
+                };
+            }
+            reduce_lanes(lanes)
+        }
+    };
+}
+
+qdot_kernel!(qdot_q8_0, 34, 0, false, |p, x| {
+    let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+    let xv = _mm256_loadu_si256(x as *const __m256i);
+    // |w| as unsigned bytes (128 for -128) times x with w's sign: pairs stay below 2 * 128 * 127.
+    _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w)),
+        _mm256_set1_epi16(1),
+    )
+});
+qdot_kernel!(qdot_q4_0, 18, 8, false, |p, x| udot32(nibbles(p.add(2)), x));
+qdot_kernel!(qdot_q4_1, 20, 0, true, |p, x| udot32(nibbles(p.add(4)), x));
+qdot_kernel!(qdot_q5_0, 22, 16, false, |p, x| udot32(
+    codes5(p.add(2), p.add(6)),
+    x
+));
+qdot_kernel!(qdot_q5_1, 24, 0, true, |p, x| udot32(
+    codes5(p.add(4), p.add(8)),
+    x
+));
