@@ -3,7 +3,8 @@
 
 use half::f16;
 use hearth_engine::backend::cpu::qdot::{
-    qdot, qdot_scalar, quantize_q8, quantize_q8_scalar, supports, Q8Row,
+    qdot, qdot_k, qdot_k_scalar, qdot_scalar, quantize_q8, quantize_q8_scalar, quantize_q8k,
+    supports, supports_k, Q8KRow, Q8Row,
 };
 use hearth_engine::tensor::quants::dequantize_row;
 use hearth_engine::tensor::DType;
@@ -221,4 +222,90 @@ fn zero_and_extreme_activations() {
     let a = qdot(DType::Q8_0, &row, &xq);
     assert_eq!(a.to_bits(), qdot_scalar(DType::Q8_0, &row, &xq).to_bits());
     assert!((a - 64.0 * 256.0).abs() < 1e-2, "{a}");
+}
+
+const K_TYPES: [DType; 2] = [DType::Q4_K, DType::Q6_K];
+const K_COLS: [usize; 6] = [256, 512, 1280, 2304, 4608, 640 * 4];
+
+/// A random K-quant row: random bytes with finite f16 super-block scales.
+fn random_k_row(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
+    let bb = dtype.bytes_for(256).unwrap();
+    let mut row: Vec<u8> = (0..n / 256 * bb).map(|_| rng.byte()).collect();
+    for blk in row.chunks_exact_mut(bb) {
+        let d = f16::from_f32(1e-3 * (1.0 + rng.unit().abs())).to_le_bytes();
+        match dtype {
+            DType::Q4_K => {
+                blk[0..2].copy_from_slice(&d);
+                let dmin = f16::from_f32(1e-3 * (1.0 + rng.unit().abs())).to_le_bytes();
+                blk[2..4].copy_from_slice(&dmin);
+            }
+            _ => blk[208..210].copy_from_slice(&d),
+        }
+    }
+    row
+}
+
+#[test]
+fn k_quant_kernels_are_bit_identical_and_close() {
+    let mut rng = Rng(0xdead_beef_1234_5678);
+    let mut w = Vec::new();
+    let mut xq = Q8KRow::new();
+    let (mut worst_step, mut worst_rel) = (0f64, 0f64);
+    for dtype in K_TYPES {
+        assert!(supports_k(dtype) && !supports(dtype));
+        for n in K_COLS {
+            for trial in 0..7 {
+                let mut x = random_x(&mut rng, n);
+                if trial % 2 == 0 {
+                    let s = 10f32.powf(2.0 * rng.unit());
+                    x.iter_mut().for_each(|v| *v = s * rng.unit());
+                }
+                quantize_q8k(&x, &mut xq);
+                for (s, run) in xq.qs.chunks(16).enumerate() {
+                    assert_eq!(xq.bsums[s], run.iter().map(|&q| q as i32).sum::<i32>());
+                }
+                let row = random_k_row(&mut rng, dtype, n);
+                let a = qdot_k(dtype, &row, &xq);
+                let b = qdot_k_scalar(dtype, &row, &xq);
+                assert_eq!(a.to_bits(), b.to_bits(), "{dtype} n={n}: {a} vs {b}");
+                w.resize(n, 0.0);
+                dequantize_row(dtype, &row, &mut w);
+                let exact: f64 = w.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                let step: f64 = w
+                    .chunks(256)
+                    .zip(&xq.d)
+                    .map(|(wb, &d)| 0.5 * d as f64 * wb.iter().map(|v| v.abs() as f64).sum::<f64>())
+                    .sum();
+                let err = (a as f64 - exact).abs();
+                assert!(
+                    err <= step + 1e-5 * mag + 1e-6,
+                    "{dtype} n={n}: got {a}, exact {exact}, half-step bound {step}"
+                );
+                worst_step = worst_step.max(err / step);
+                if trial % 2 == 0 {
+                    assert!(
+                        err <= 5e-3 * mag + 1e-6,
+                        "{dtype} n={n}: got {a}, exact {exact}"
+                    );
+                    worst_rel = worst_rel.max(err / mag);
+                }
+            }
+        }
+    }
+    // All-zero activations: no NaN.
+    let x = vec![0.0f32; 512];
+    quantize_q8k(&x, &mut xq);
+    for dtype in K_TYPES {
+        let row = random_k_row(&mut rng, dtype, 512);
+        assert_eq!(qdot_k(dtype, &row, &xq), 0.0);
+        assert_eq!(qdot_k_scalar(dtype, &row, &xq), 0.0);
+    }
+    eprintln!(
+        "K-quants: worst error / half-step bound = {worst_step:.3}; uniform x: worst error / sum|w x| = {worst_rel:.3e}"
+    );
 }

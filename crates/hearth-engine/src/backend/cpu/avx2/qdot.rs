@@ -11,7 +11,10 @@
 use std::arch::x86_64::*;
 
 use super::{h2f, hsum, Avx2};
-use crate::backend::cpu::qdot::{q8_scale, reduce_lanes, term, term_min, Q8Row, QK8};
+use crate::backend::cpu::qdot::{
+    q4_k_msum, q4_k_scales, q6_k_offset, q8_scale, reduce_lanes, term, term_min, term_q4_k, Q8KRow,
+    Q8Row, QK8, QK_K,
+};
 use crate::tensor::DType;
 
 impl Avx2 {
@@ -28,6 +31,20 @@ impl Avx2 {
                 DType::Q5_0 => qdot_q5_0(row, xq),
                 DType::Q5_1 => qdot_q5_1(row, xq),
                 _ => unreachable!("qdot: unsupported {dtype}"),
+            }
+        }
+    }
+
+    /// `qdot_k(dtype, row, xq)`; the caller has checked `dtype` is supported and `row` holds the blocks.
+    pub(in crate::backend::cpu) fn qdot_k(self, dtype: DType, row: &[u8], xq: &Q8KRow) -> f32 {
+        debug_assert!(row.len() >= dtype.bytes_for(xq.len()).unwrap_or(usize::MAX));
+        debug_assert!(xq.d.len() * QK_K == xq.qs.len() && xq.bsums.len() == 16 * xq.d.len());
+        // SAFETY: as in `qdot`.
+        unsafe {
+            match dtype {
+                DType::Q4_K => qdot_q4_k(row, xq),
+                DType::Q6_K => qdot_q6_k(row, xq),
+                _ => unreachable!("qdot_k: unsupported {dtype}"),
             }
         }
     }
@@ -220,3 +237,80 @@ qdot_kernel!(qdot_q5_1, 24, 0, true, |p, x| udot32(
     codes5(p.add(4), p.add(8)),
     x
 ));
+
+/// Q4_K: per 32-byte group `j`, low nibbles are sub-block `2j`, high nibbles `2j + 1`; `maddubs` then
+/// `madd` by the sub-block's scale gives the scaled i32 partial sums directly (at most 2 * 15 * 127 * 63
+/// per lane). The per-block f32 term and lane accumulation are the reference's.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qdot_q4_k(row: &[u8], xq: &Q8KRow) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut lanes = [0.0f32; 8];
+    for b in 0..xq.d.len() {
+        let blk = row.as_ptr().add(b * 144);
+        let (sc, mins) = q4_k_scales(std::slice::from_raw_parts(blk.add(4), 12));
+        let x = xq.qs.as_ptr().add(b * QK_K);
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q = _mm256_loadu_si256(blk.add(16 + 32 * j) as *const __m256i);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let x0 = _mm256_loadu_si256(x.add(64 * j) as *const __m256i);
+            let x1 = _mm256_loadu_si256(x.add(64 * j + 32) as *const __m256i);
+            let p0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(lo, x0),
+                _mm256_set1_epi16(sc[2 * j] as i16),
+            );
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, x1),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        let msum = q4_k_msum(mins, &xq.bsums[b * 16..b * 16 + 16]);
+        lanes[b % 8] += term_q4_k(h2f(blk), h2f(blk.add(2)), xq.d[b], hsum_i32(acc), msum);
+    }
+    reduce_lanes(lanes)
+}
+
+/// Q6_K: in half `j`, the 32-byte vectors `ql[j*64..][..32]` (A), `ql[j*64+32..][..32]` (B) and
+/// `qh[j*32..][..32]` (H) give weights `j*128 + 32k + i` as `(A or B) nibble | (H >> 2k) & 3 << 4` for
+/// k = 0 (A low), 1 (B low), 2 (A high), 3 (B high); each 32-weight run spans two 16-weight sub-blocks, whose
+/// scales multiply the two 128-bit halves in `madd`. The `- 32` offset is removed from the exact sum.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qdot_q6_k(row: &[u8], xq: &Q8KRow) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let mut lanes = [0.0f32; 8];
+    for b in 0..xq.d.len() {
+        let blk = row.as_ptr().add(b * 210);
+        let scales = std::slice::from_raw_parts(blk.add(192), 16);
+        let x = xq.qs.as_ptr().add(b * QK_K);
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..2 {
+            let a = _mm256_loadu_si256(blk.add(64 * j) as *const __m256i);
+            let bq = _mm256_loadu_si256(blk.add(64 * j + 32) as *const __m256i);
+            let h = _mm256_loadu_si256(blk.add(128 + 32 * j) as *const __m256i);
+            let lows = [
+                _mm256_and_si256(a, m4),
+                _mm256_and_si256(bq, m4),
+                _mm256_and_si256(_mm256_srli_epi16(a, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(bq, 4), m4),
+            ];
+            for (k, lo) in lows.into_iter().enumerate() {
+                let hi =
+                    _mm256_and_si256(_mm256_srlv_epi32(h, _mm256_set1_epi32(2 * k as i32)), m2);
+                let q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                let s = 8 * j + 2 * k;
+                let scv = _mm256_set_m128i(
+                    _mm_set1_epi16(scales[s + 1] as i8 as i16),
+                    _mm_set1_epi16(scales[s] as i8 as i16),
+                );
+                let xv = _mm256_loadu_si256(x.add(128 * j + 32 * k) as *const __m256i);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), scv));
+            }
+        }
+        let isum = hsum_i32(acc) - q6_k_offset(scales, &xq.bsums[b * 16..b * 16 + 16]);
+        lanes[b % 8] += term(h2f(blk.add(208)), xq.d[b], isum);
+    }
+    reduce_lanes(lanes)
+}
