@@ -2,7 +2,7 @@
 //! float kernel (`backend::cpu::dot`, weights decoded to f32 and FMA'd against f32 `x`) per row, and the
 //! integer kernel (`backend::cpu::qdot::qdot` per row, after one `quantize_q8` of `x`, which is timed too).
 //!
-//! Also Q4_K/Q6_K (Gemma 3's types) through `qdot_k` and `quantize_q8k`. Each case runs hot (one matrix,
+//! Also Q4_K/Q5_K/Q6_K through `qdot_k` and `quantize_q8k`. Each case runs hot (one matrix,
 //! cache-resident when it fits) and cold (cycling through copies larger than L3).
 //!
 //! `cargo run --release -p hearth-engine --example qdot_bench [seconds per case]`
@@ -41,7 +41,7 @@ fn random_matrix(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u
         let blk = &mut m[start..];
         match dtype {
             DType::Q6_K => blk[208..210].copy_from_slice(&f(rng.next(), 0)),
-            DType::Q4_K => {
+            DType::Q4_K | DType::Q5_K => {
                 blk[0..2].copy_from_slice(&f(rng.next(), 0));
                 blk[2..4].copy_from_slice(&f(rng.next(), 0));
             }
@@ -94,6 +94,7 @@ fn main() {
         (DType::Q4_1, 49152, 576),
         (DType::Q8_0, 49152, 576),
         (DType::Q4_K, 640, 2048),
+        (DType::Q5_K, 640, 2048),
         (DType::Q6_K, 640, 2048),
         (DType::Q5_0, 2048, 640),
         (DType::Q8_0, 65536, 640),

@@ -224,7 +224,7 @@ fn zero_and_extreme_activations() {
     assert!((a - 64.0 * 256.0).abs() < 1e-2, "{a}");
 }
 
-const K_TYPES: [DType; 2] = [DType::Q4_K, DType::Q6_K];
+const K_TYPES: [DType; 3] = [DType::Q4_K, DType::Q5_K, DType::Q6_K];
 const K_COLS: [usize; 6] = [256, 512, 1280, 2304, 4608, 640 * 4];
 
 /// A random K-quant row: random bytes with finite f16 super-block scales.
@@ -234,7 +234,7 @@ fn random_k_row(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
     for blk in row.chunks_exact_mut(bb) {
         let d = f16::from_f32(1e-3 * (1.0 + rng.unit().abs())).to_le_bytes();
         match dtype {
-            DType::Q4_K => {
+            DType::Q4_K | DType::Q5_K => {
                 blk[0..2].copy_from_slice(&d);
                 let dmin = f16::from_f32(1e-3 * (1.0 + rng.unit().abs())).to_le_bytes();
                 blk[2..4].copy_from_slice(&dmin);

@@ -2,7 +2,7 @@
 //! plus dispatch to the AVX2 kernels in `avx2/qdot.rs`).
 //!
 //! Not wired into `matmul` yet: this module only provides the kernels and their numerics. Types: Q8_0, Q4_0,
-//! Q4_1, Q5_0, Q5_1 against [`Q8Row`] ([`qdot`]); Q4_K, Q6_K against [`Q8KRow`] ([`qdot_k`]).
+//! Q4_1, Q5_0, Q5_1 against [`Q8Row`] ([`qdot`]); Q4_K, Q5_K, Q6_K against [`Q8KRow`] ([`qdot_k`]).
 //!
 //! # Activations: [`Q8Row`]
 //!
@@ -34,8 +34,8 @@
 //! The only approximation is the rounding of `x` to 8 bits: at most half a step `d_b / 2` per activation,
 //! so `|qdot - exact| <= sum_b (d_b / 2) * sum_{i in b} |w_i|` (plus f32 rounding, ~1e-6 relative), with
 //! `exact` the f64 dot of the dequantized row with the unquantized `x`. tests/qdot.rs asserts that bound
-//! (measured worst: 0.39 of it for the 32-blocks, 0.09 for K-quants) and, for activations without outlier
-//! blocks, `|qdot - exact| <= 5e-3 * sum_i |w_i * x_i|` (measured worst 1.6e-3; 7.4e-4 for K-quants).
+//! (measured worst: 0.39 of it for the 32-blocks, under 0.1 for K-quants) and, for activations without outlier
+//! blocks, `|qdot - exact| <= 5e-3 * sum_i |w_i * x_i|` (measured worst 1.6e-3; under 1e-3 for K-quants).
 //! A block holding one large outlier loses relative precision on its small values (as in llama.cpp).
 
 use std::sync::OnceLock;
@@ -370,7 +370,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut Q8KRow) {
 
 /// Whether [`qdot_k`] supports weights of `dtype`.
 pub fn supports_k(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_K | DType::Q6_K)
+    matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K)
 }
 
 fn check_k(dtype: DType, row: &[u8], xq: &Q8KRow) {
@@ -389,10 +389,10 @@ fn check_k(dtype: DType, row: &[u8], xq: &Q8KRow) {
 /// `sum(w[i] * x[i])` for one row of K-quant weights (`dtype` one that [`supports_k`] accepts) against
 /// [`Q8KRow`] activations, with the fastest kernel; bit-identical to [`qdot_k_scalar`].
 ///
-/// Per 256-block the kernels compute exact i32 sums (Q4_K: `isum = sum_g sc_g * sum_{i in g} q_i qx_i`
+/// Per 256-block the kernels compute exact i32 sums (Q4_K and Q5_K: `isum = sum_g sc_g * sum_{i in g} q_i qx_i`
 /// over the eight 32-weight sub-blocks and `msum = sum_g m_g * sum_{i in g} qx_i`; Q6_K:
 /// `isum = sum_s sc_s * sum_{i in s} (q_i - 32) qx_i` over the sixteen 16-weight sub-blocks), then the f32
-/// term `(d * dx) * isum` (Q4_K: minus `(dmin * dx) * msum`), accumulated as [`qdot`]'s terms are (block `b`
+/// term `(d * dx) * isum` (Q4_K, Q5_K: minus `(dmin * dx) * msum`), accumulated as [`qdot`]'s terms are (block `b`
 /// into lane `b % 8`, the same lane reduction).
 pub fn qdot_k(dtype: DType, row: &[u8], xq: &Q8KRow) -> f32 {
     check_k(dtype, row, xq);
@@ -412,6 +412,7 @@ pub fn qdot_k_scalar(dtype: DType, row: &[u8], xq: &Q8KRow) -> f32 {
 fn dispatch_k_scalar(dtype: DType, row: &[u8], xq: &Q8KRow) -> f32 {
     match dtype {
         DType::Q4_K => qdot_q4_k(row, xq),
+        DType::Q5_K => qdot_q5_k(row, xq),
         DType::Q6_K => qdot_q6_k(row, xq),
         _ => unreachable!("checked by supports_k"),
     }
@@ -453,6 +454,29 @@ pub fn qdot_q4_k(row: &[u8], xq: &Q8KRow) -> f32 {
                 &x[g * 32..g * 32 + 32],
             );
             isum += sc[g] as i32 * s;
+        }
+        let msum = q4_k_msum(mins, &xq.bsums[b * 16..b * 16 + 16]);
+        lanes[b % 8] += term_q4_k(f16(blk, 0), f16(blk, 2), xq.d[b], isum, msum);
+    }
+    reduce_lanes(lanes)
+}
+
+/// Q5_K (176-byte blocks; layout in `tensor/quants/kquants.rs`) against `xq`; scalar reference.
+pub fn qdot_q5_k(row: &[u8], xq: &Q8KRow) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (b, blk) in row.chunks_exact(176).take(xq.d.len()).enumerate() {
+        let (sc, mins) = q4_k_scales(&blk[4..16]);
+        let (qh, qs) = (&blk[16..48], &blk[48..176]);
+        let x = &xq.qs[b * QK_K..(b + 1) * QK_K];
+        let mut isum = 0i32;
+        for g in 0..8 {
+            let q32 = &qs[(g / 2) * 32..(g / 2) * 32 + 32];
+            let shift = 4 * (g % 2);
+            let codes = q32
+                .iter()
+                .zip(qh)
+                .map(|(&q, &h)| (((q >> shift) & 15) | (((h >> g) & 1) << 4)) as i32);
+            isum += sc[g] as i32 * idot(codes, &x[g * 32..g * 32 + 32]);
         }
         let msum = q4_k_msum(mins, &xq.bsums[b * 16..b * 16 + 16]);
         lanes[b % 8] += term_q4_k(f16(blk, 0), f16(blk, 2), xq.d[b], isum, msum);

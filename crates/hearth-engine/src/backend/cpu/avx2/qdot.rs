@@ -43,6 +43,7 @@ impl Avx2 {
         unsafe {
             match dtype {
                 DType::Q4_K => qdot_q4_k(row, xq),
+                DType::Q5_K => qdot_q5_k(row, xq),
                 DType::Q6_K => qdot_q6_k(row, xq),
                 _ => unreachable!("qdot_k: unsupported {dtype}"),
             }
@@ -254,6 +255,47 @@ unsafe fn qdot_q4_k(row: &[u8], xq: &Q8KRow) -> f32 {
             let q = _mm256_loadu_si256(blk.add(16 + 32 * j) as *const __m256i);
             let lo = _mm256_and_si256(q, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let x0 = _mm256_loadu_si256(x.add(64 * j) as *const __m256i);
+            let x1 = _mm256_loadu_si256(x.add(64 * j + 32) as *const __m256i);
+            let p0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(lo, x0),
+                _mm256_set1_epi16(sc[2 * j] as i16),
+            );
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, x1),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        let msum = q4_k_msum(mins, &xq.bsums[b * 16..b * 16 + 16]);
+        lanes[b % 8] += term_q4_k(h2f(blk), h2f(blk.add(2)), xq.d[b], hsum_i32(acc), msum);
+    }
+    reduce_lanes(lanes)
+}
+
+/// Q5_K: as Q4_K, with bit 4 of weight `g*32 + i` taken from bit `g` of `qh[i]` (the 32-byte vector H).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qdot_q5_k(row: &[u8], xq: &Q8KRow) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let mut lanes = [0.0f32; 8];
+    for b in 0..xq.d.len() {
+        let blk = row.as_ptr().add(b * 176);
+        let (sc, mins) = q4_k_scales(std::slice::from_raw_parts(blk.add(4), 12));
+        let h = _mm256_loadu_si256(blk.add(16) as *const __m256i);
+        let x = xq.qs.as_ptr().add(b * QK_K);
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q = _mm256_loadu_si256(blk.add(48 + 32 * j) as *const __m256i);
+            let bit = |g: usize| {
+                let v = _mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32));
+                _mm256_slli_epi16(_mm256_and_si256(v, one), 4)
+            };
+            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), bit(2 * j));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                bit(2 * j + 1),
+            );
             let x0 = _mm256_loadu_si256(x.add(64 * j) as *const __m256i);
             let x1 = _mm256_loadu_si256(x.add(64 * j + 32) as *const __m256i);
             let p0 = _mm256_madd_epi16(
