@@ -6,7 +6,8 @@
 //! give eight i32 partial sums. Eight blocks at a time, the partial sums are reduced (exactly, in integers)
 //! to one i32 per block, one lane per block, and the f32 terms are computed lane-wise with the scalar
 //! reference's operations: block `b` lands in lane `b % 8`, as in the reference. Blocks past the last whole
-//! group of eight take the same path one at a time.
+//! group of eight run as a partial group (types without a min) or one at a time (Q4_1, Q5_1: faster there).
+//! The K-quant kernels reduce each 256-block to exact i32 sums and share the reference's f32 term code.
 
 use std::arch::x86_64::*;
 
