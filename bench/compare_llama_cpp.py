@@ -7,7 +7,7 @@ prefill of a PROMPT-token prompt in one batch, then greedy decode of GEN tokens 
 and hearth/llama.cpp ratios as a Markdown table row.
 
 usage: bench/compare_llama_cpp.py --hearth target/release/hearth --model models/X.gguf [--threads 2]
-       [--prompt 512] [--gen 128] [--reps 5]
+       [--prompt 512] [--gen 128] [--reps 5] [--hearth-flag=--quantized-activations]
 """
 import argparse
 import random
@@ -22,7 +22,7 @@ from llama_cpp import Llama
 
 def hearth_once(args):
     out = subprocess.run(
-        [args.hearth, "--threads", str(args.threads), "bench", "--model", args.model, "--prompt-tokens",
+        [args.hearth, "--threads", str(args.threads), *args.hearth_flag, "bench", "--model", args.model, "--prompt-tokens",
          str(args.prompt), "--gen-tokens", str(args.gen), "--reps", "1"],
         check=True, capture_output=True, text=True).stdout
     num = lambda key: float(re.search(key + r": ([0-9.]+)", out).group(1))
@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--hearth-flag", action="append", default=[],
+                    help="extra hearth flag, e.g. --hearth-flag=--quantized-activations")
     args = ap.parse_args()
     n_ctx = args.prompt + args.gen + 8
     # n_batch = n_ctx so llama-cpp-python keeps a logits row for every position (it indexes by position).
