@@ -1,6 +1,8 @@
 //! Helpers shared by the server's integration tests: the tiny fixture models, temp folders, configs.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
