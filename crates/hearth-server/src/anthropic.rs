@@ -141,9 +141,7 @@ pub async fn messages(
     rid: Option<Extension<RequestId>>,
     ApiJson(req, _): ApiJson<MessagesRequest, Anthropic>,
 ) -> Result<Response, Failure<Anthropic>> {
-    let request_id = rid
-        .map(|Extension(r)| r.0)
-        .unwrap_or_else(|| new_id("req_"));
+    let request_id = RequestId::or_new(rid);
     let max_tokens = match req.max_tokens {
         None => return Err(ApiError::bad_param("max_tokens", "max_tokens: Field required").into()),
         Some(v) => prompt::int_at_least("max_tokens", Some(v), 1)?,

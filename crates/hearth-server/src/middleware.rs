@@ -17,6 +17,15 @@ use crate::AppState;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id of a request as handlers see it: the middleware's, or a fresh one where a handler runs without
+    /// the middleware (as in unit tests of the router).
+    pub fn or_new(rid: Option<axum::Extension<RequestId>>) -> String {
+        rid.map(|axum::Extension(r)| r.0)
+            .unwrap_or_else(|| new_id("req_"))
+    }
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A process-unique id: start time and a counter, hex.

@@ -129,6 +129,32 @@ pub fn usage(s: &Summary) -> Value {
     })
 }
 
+/// The end of an OpenAI stream: with `include_usage`, a chunk of object `object` with no choices and the
+/// usage, then `data: [DONE]`.
+pub fn stream_end(
+    object: &str,
+    id: &str,
+    created: u64,
+    model: &str,
+    include_usage: bool,
+    s: &Summary,
+) -> Vec<axum::response::sse::Event> {
+    let mut out = Vec::with_capacity(2);
+    if include_usage {
+        out.push(crate::sse::json_event(&json!({
+            "id": id,
+            "object": object,
+            "created": created,
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [],
+            "usage": usage(s),
+        })));
+    }
+    out.push(axum::response::sse::Event::default().data("[DONE]"));
+    out
+}
+
 /// A token's own text for log-probability reports: its decoded bytes with control tokens shown. SentencePiece
 /// decoders drop the leading space of a sequence, which for a single token would drop its own word boundary,
 /// so that space is put back. A token holding part of a multi-byte character shows U+FFFD.

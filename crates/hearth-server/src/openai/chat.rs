@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use super::{
-    chat_logprob, finish_reason, max_tokens, usage, SamplingFields, StreamOptions, FINGERPRINT,
+    chat_logprob, finish_reason, max_tokens, stream_end, usage, SamplingFields, StreamOptions,
+    FINGERPRINT,
 };
 use crate::body::ApiJson;
 use crate::error::{ApiError, Failure, OpenAi};
@@ -97,9 +98,7 @@ pub async fn handler(
     rid: Option<Extension<RequestId>>,
     ApiJson(req, _): ApiJson<ChatRequest, OpenAi>,
 ) -> Result<Response, Failure<OpenAi>> {
-    let request_id = rid
-        .map(|Extension(r)| r.0)
-        .unwrap_or_else(|| new_id("req_"));
+    let request_id = RequestId::or_new(rid);
     let (messages, prefill) = conversation(&req)?;
     let mut sampling = req.sampling.check()?;
     let max_tokens = max_tokens(req.max_tokens, req.max_completion_tokens, 1)?;
@@ -234,18 +233,14 @@ impl StreamFormat for ChatStream {
                 let finish = finish_reason(s.finish);
                 sse::log_done(&self.request_id, &self.model, &s, finish);
                 let mut out = vec![self.chunk(json!({}), Value::Null, json!(finish))];
-                if self.include_usage {
-                    out.push(json_event(&json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "system_fingerprint": FINGERPRINT,
-                        "choices": [],
-                        "usage": usage(&s),
-                    })));
-                }
-                out.push(SseEvent::default().data("[DONE]"));
+                out.extend(stream_end(
+                    "chat.completion.chunk",
+                    &self.id,
+                    self.created,
+                    &self.model,
+                    self.include_usage,
+                    &s,
+                ));
                 out
             }
             Event::Started { .. } | Event::PromptLogprobs(_) | Event::Failed(_) => Vec::new(),

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    finish_reason, finite, max_tokens, token_text, usage, SamplingFields, StreamOptions,
-    FINGERPRINT,
+    finish_reason, finite, max_tokens, stream_end, token_text, usage, SamplingFields,
+    StreamOptions, FINGERPRINT,
 };
 use crate::body::ApiJson;
 use crate::error::{ApiError, Failure, OpenAi};
@@ -119,9 +119,7 @@ pub async fn handler(
     rid: Option<Extension<RequestId>>,
     ApiJson(req, _): ApiJson<CompletionRequest, OpenAi>,
 ) -> Result<Response, Failure<OpenAi>> {
-    let request_id = rid
-        .map(|Extension(r)| r.0)
-        .unwrap_or_else(|| new_id("req_"));
+    let request_id = RequestId::or_new(rid);
     let prompt_in = parse_prompt(req.prompt.as_ref())?;
     let mut sampling = req.sampling.check()?;
     if matches!(req.best_of, Some(b) if b != 1) {
@@ -374,18 +372,14 @@ impl StreamFormat for CompletionStream {
                 let finish = finish_reason(s.finish);
                 sse::log_done(&self.request_id, &self.model, &s, finish);
                 let mut out = vec![self.chunk("", Value::Null, json!(finish))];
-                if self.include_usage {
-                    out.push(json_event(&json!({
-                        "id": self.id,
-                        "object": "text_completion",
-                        "created": self.created,
-                        "model": self.model,
-                        "system_fingerprint": FINGERPRINT,
-                        "choices": [],
-                        "usage": usage(&s),
-                    })));
-                }
-                out.push(SseEvent::default().data("[DONE]"));
+                out.extend(stream_end(
+                    "text_completion",
+                    &self.id,
+                    self.created,
+                    &self.model,
+                    self.include_usage,
+                    &s,
+                ));
                 out
             }
             Event::Started { .. } | Event::Failed(_) => Vec::new(),
