@@ -289,20 +289,12 @@ pub fn score_sequence(
             "fewer than 2 tokens: nothing to score".into(),
         ));
     }
-    let mut state = model.new_state(PREFILL_CHUNK);
-    let vocab = model.config.vocab;
     let mut nll = 0f64;
     let mut n = 0usize;
-    // The logits at position i predict token i + 1.
-    for (c, piece) in ids[..ids.len() - 1].chunks(PREFILL_CHUNK).enumerate() {
-        let logits = model.forward(&mut state, piece, Logits::All)?;
-        for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let target = ids[c * PREFILL_CHUNK + i + 1];
-            nll -= crate::sample::logprob_of(row, target) as f64;
-            n += 1;
-        }
-        progress(c * PREFILL_CHUNK + piece.len());
-    }
+    for_each_prediction(model, ids, &mut progress, |row, target| {
+        nll -= crate::sample::logprob_of(row, target) as f64;
+        n += 1;
+    })?;
     Ok((nll, n))
 }
 
@@ -317,14 +309,31 @@ pub fn prompt_logprobs(
     if ids.len() < 2 {
         return Ok(out);
     }
+    for_each_prediction(model, ids, &mut |_| {}, |row, target| {
+        out.push(Some(crate::sample::logprobs::logprobs(row, target, top_n)));
+    })?;
+    Ok(out)
+}
+
+/// Runs `ids` through a fresh state in chunks and calls `f(logits at i, ids[i + 1])` for every position that
+/// predicts a next token, in order; `progress` hears how many tokens have been processed.
+fn for_each_prediction(
+    model: &Model,
+    ids: &[u32],
+    progress: &mut dyn FnMut(usize),
+    mut f: impl FnMut(&[f32], u32),
+) -> Result<()> {
     let mut state = model.new_state(PREFILL_CHUNK);
     let vocab = model.config.vocab;
-    for (c, piece) in ids[..ids.len() - 1].chunks(PREFILL_CHUNK).enumerate() {
+    for (c, piece) in ids[..ids.len().saturating_sub(1)]
+        .chunks(PREFILL_CHUNK)
+        .enumerate()
+    {
         let logits = model.forward(&mut state, piece, Logits::All)?;
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let target = ids[c * PREFILL_CHUNK + i + 1];
-            out.push(Some(crate::sample::logprobs::logprobs(row, target, top_n)));
+            f(row, ids[c * PREFILL_CHUNK + i + 1]);
         }
+        progress(c * PREFILL_CHUNK + piece.len());
     }
-    Ok(out)
+    Ok(())
 }
