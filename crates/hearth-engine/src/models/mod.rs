@@ -89,7 +89,6 @@ impl State {
 /// Scratch for batched steps of up to `max_tokens` rows (all sequences of a step together).
 pub struct Batch {
     scratch: Scratch,
-    spans: Vec<(usize, usize)>,
     /// Every sequence's tokens of the step, concatenated.
     flat: Vec<u32>,
 }
@@ -229,7 +228,6 @@ impl Model {
     pub fn new_batch(&self, max_tokens: usize) -> Batch {
         Batch {
             scratch: Scratch::new(&self.config, max_tokens.max(1)),
-            spans: Vec::new(),
             flat: Vec::with_capacity(max_tokens.max(1)),
         }
     }
@@ -333,34 +331,27 @@ impl Model {
         s.token_seq.clear();
         s.positions.clear();
         s.out_rows.clear();
-        b.spans.clear();
         b.flat.clear();
-        for sq in seqs {
-            b.flat.extend_from_slice(sq.tokens);
-        }
+        let mut spans = Vec::with_capacity(seqs.len());
         for (i, sq) in seqs.iter().enumerate() {
+            b.flat.extend_from_slice(sq.tokens);
             let first = s.token_seq.len();
             for t in 0..sq.tokens.len() {
                 s.token_seq.push(i as u32);
                 s.positions.push(sq.start + t);
             }
             let last = s.token_seq.len();
-            b.spans.push((first, last));
+            spans.push(SeqSpan {
+                tokens: first..last,
+                start: sq.start,
+                table: sq.table,
+            });
             match sq.logits {
                 Logits::None => {}
                 Logits::Last => s.out_rows.push(last - 1),
                 Logits::All => s.out_rows.extend(first..last),
             }
         }
-        let spans: Vec<SeqSpan> = seqs
-            .iter()
-            .zip(&b.spans)
-            .map(|(sq, &(first, last))| SeqSpan {
-                tokens: first..last,
-                start: sq.start,
-                table: sq.table,
-            })
-            .collect();
         s.fill_rope(c, &self.inv_freq_global, &self.inv_freq_local);
         match &self.net {
             Net::Llama(m) => m.forward(c, s, kv, &b.flat, &spans),
