@@ -8,7 +8,10 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod dot;
+pub mod features;
 pub mod ops;
 pub mod qdot;
 

@@ -73,6 +73,9 @@ pub(super) struct Avx2(());
 impl Avx2 {
     /// The token, if the CPU has the features.
     pub(super) fn detect() -> Option<Avx2> {
+        if !super::features::allows(super::features::Level::Avx2) {
+            return None;
+        }
         let ok = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
