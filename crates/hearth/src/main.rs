@@ -97,6 +97,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
+        hearth_engine::backend::cpu::pool::set_threads(n.max(1));
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global()

@@ -2,7 +2,7 @@
 //! per-head q/k norms and sliding window of the various families) and the gated MLP. The architecture files
 //! compose them, with their own norms and residuals, into a forward pass.
 
-use crate::backend::cpu::{matmul, ops};
+use crate::backend::cpu::{matmul, matmul_group, ops};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
 use crate::models::kv_cache::PagedKv;
@@ -137,10 +137,13 @@ impl Attention {
             &mut s.k[..n * kvdim],
             &mut s.v[..n * kvdim],
         );
-        // q = xb·Wqᵀ (+bq): [n, qdim]; k, v: [n, kvdim]
-        matmul(&self.wq, xb, n, q);
-        matmul(&self.wk, xb, n, k);
-        matmul(&self.wv, xb, n, v);
+        // q = xb·Wqᵀ (+bq): [n, qdim]; k, v: [n, kvdim] — one parallel loop for the three.
+        matmul_group(
+            &[&self.wq, &self.wk, &self.wv],
+            xb,
+            n,
+            &mut [&mut *q, &mut *k, &mut *v],
+        );
         for (buf, b) in [
             (&mut *q, &self.bq),
             (&mut *k, &self.bk),
@@ -224,8 +227,8 @@ impl Mlp {
     pub fn forward(&self, c: &ModelConfig, s: &mut Scratch, n: usize) {
         let xb = &s.xb[..n * c.hidden];
         let (gate, up) = (&mut s.gate[..n * c.ffn], &mut s.up[..n * c.ffn]);
-        matmul(&self.gate, xb, n, gate); // [n, ffn]
-        matmul(&self.up, xb, n, up); // [n, ffn]
+        // gate, up: [n, ffn] each, one parallel loop for the two.
+        matmul_group(&[&self.gate, &self.up], xb, n, &mut [&mut *gate, &mut *up]);
         match self.act {
             Activation::Silu => ops::silu_mul(gate, up),
             Activation::GeluTanh => ops::gelu_tanh_mul(gate, up),

@@ -1,10 +1,11 @@
 //! CPU kernels: products of weight rows (any [`DType`]) with f32 activations, plus the f32 vector helpers
 //! attention needs.
 //!
-//! Each operation has a scalar reference (`dot.rs`, and `tensor::quants` for dequantization) and, on x86_64,
-//! an AVX2+FMA+F16C version (`avx2/`) chosen once at run time. Activations are never quantized: a block's
-//! weights are decoded to f32 lanes and multiplied with `x` directly. `matmul` splits rows across the rayon
-//! pool; the only memory it takes is a per-thread scratch buffer that is kept between calls.
+//! Each operation has a scalar reference (`dot.rs`, and `tensor::quants` for dequantization) and SIMD
+//! versions (`avx2/`, `avx512/`, `neon/`) chosen once at run time (`features` caps the level). Activations
+//! meet block-quantized weights in f32 (the default: weights decoded to f32 lanes) or, with
+//! [`set_quantized_activations`], as 8-bit blocks with integer dot products (`qdot`). `matmul` splits rows
+//! across the kernel pool (`pool`); the only memory it takes is per-thread scratch kept between calls.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -13,18 +14,15 @@ mod avx512;
 mod dot;
 pub mod features;
 pub mod ops;
+pub mod pool;
 pub mod qdot;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use crate::tensor::{DType, Tensor};
 
-/// Rows per rayon task in a matrix-vector product.
-const MATVEC_CHUNK: usize = 32;
 /// Below this many multiply-adds a product runs on the calling thread: splitting costs more than it saves.
 const PAR_MIN_WORK: usize = 1 << 16;
 /// Target size of the dequantized rows a multi-token task keeps in its scratch (fits in L2 with room).
@@ -162,13 +160,18 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 
 /// A pointer to `out` that tasks writing disjoint elements share.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(*mut f32);
 // SAFETY: every task writes a distinct set of elements (its own rows), and `matmul` holds `&mut out` until
 // all tasks have finished.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// The pointer to element `i` (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+
     /// # Safety
     /// `i` is in bounds of the slice this came from and no other task writes element `i`.
     unsafe fn write(self, i: usize, v: f32) {
@@ -194,51 +197,9 @@ pub fn quantized_activations() -> bool {
     QUANTIZED.load(Ordering::Relaxed)
 }
 
-/// `matmul` with 8-bit activations: each token's `x` is quantized once (`quant`), then every row is an
-/// integer dot product (`dot`) with each token. Per (row, token) the work is the same whatever the batch.
-fn matmul_q8<R: Sync + Default + 'static>(
-    w: &Tensor,
-    x: &[f32],
-    n_tokens: usize,
-    out: &mut [f32],
-    scratch: &'static std::thread::LocalKey<RefCell<Vec<R>>>,
-    quant: fn(&[f32], &mut R),
-    dot: fn(DType, &[u8], &R) -> f32,
-) {
-    let (rows, cols, dtype) = (w.rows(), w.cols(), w.dtype);
-    let rb = w.row_bytes();
-    let bytes = w.bytes();
-    scratch.with(|xq| {
-        let mut xq = xq.borrow_mut();
-        if xq.len() < n_tokens {
-            xq.resize_with(n_tokens, R::default);
-        }
-        for (t, q) in xq.iter_mut().take(n_tokens).enumerate() {
-            quant(&x[t * cols..(t + 1) * cols], q);
-        }
-        let xq = &xq[..n_tokens];
-        let outp = OutPtr(out.as_mut_ptr());
-        let task = |c: usize| {
-            let (r0, r1) = (c * MATVEC_CHUNK, ((c + 1) * MATVEC_CHUNK).min(rows));
-            for r in r0..r1 {
-                let row = &bytes[r * rb..(r + 1) * rb];
-                for (t, q) in xq.iter().enumerate() {
-                    // SAFETY: t < n_tokens and r < rows, in bounds of `out`; row r belongs to this task only.
-                    unsafe { outp.write(t * rows + r, dot(dtype, row, q)) };
-                }
-            }
-        };
-        let n_chunks = rows.div_ceil(MATVEC_CHUNK);
-        if rows * cols * n_tokens < PAR_MIN_WORK {
-            (0..n_chunks).for_each(task);
-        } else {
-            (0..n_chunks).into_par_iter().for_each(task);
-        }
-    });
-}
-
 thread_local! {
-    /// Each token's activations quantized to 8-bit 32-blocks / 256-blocks, reused between calls.
+    /// The caller's activations quantized to 8-bit 32-blocks / 256-blocks, one per token, reused between
+    /// calls (the workers read them through a shared borrow while the caller waits).
     static XQ: RefCell<Vec<qdot::Q8Row>> = const { RefCell::new(Vec::new()) };
     static XQK: RefCell<Vec<qdot::Q8KRow>> = const { RefCell::new(Vec::new()) };
     /// Dequantized rows of the current multi-token task; grows to its largest use and stays.
@@ -247,108 +208,253 @@ thread_local! {
     static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `out[t * rows + r] = dot(w.row(r), x[t * cols .. (t + 1) * cols])` for `n_tokens` activation rows of
-/// `cols = w.cols()` elements; `out` holds `n_tokens * rows` values. Every linear layer runs through here.
-///
-/// One token (decode) is a matrix-vector product, rows split across threads in chunks, each row's blocks
-/// decoded and multiplied with `x` on the fly. Several tokens (prefill) dequantize each row once into a
-/// per-thread scratch, a few rows at a time, and multiply them with every token, four rows per pass.
-pub fn matmul(w: &Tensor, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let (rows, cols, dtype) = (w.rows(), w.cols(), w.dtype);
-    assert!(
-        x.len() >= n_tokens * cols,
-        "matmul {}: x has {} values, needs {n_tokens} x {cols}",
-        w.name,
-        x.len()
-    );
-    assert!(
-        out.len() >= n_tokens * rows,
-        "matmul {}: out has {} values, needs {n_tokens} x {rows}",
-        w.name,
-        out.len()
-    );
-    if rows == 0 || n_tokens == 0 {
-        return;
-    }
-    let rb = w.row_bytes();
-    let bytes = w.bytes();
-    assert!(
-        bytes.len() >= rows * rb,
-        "matmul {}: {} bytes for {rows} rows of {rb}",
-        w.name,
-        bytes.len()
-    );
-    if quantized_activations() {
-        if qdot::supports(dtype) {
-            return matmul_q8(w, x, n_tokens, out, &XQ, qdot::quantize_q8, qdot::qdot);
-        }
-        if qdot::supports_k(dtype) {
-            return matmul_q8(w, x, n_tokens, out, &XQK, qdot::quantize_q8k, qdot::qdot_k);
-        }
-    }
-    let simd = Simd::get();
+/// How one weight matrix of a product meets its activations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// f32 activations; each row decoded to f32 (on the fly for one token, into scratch for several).
+    Float,
+    /// Integer dot products against 8-bit 32-blocks (`qdot::qdot`).
+    Q8,
+    /// Integer dot products against 8-bit 256-blocks (`qdot::qdot_k`).
+    Q8K,
+}
 
-    if n_tokens == 1 {
-        let x = &x[..cols];
-        let run = |r0: usize, o: &mut [f32]| {
-            for (i, v) in o.iter_mut().enumerate() {
-                let r = r0 + i;
-                *v = simd.dot(dtype, &bytes[r * rb..(r + 1) * rb], x);
-            }
-        };
-        let out = &mut out[..rows];
-        if rows * cols < PAR_MIN_WORK {
-            run(0, out);
-        } else {
-            out.par_chunks_mut(MATVEC_CHUNK)
-                .enumerate()
-                .for_each(|(c, o)| run(c * MATVEC_CHUNK, o));
-        }
-        return;
-    }
-
-    // Rows per task: a multiple of four whose f32 copies fit the scratch target (at least four).
-    let chunk = (SCRATCH_TARGET_BYTES / (4 * cols.max(1)) / 4 * 4).clamp(4, 64);
-    let n_chunks = rows.div_ceil(chunk);
-    let outp = OutPtr(out.as_mut_ptr());
-    let task = |c: usize| {
-        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-        let nr = r1 - r0;
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < nr * cols {
-                s.resize(nr * cols, 0.0);
-            }
-            let s = &mut s[..nr * cols];
-            for (i, dst) in s.chunks_exact_mut(cols).enumerate() {
-                let r = r0 + i;
-                simd.dequantize(dtype, &bytes[r * rb..(r + 1) * rb], dst);
-            }
-            for t in 0..n_tokens {
-                let xt = &x[t * cols..(t + 1) * cols];
-                let base = t * rows + r0;
-                let mut i = 0;
-                while i + 4 <= nr {
-                    let v = simd.dot4(&s[i * cols..(i + 4) * cols], xt);
-                    for (k, &vk) in v.iter().enumerate() {
-                        // SAFETY: t < n_tokens and r0 + i + k < rows, so in bounds of `out`; row r0 + i + k
-                        // belongs to this task only.
-                        unsafe { outp.write(base + i + k, vk) };
-                    }
-                    i += 4;
-                }
-                while i < nr {
-                    let v = simd.f32_dot(&s[i * cols..(i + 1) * cols], xt);
-                    // SAFETY: as above.
-                    unsafe { outp.write(base + i, v) };
-                    i += 1;
-                }
-            }
-        });
-    };
-    if rows * cols * n_tokens < PAR_MIN_WORK || n_chunks == 1 {
-        (0..n_chunks).for_each(task);
+fn path_for(dtype: DType) -> Path {
+    if !quantized_activations() {
+        Path::Float
+    } else if qdot::supports(dtype) {
+        Path::Q8
+    } else if qdot::supports_k(dtype) {
+        Path::Q8K
     } else {
-        (0..n_chunks).into_par_iter().for_each(task);
+        Path::Float
     }
+}
+
+/// Most matrices one grouped product takes (q, k, v is the largest group a layer has).
+const MAX_GROUP: usize = 4;
+
+/// `out[t * rows + r] = dot(w.row(r), x[t * cols .. (t + 1) * cols])` for `n_tokens` activation rows of
+/// `cols = w.cols()` elements; `out` holds `n_tokens * rows` values. Every linear layer runs through here
+/// (or through [`matmul_group`]).
+pub fn matmul(w: &Tensor, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    matmul_group(&[w], x, n_tokens, &mut [out]);
+}
+
+/// [`matmul`] of several matrices with the same input (a layer's q, k and v; gate and up) as one parallel
+/// loop: the input is quantized once, and small matrices (k and v under grouped-query attention) share the
+/// threads with large ones instead of each paying a fork and a join. `ws[i]`'s result goes to `outs[i]`.
+///
+/// Rows are split across the kernel pool in chunks. One token (decode) is a matrix-vector product, each row's
+/// blocks decoded and multiplied with `x` on the fly. Several tokens (prefill) on the f32 path dequantize a
+/// chunk of rows once into per-thread scratch and multiply them with every token, four rows per pass. Every
+/// (row, token) result is the same whatever the batch, the chunking or the thread count.
+pub fn matmul_group(ws: &[&Tensor], x: &[f32], n_tokens: usize, outs: &mut [&mut [f32]]) {
+    assert!(
+        ws.len() == outs.len() && ws.len() <= MAX_GROUP,
+        "matmul_group of {} matrices and {} outputs",
+        ws.len(),
+        outs.len()
+    );
+    if n_tokens == 0 || ws.is_empty() {
+        return;
+    }
+    let cols = ws[0].cols();
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        let (rows, rb) = (w.rows(), w.row_bytes());
+        assert!(
+            w.cols() == cols,
+            "matmul_group: {} has {} columns, expected {cols}",
+            w.name,
+            w.cols()
+        );
+        assert!(
+            x.len() >= n_tokens * cols,
+            "matmul {}: x has {} values, needs {n_tokens} x {cols}",
+            w.name,
+            x.len()
+        );
+        assert!(
+            out.len() >= n_tokens * rows,
+            "matmul {}: out has {} values, needs {n_tokens} x {rows}",
+            w.name,
+            out.len()
+        );
+        assert!(
+            w.bytes().len() >= rows * rb,
+            "matmul {}: {} bytes for {rows} rows of {rb}",
+            w.name,
+            w.bytes().len()
+        );
+    }
+    let paths: [Path; MAX_GROUP] =
+        std::array::from_fn(|i| ws.get(i).map_or(Path::Float, |w| path_for(w.dtype)));
+    let paths = &paths[..ws.len()];
+    XQ.with_borrow_mut(|xq| {
+        XQK.with_borrow_mut(|xqk| {
+            if paths.contains(&Path::Q8) {
+                quantize_tokens(xq, x, n_tokens, cols, qdot::quantize_q8);
+            }
+            if paths.contains(&Path::Q8K) {
+                quantize_tokens(xqk, x, n_tokens, cols, qdot::quantize_q8k);
+            }
+            let acts = Acts {
+                x: &x[..n_tokens * cols],
+                xq: if paths.contains(&Path::Q8) {
+                    &xq[..n_tokens]
+                } else {
+                    &[]
+                },
+                xqk: if paths.contains(&Path::Q8K) {
+                    &xqk[..n_tokens]
+                } else {
+                    &[]
+                },
+                n_tokens,
+            };
+            run_group(ws, paths, &acts, outs);
+        })
+    });
+}
+
+/// Quantizes each token's `cols` activations into `q[t]`, growing `q` (never shrinking) as needed.
+fn quantize_tokens<R: Default>(
+    q: &mut Vec<R>,
+    x: &[f32],
+    n_tokens: usize,
+    cols: usize,
+    quant: fn(&[f32], &mut R),
+) {
+    if q.len() < n_tokens {
+        q.resize_with(n_tokens, R::default);
+    }
+    for (t, qt) in q.iter_mut().take(n_tokens).enumerate() {
+        quant(&x[t * cols..(t + 1) * cols], qt);
+    }
+}
+
+/// The activations of one product in every form its paths need.
+struct Acts<'a> {
+    x: &'a [f32],
+    xq: &'a [qdot::Q8Row],
+    xqk: &'a [qdot::Q8KRow],
+    n_tokens: usize,
+}
+
+/// Rows per task of a one-token product: small enough that two threads balance on 192-row matrices, large
+/// enough that the task counter is not contended.
+const MATVEC_CHUNK: usize = 16;
+
+/// Splits every matrix of the group into row chunks and runs them all as one parallel loop.
+fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) {
+    let cols = ws[0].cols();
+    // Rows per task for each matrix: decode chunks, or (several tokens, f32 path) a multiple of four rows
+    // whose f32 copies fit the scratch target.
+    let chunk: [usize; MAX_GROUP] = std::array::from_fn(|i| match paths.get(i) {
+        Some(Path::Float) if a.n_tokens > 1 => {
+            (SCRATCH_TARGET_BYTES / (4 * cols.max(1)) / 4 * 4).clamp(4, 64)
+        }
+        _ => MATVEC_CHUNK,
+    });
+    // first[i]: index of matrix i's first task; first[ws.len()]: the task count.
+    let mut first = [0usize; MAX_GROUP + 1];
+    let mut work = 0usize;
+    for (i, w) in ws.iter().enumerate() {
+        first[i + 1] = first[i] + w.rows().div_ceil(chunk[i]);
+        work += w.rows() * cols * a.n_tokens;
+    }
+    let n_tasks = first[ws.len()];
+    let outp: [OutPtr; MAX_GROUP] = std::array::from_fn(|i| {
+        OutPtr(
+            outs.get_mut(i)
+                .map_or(std::ptr::null_mut(), |o| o.as_mut_ptr()),
+        )
+    });
+    let task = |k: usize| {
+        let i = (0..ws.len()).rfind(|&i| first[i] <= k).unwrap_or(0);
+        let c = k - first[i];
+        let w = ws[i];
+        let r0 = c * chunk[i];
+        let r1 = (r0 + chunk[i]).min(w.rows());
+        // SAFETY (for the writes inside): task k alone owns rows r0..r1 of matrix i, and `outs[i]` holds
+        // n_tokens * rows values (checked by matmul_group), which outlive the loop.
+        match paths[i] {
+            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot),
+            Path::Q8K => rows_q8(w, r0..r1, a.xqk, outp[i], qdot::qdot_k),
+            Path::Float if a.n_tokens == 1 => rows_f32_one(w, r0..r1, a.x, outp[i]),
+            Path::Float => rows_f32_many(w, r0..r1, a, outp[i]),
+        }
+    };
+    if work < PAR_MIN_WORK || n_tasks == 1 {
+        (0..n_tasks).for_each(task);
+    } else {
+        pool::parallel_for(n_tasks, task);
+    }
+}
+
+/// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`.
+fn rows_q8<R>(
+    w: &Tensor,
+    rr: std::ops::Range<usize>,
+    xq: &[R],
+    out: OutPtr,
+    dot: fn(DType, &[u8], &R) -> f32,
+) {
+    let (rows, rb, bytes, dtype) = (w.rows(), w.row_bytes(), w.bytes(), w.dtype);
+    for r in rr {
+        let row = &bytes[r * rb..(r + 1) * rb];
+        for (t, q) in xq.iter().enumerate() {
+            // SAFETY: see `run_group`: row r is this task's, and t * rows + r is in bounds.
+            unsafe { out.write(t * rows + r, dot(dtype, row, q)) };
+        }
+    }
+}
+
+/// Rows `rr` of `w` against one token's f32 activations, decoding each row on the fly.
+fn rows_f32_one(w: &Tensor, rr: std::ops::Range<usize>, x: &[f32], out: OutPtr) {
+    let (rb, bytes, dtype) = (w.row_bytes(), w.bytes(), w.dtype);
+    let simd = Simd::get();
+    let x = &x[..w.cols()];
+    for r in rr {
+        // SAFETY: see `run_group`.
+        unsafe { out.write(r, simd.dot(dtype, &bytes[r * rb..(r + 1) * rb], x)) };
+    }
+}
+
+/// Rows `rr` of `w` against several tokens' f32 activations: the rows are dequantized once into this
+/// thread's scratch, then multiplied with every token four rows at a time (bit-identical to
+/// [`rows_f32_one`]'s per-row dot, which the kernels guarantee).
+fn rows_f32_many(w: &Tensor, rr: std::ops::Range<usize>, a: &Acts, out: OutPtr) {
+    let (rows, cols, rb, bytes, dtype) = (w.rows(), w.cols(), w.row_bytes(), w.bytes(), w.dtype);
+    let simd = Simd::get();
+    let (r0, nr) = (rr.start, rr.len());
+    SCRATCH.with_borrow_mut(|s| {
+        if s.len() < nr * cols {
+            s.resize(nr * cols, 0.0);
+        }
+        let s = &mut s[..nr * cols];
+        for (i, dst) in s.chunks_exact_mut(cols).enumerate() {
+            let r = r0 + i;
+            simd.dequantize(dtype, &bytes[r * rb..(r + 1) * rb], dst);
+        }
+        for t in 0..a.n_tokens {
+            let xt = &a.x[t * cols..(t + 1) * cols];
+            let base = t * rows + r0;
+            let mut i = 0;
+            while i + 4 <= nr {
+                let v = simd.dot4(&s[i * cols..(i + 4) * cols], xt);
+                for (k, &vk) in v.iter().enumerate() {
+                    // SAFETY: see `run_group`.
+                    unsafe { out.write(base + i + k, vk) };
+                }
+                i += 4;
+            }
+            while i < nr {
+                let v = simd.f32_dot(&s[i * cols..(i + 1) * cols], xt);
+                // SAFETY: see `run_group`.
+                unsafe { out.write(base + i, v) };
+                i += 1;
+            }
+        }
+    });
 }

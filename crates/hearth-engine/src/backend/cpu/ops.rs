@@ -3,8 +3,6 @@
 //! These are plain loops that the compiler vectorizes; the heavy work (matrix products against quantized
 //! weights) lives in the matmul kernels. Each function documents the layout it expects.
 
-use rayon::prelude::*;
-
 use crate::models::config::RopeStyle;
 
 /// RMS normalization of each `w.len()`-wide row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.
@@ -134,10 +132,15 @@ pub fn attention(
     out: &mut [f32],
 ) {
     let hd = p.head_dim;
-    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+    let n_units = out.len() / hd;
+    let outp = super::OutPtr(out.as_mut_ptr());
+    super::pool::parallel_for(n_units, |idx| {
         let t = idx / p.n_heads;
         let s = &seqs[token_seq[t] as usize];
         let pos = s.start + (t - s.tokens.start);
+        // SAFETY: unit `idx` alone writes out[idx * hd..(idx + 1) * hd], which is in bounds; `out` is
+        // borrowed mutably until every unit has run.
+        let o = unsafe { std::slice::from_raw_parts_mut(outp.at(idx * hd), hd) };
         SCORES.with_borrow_mut(|scores| attend_one(q, kv, s.table, pos, p, idx, o, scores))
     });
 }
