@@ -91,6 +91,19 @@ pub struct Batch {
     scratch: Scratch,
     /// Every sequence's tokens of the step, concatenated.
     flat: Vec<u32>,
+    /// The allocation behind each step's list of sequence spans, kept empty between steps so a decode step
+    /// allocates nothing (see [`recycle`]).
+    spans: Vec<SeqSpan<'static>>,
+}
+
+/// Turns an emptied vector into an empty one of another element lifetime, keeping its allocation. The
+/// standard library collects a `vec::IntoIter` into a vector of a same-sized type in place, so no memory
+/// moves; with no elements, no reference of the old lifetime survives.
+fn recycle<'a, 'b>(mut v: Vec<SeqSpan<'a>>) -> Vec<SeqSpan<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 impl Batch {
@@ -229,6 +242,7 @@ impl Model {
         Batch {
             scratch: Scratch::new(&self.config, max_tokens.max(1)),
             flat: Vec::with_capacity(max_tokens.max(1)),
+            spans: Vec::with_capacity(8),
         }
     }
 
@@ -332,7 +346,7 @@ impl Model {
         s.positions.clear();
         s.out_rows.clear();
         b.flat.clear();
-        let mut spans = Vec::with_capacity(seqs.len());
+        let mut spans = recycle(std::mem::take(&mut b.spans));
         for (i, sq) in seqs.iter().enumerate() {
             b.flat.extend_from_slice(sq.tokens);
             let first = s.token_seq.len();
@@ -357,6 +371,7 @@ impl Model {
             Net::Llama(m) => m.forward(c, s, kv, &b.flat, &spans),
             Net::Gemma3(m) => m.forward(c, s, kv, &b.flat, &spans),
         }
+        b.spans = recycle(spans);
         // Logits only for the rows asked for: gather their hidden states, then one output matmul.
         let h = c.hidden;
         let rows = s.out_rows.len();

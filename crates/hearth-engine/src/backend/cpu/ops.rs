@@ -174,6 +174,8 @@ fn attend_one(
         None => 0,
     };
     scores.clear();
+    // Room for every position the storage holds, once per thread: no reallocation as contexts grow.
+    scores.reserve(kv.k.len() / kv_dim);
     let mut max = f32::NEG_INFINITY;
     for j in lo..=pos {
         let kj = &kv.k[kv.slot(table, j, kv_dim) + kvh * hd..][..hd];
