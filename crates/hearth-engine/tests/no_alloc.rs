@@ -115,7 +115,7 @@ fn batched(m: &Model) -> usize {
         .collect();
     let vocab = m.config.vocab as u32;
     let mut last: Vec<u32> = (0..SEQS as u32).map(|i| 50 + i).collect();
-    let mut pos = vec![0usize; SEQS];
+    let mut pos = [0usize; SEQS];
     // Prefill: 20 tokens each, one step.
     let prompts: Vec<Vec<u32>> = (0..SEQS)
         .map(|i| {
