@@ -12,7 +12,6 @@
 use std::arch::x86_64::*;
 
 use super::float::reduce;
-use crate::tensor::quants::{k4_scale_min, q3_k_scales};
 
 /// Defines `$dot(row, x) -> f32` and `$deq(row, out)` for a type of 32-weight blocks of `$bb` bytes, whose
 /// block at a pointer decodes with `$block` to `[__m512; 2]`. Blocks go in pairs through the four
@@ -104,12 +103,20 @@ macro_rules! blocks256 {
     };
 }
 
-/// The f16 at `p` (unaligned) as f32 (exact for every finite value; NaNs quieted).
+/// The f16 at `p` (unaligned) as f32 (exact for every finite value; NaNs quieted). Broadcast rather than
+/// inserted into a register: an insert would merge with, and wait for, whatever the register last held.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn h2f(p: *const u8) -> f32 {
-    let bits = (p as *const u16).read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    let bits = (p as *const i16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits)))
+}
+
+/// The f16 at `p` as f32 in every lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn h2f_splat(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set1_epi16((p as *const i16).read_unaligned()))
 }
 
 /// Sixteen bytes at `p` (unaligned), zero-extended to i32 lanes.
@@ -165,8 +172,8 @@ unsafe fn ramp(start: f32) -> __m512 {
 /// order for `d * q + m`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn table_add(d: f32, codes: __m512, m: f32) -> __m512 {
-    _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(d), codes), _mm512_set1_ps(m))
+unsafe fn table_add(d: __m512, codes: __m512, m: __m512) -> __m512 {
+    _mm512_add_ps(_mm512_mul_ps(d, codes), m)
 }
 
 /// Table of `d * c - m` (the K-quants' `dl * q - ml`).
@@ -201,7 +208,7 @@ unsafe fn look5(idx: __m512i, lo: __m512, hi: __m512, hi_bits: u32) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q4_0(blk: *const u8) -> [__m512; 2] {
-    let t = _mm512_mul_ps(_mm512_set1_ps(h2f(blk)), ramp(-8.0));
+    let t = _mm512_mul_ps(h2f_splat(blk), ramp(-8.0));
     let v = zext16(blk.add(2));
     [look(v, t), look(_mm512_srli_epi32(v, 4), t)]
 }
@@ -211,7 +218,7 @@ blocks32!(dot_q4_0, deq_q4_0, 18, q4_0);
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q4_1(blk: *const u8) -> [__m512; 2] {
-    let t = table_add(h2f(blk), ramp(0.0), h2f(blk.add(2)));
+    let t = table_add(h2f_splat(blk), ramp(0.0), h2f_splat(blk.add(2)));
     let v = zext16(blk.add(4));
     [look(v, t), look(_mm512_srli_epi32(v, 4), t)]
 }
@@ -221,7 +228,7 @@ blocks32!(dot_q4_1, deq_q4_1, 20, q4_1);
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q5_0(blk: *const u8) -> [__m512; 2] {
-    let d = _mm512_set1_ps(h2f(blk));
+    let d = h2f_splat(blk);
     let (lo, hi) = (_mm512_mul_ps(d, ramp(-16.0)), _mm512_mul_ps(d, ramp(0.0)));
     let qh = (blk.add(2) as *const u32).read_unaligned().to_le();
     let v = zext16(blk.add(6));
@@ -236,7 +243,7 @@ blocks32!(dot_q5_0, deq_q5_0, 22, q5_0);
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q5_1(blk: *const u8) -> [__m512; 2] {
-    let (d, m) = (h2f(blk), h2f(blk.add(2)));
+    let (d, m) = (h2f_splat(blk), h2f_splat(blk.add(2)));
     let (lo, hi) = (table_add(d, ramp(0.0), m), table_add(d, ramp(16.0), m));
     let qh = (blk.add(4) as *const u32).read_unaligned().to_le();
     let v = zext16(blk.add(8));
@@ -251,7 +258,7 @@ blocks32!(dot_q5_1, deq_q5_1, 24, q5_1);
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q8_0(blk: *const u8) -> [__m512; 2] {
-    let d = _mm512_set1_ps(h2f(blk));
+    let d = h2f_splat(blk);
     let f = |p: *const u8| {
         let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i));
         _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)
@@ -305,14 +312,47 @@ blocks256!(dot_q2_k, deq_q2_k, 84, q2_k_head, q2_k_step);
 // Q3_K, 110 bytes: [0..32] hmask (bit r of hmask[i] = high bit of weight r*32 + i; 1 means +0, 0 means -4),
 // [32..96] qs (low 2 bits, layout as Q2_K), [96..108] 16 x 6-bit scales (minus 32), [108..110] d.
 // w = (d * scale) * q.
+/// The 12 scale bytes at `p` zero-extended to i32 lanes 0..12 (lanes 12..16 zero, bytes not read).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn scale_bytes12(p: *const u8) -> __m512i {
+    _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0fff, p as *const i8))
+}
+
+/// Lanes `(v[idx] >> shift) & mask`, per lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn field(v: __m512i, idx: [i32; 16], shift: [i32; 16], mask: [i32; 16]) -> __m512i {
+    let ld = |a: [i32; 16]| _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+    let picked = _mm512_permutexvar_epi32(ld(idx), v);
+    _mm512_and_si512(_mm512_srlv_epi32(picked, ld(shift)), ld(mask))
+}
+
+/// `d * scale` of a Q3_K block's 16 sub-blocks: the 6-bit scales (see `tensor::quants::q3_k_scales`) decoded
+/// in one register.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn q3_k_head(blk: *const u8) -> [f32; 16] {
-    let sc = q3_k_scales(std::slice::from_raw_parts(blk.add(96), 12));
-    factors16(
-        _mm512_loadu_si512(sc.as_ptr() as *const __m512i),
-        h2f(blk.add(108)),
-    )
+    let b = scale_bytes12(blk.add(96));
+    // Low 4 bits: byte k % 8, low nibble for k < 8, high nibble after.
+    let low = field(
+        b,
+        [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7],
+        [0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4],
+        [15; 16],
+    );
+    // Top 2 bits: bits 2 * (k / 4) of byte 8 + k % 4.
+    let high = field(
+        b,
+        [8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11],
+        [0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6],
+        [3; 16],
+    );
+    let sc = _mm512_sub_epi32(
+        _mm512_or_si512(low, _mm512_slli_epi32(high, 4)),
+        _mm512_set1_epi32(32),
+    );
+    factors16(sc, h2f(blk.add(108)))
 }
 
 #[inline]
@@ -336,18 +376,42 @@ unsafe fn q3_k_step(blk: *const u8, dl: &[f32; 16], s: usize) -> [__m512; 4] {
 }
 blocks256!(dot_q3_k, deq_q3_k, 110, q3_k_head, q3_k_step);
 
-/// Per 32-weight sub-block `d * scale` and `dmin * min` of a Q4_K/Q5_K block (header at `blk`).
+/// Per 32-weight sub-block `d * scale` (`.0`) and `dmin * min` (`.1`) of a Q4_K/Q5_K block (header at
+/// `blk`; the packing is described at `tensor::quants::k4_scale_min`), decoded in one register: lanes 0..8
+/// the scales, lanes 8..16 the mins.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn k4_head(blk: *const u8) -> ([f32; 8], [f32; 8]) {
-    let (d, dmin) = (h2f(blk), h2f(blk.add(2)));
-    let s = std::slice::from_raw_parts(blk.add(4), 12);
+    let b = scale_bytes12(blk.add(4));
+    // Sub-blocks 0..4: the low 6 bits of byte g (scale) or g + 4 (min). 4..8: the scale's or min's nibble
+    // of byte g + 4.
+    let low = field(
+        b,
+        [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4],
+        [
+            63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15,
+        ],
+    );
+    // Sub-blocks 4..8: bits 4..6 from the top 2 bits of byte g - 4 (scale) or g (min), here shifted
+    // right by 2 and masked in place.
+    let high = field(
+        b,
+        [0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7],
+        [2; 16],
+        [
+            0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30,
+        ],
+    );
+    let d = _mm512_mask_blend_ps(0xff00, h2f_splat(blk), h2f_splat(blk.add(2)));
+    let mut f = [0f32; 16];
+    _mm512_storeu_ps(
+        f.as_mut_ptr(),
+        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_or_si512(low, high))),
+    );
     let (mut dl, mut ml) = ([0f32; 8], [0f32; 8]);
-    for g in 0..8 {
-        let (sc, m) = k4_scale_min(s, g);
-        dl[g] = d * sc as f32;
-        ml[g] = dmin * m as f32;
-    }
+    dl.copy_from_slice(&f[..8]);
+    ml.copy_from_slice(&f[8..]);
     (dl, ml)
 }
 
