@@ -267,8 +267,8 @@ unsafe fn q8_0(blk: *const u8) -> [__m512; 2] {
 }
 blocks32!(dot_q8_0, deq_q8_0, 34, q8_0);
 
-/// Sixteen per-16-weight factors `scale(byte) * d` of a K-quant block, from sixteen scale bytes at `p`
-/// decoded by `f` to i32 lanes; stored so that a step can broadcast one.
+/// Sixteen per-sub-block factors `d * scale` of a K-quant block from its scales `q` (i32 lanes), stored so
+/// that a step can broadcast one.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn factors16(q: __m512i, d: f32) -> [f32; 16] {
@@ -376,12 +376,11 @@ unsafe fn q3_k_step(blk: *const u8, dl: &[f32; 16], s: usize) -> [__m512; 4] {
 }
 blocks256!(dot_q3_k, deq_q3_k, 110, q3_k_head, q3_k_step);
 
-/// Per 32-weight sub-block `d * scale` (`.0`) and `dmin * min` (`.1`) of a Q4_K/Q5_K block (header at
-/// `blk`; the packing is described at `tensor::quants::k4_scale_min`), decoded in one register: lanes 0..8
-/// the scales, lanes 8..16 the mins.
+/// Per 32-weight sub-block `d * scale` (lanes 0..8) and `dmin * min` (lanes 8..16) of a Q4_K/Q5_K block
+/// (header at `blk`; the packing is described at `tensor::quants::k4_scale_min`), decoded in one register.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn k4_head(blk: *const u8) -> ([f32; 8], [f32; 8]) {
+unsafe fn k4_head(blk: *const u8) -> __m512 {
     let b = scale_bytes12(blk.add(4));
     // Sub-blocks 0..4: the low 6 bits of byte g (scale) or g + 4 (min). 4..8: the scale's or min's nibble
     // of byte g + 4.
@@ -404,15 +403,21 @@ unsafe fn k4_head(blk: *const u8) -> ([f32; 8], [f32; 8]) {
         ],
     );
     let d = _mm512_mask_blend_ps(0xff00, h2f_splat(blk), h2f_splat(blk.add(2)));
-    let mut f = [0f32; 16];
-    _mm512_storeu_ps(
-        f.as_mut_ptr(),
-        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_or_si512(low, high))),
-    );
-    let (mut dl, mut ml) = ([0f32; 8], [0f32; 8]);
-    dl.copy_from_slice(&f[..8]);
-    ml.copy_from_slice(&f[8..]);
-    (dl, ml)
+    _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_or_si512(low, high)))
+}
+
+/// Lane `i` of `v` in every lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn lane(v: __m512, i: usize) -> __m512 {
+    _mm512_permutexvar_ps(_mm512_set1_epi32(i as i32), v)
+}
+
+/// Sub-block `g`'s table `(d * scale) * q - (dmin * min)` for q = `start ..` from a `k4_head`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn k4_table(h: __m512, g: usize, start: f32) -> __m512 {
+    _mm512_sub_ps(_mm512_mul_ps(lane(h, g), ramp(start)), lane(h, 8 + g))
 }
 
 // Q4_K, 144 bytes: [0..2] d, [2..4] dmin, [4..16] 8 x (6-bit scale, 6-bit min), [16..144] qs: sub-block g
@@ -420,12 +425,12 @@ unsafe fn k4_head(blk: *const u8) -> ([f32; 8], [f32; 8]) {
 // w = (d * scale) * q - (dmin * min).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn q4_k_step(blk: *const u8, h: &([f32; 8], [f32; 8]), s: usize) -> [__m512; 4] {
+unsafe fn q4_k_step(blk: *const u8, h: &__m512, s: usize) -> [__m512; 4] {
     let qs = blk.add(16 + 32 * s);
     let (v0, v1) = (zext16(qs), zext16(qs.add(16)));
     let (g0, g1) = (2 * s, 2 * s + 1);
-    let t0 = table_sub(h.0[g0], ramp(0.0), h.1[g0]);
-    let t1 = table_sub(h.0[g1], ramp(0.0), h.1[g1]);
+    let t0 = k4_table(*h, g0, 0.0);
+    let t1 = k4_table(*h, g1, 0.0);
     [
         look(v0, t0),
         look(v1, t0),
@@ -439,7 +444,7 @@ blocks256!(dot_q4_k, deq_q4_k, 144, k4_head, q4_k_step);
 // [48..176] qs as Q4_K's. w = (d * scale) * q - (dmin * min).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
-unsafe fn q5_k_step(blk: *const u8, h: &([f32; 8], [f32; 8]), s: usize) -> [__m512; 4] {
+unsafe fn q5_k_step(blk: *const u8, h: &__m512, s: usize) -> [__m512; 4] {
     let qs = blk.add(48 + 32 * s);
     let v = [zext16(qs), zext16(qs.add(16))];
     let qh = [zext16(blk.add(16)), zext16(blk.add(32))];
@@ -453,8 +458,7 @@ unsafe fn q5_k_step(blk: *const u8, h: &([f32; 8], [f32; 8]), s: usize) -> [__m5
         };
         // 5-bit index: bits 0..3 the nibble, bit 4 from qh (higher bits are ignored by the lookup).
         let idx = select(low, move_bit(qh[half], g, 4), nibble);
-        let lo = table_sub(h.0[g], ramp(0.0), h.1[g]);
-        let hi = table_sub(h.0[g], ramp(16.0), h.1[g]);
+        let (lo, hi) = (k4_table(*h, g, 0.0), k4_table(*h, g, 16.0));
         _mm512_permutex2var_ps(lo, idx, hi)
     })
 }
