@@ -2,10 +2,11 @@
 //! attention needs.
 //!
 //! Each operation has a scalar reference (`dot.rs`, and `tensor::quants` for dequantization) and SIMD
-//! versions (`avx2/`, `avx512/`, `neon/`) chosen once at run time (`features` caps the level). Activations
-//! meet block-quantized weights in f32 (the default: weights decoded to f32 lanes) or, with
-//! [`set_quantized_activations`], as 8-bit blocks with integer dot products (`qdot`). `matmul` splits rows
-//! across the kernel pool (`pool`); the only memory it takes is per-thread scratch kept between calls.
+//! versions (x86_64: `avx512/` over `avx2/`; aarch64: `neon/`), the highest the CPU has chosen once at run
+//! time (`features` caps the level; `levels` runs any one level, for tests and benchmarks). Activations meet
+//! block-quantized weights in f32 (weights decoded to f32 lanes) or, with [`set_quantized_activations`], as
+//! 8-bit blocks with integer dot products (`qdot`). `matmul` splits rows across the kernel pool (`pool`); the
+//! only memory it takes is per-thread scratch kept between calls.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -13,6 +14,7 @@ mod avx2;
 mod avx512;
 mod dot;
 pub mod features;
+pub mod levels;
 pub mod ops;
 pub mod pool;
 pub mod qdot;
@@ -28,9 +30,13 @@ const PAR_MIN_WORK: usize = 1 << 16;
 /// Target size of the dequantized rows a multi-token task keeps in its scratch (fits in L2 with room).
 const SCRATCH_TARGET_BYTES: usize = 64 * 1024;
 
-/// The kernel set picked for this CPU.
+/// The kernel set picked for this CPU: the highest level present and allowed (AVX-512, then AVX2, then the
+/// scalar reference). Each operation runs entirely at one level, so that `dot` at that level stays
+/// bit-identical to `f32_dot(dequantize(..))` and `dot4`.
 #[derive(Clone, Copy)]
 struct Simd {
+    #[cfg(target_arch = "x86_64")]
+    avx512: Option<avx512::Avx512>,
     #[cfg(target_arch = "x86_64")]
     avx2: Option<avx2::Avx2>,
 }
@@ -40,21 +46,64 @@ impl Simd {
         static SIMD: OnceLock<Simd> = OnceLock::new();
         *SIMD.get_or_init(|| Simd {
             #[cfg(target_arch = "x86_64")]
+            avx512: avx512::Avx512::detect(),
+            #[cfg(target_arch = "x86_64")]
             avx2: avx2::Avx2::detect(),
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The kernels of exactly `level`, if this CPU has it and `HEARTH_KERNELS` allows it (for `levels`).
+    fn at(level: features::Level) -> Option<Simd> {
+        let scalar = Simd {
+            #[cfg(target_arch = "x86_64")]
+            avx512: None,
+            #[cfg(target_arch = "x86_64")]
+            avx2: None,
+        };
+        match level {
+            features::Level::Scalar => Some(scalar),
+            #[cfg(target_arch = "x86_64")]
+            features::Level::Avx2 => Some(Simd {
+                avx2: Some(avx2::Avx2::detect()?),
+                ..scalar
+            }),
+            #[cfg(target_arch = "x86_64")]
+            features::Level::Avx512 => Some(Simd {
+                avx512: Some(avx512::Avx512::detect()?),
+                ..scalar
+            }),
+            _ => None,
+        }
+    }
+
+    fn level(self) -> features::Level {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512.is_some() {
+            return features::Level::Avx512;
+        }
         #[cfg(target_arch = "x86_64")]
         if self.avx2.is_some() {
-            return "avx2+fma+f16c";
+            return features::Level::Avx2;
         }
-        "scalar"
+        features::Level::Scalar
+    }
+
+    fn name(self) -> &'static str {
+        match self.level() {
+            features::Level::Avx512 => "avx512",
+            features::Level::Avx2 => "avx2+fma+f16c",
+            features::Level::Neon => "neon",
+            features::Level::Scalar => "scalar",
+        }
     }
 
     /// Bit-identical to `f32_dot(dequantize(row), x)`, which the many-token path computes: a matmul's result
     /// must not depend on how many tokens it holds (batched and single-sequence runs agree exactly).
     fn dot(self, dtype: DType, row: &[u8], x: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(a) = self.avx512 {
+            return a.dot(dtype, row, x);
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.avx2 {
             return a.dot(dtype, row, x);
@@ -69,6 +118,10 @@ impl Simd {
 
     fn dequantize(self, dtype: DType, row: &[u8], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if let Some(a) = self.avx512 {
+            return a.dequantize(dtype, row, out);
+        }
+        #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.avx2 {
             return a.dequantize(dtype, row, out);
         }
@@ -76,6 +129,10 @@ impl Simd {
     }
 
     fn f32_dot(self, a: &[f32], b: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx512 {
+            return s.f32_dot(a, b);
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.f32_dot(a, b);
@@ -85,6 +142,10 @@ impl Simd {
 
     fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx512 {
+            return s.axpy(a, x, y);
+        }
+        #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.axpy(a, x, y);
         }
@@ -93,6 +154,10 @@ impl Simd {
 
     /// Dot products of four consecutive `x.len()`-long rows of `w` with `x`.
     fn dot4(self, w: &[f32], x: &[f32]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx512 {
+            return s.dot4(w, x);
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.dot4(w, x);
@@ -118,7 +183,7 @@ fn check_row(dtype: DType, row: &[u8], n: usize) {
     }
 }
 
-/// Which kernel set runs on this machine (`"avx2+fma+f16c"` or `"scalar"`), for `hearth bench` and logs.
+/// Which kernel set runs on this machine (`"avx512"`, `"avx2+fma+f16c"` or `"scalar"`), for `hearth bench` and logs.
 pub fn kernel_name() -> &'static str {
     Simd::get().name()
 }
