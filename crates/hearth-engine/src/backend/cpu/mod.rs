@@ -406,9 +406,13 @@ struct Acts<'a> {
     n_tokens: usize,
 }
 
-/// Rows per task of a one-token product: small enough that two threads balance on 192-row matrices, large
-/// enough that the task counter is not contended.
-const MATVEC_CHUNK: usize = 16;
+/// Tasks per thread a matrix of a one-token product is cut into. Each task is a contiguous run of rows, so
+/// every core streams long runs of memory (the hardware prefetcher's best case: interleaving small chunks
+/// between cores ran two threads slower than one), while a few tasks per thread still let a thread that
+/// was descheduled hand its share to the others.
+const MATVEC_TASKS_PER_THREAD: usize = 3;
+/// Fewest rows in a one-token task.
+const MATVEC_MIN_ROWS: usize = 16;
 
 /// Splits every matrix of the group into row chunks and runs them all as one parallel loop.
 fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) {
@@ -419,7 +423,11 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
         Some(Path::Float) if a.n_tokens > 1 => {
             (SCRATCH_TARGET_BYTES / (4 * cols.max(1)) / 4 * 4).clamp(4, 64)
         }
-        _ => MATVEC_CHUNK,
+        _ => {
+            let per = MATVEC_TASKS_PER_THREAD * pool::threads();
+            let rows = ws.get(i).map_or(0, |w| w.rows());
+            rows.div_ceil(per).next_multiple_of(4).max(MATVEC_MIN_ROWS)
+        }
     });
     // first[i]: index of matrix i's first task; first[ws.len()]: the task count.
     let mut first = [0usize; MAX_GROUP + 1];
