@@ -1,7 +1,7 @@
 //! The softmax exponential of attention (`ops::exp_nonpositive`, a polynomial that vectorizes) against
 //! f64 `exp`, over every f32 in a dense sweep of its domain, and `exp_shifted`'s sum against an f64 sum.
 
-use hearth_engine::backend::cpu::ops::{exp_nonpositive, exp_shifted};
+use hearth_engine::backend::cpu::ops::{exp_fast, exp_nonpositive, exp_shifted};
 
 /// Distance in units in the last place between an f32 and the f64 value it approximates.
 fn ulps(got: f32, want: f64) -> f64 {
@@ -36,6 +36,25 @@ fn exp_is_within_four_ulp_over_its_domain() {
     eprintln!("worst: {:.3} ulp at {}", worst.0, worst.1);
     // Measured worst: 2.93 ulp (near x = -4.5).
     assert!(worst.0 <= 4.0, "{} ulp at x = {}", worst.0, worst.1);
+}
+
+#[test]
+fn exp_fast_is_within_four_ulp_for_positive_arguments() {
+    let mut worst = (0.0f64, 0.0f32);
+    let hi = 88.72f32.to_bits();
+    let mut bits = 0u32;
+    while bits <= hi {
+        let x = f32::from_bits(bits);
+        let e = ulps(exp_fast(x), (x as f64).exp());
+        if e > worst.0 {
+            worst = (e, x);
+        }
+        bits += 97;
+    }
+    eprintln!("worst (x >= 0): {:.3} ulp at {}", worst.0, worst.1);
+    assert!(worst.0 <= 4.0, "{} ulp at x = {}", worst.0, worst.1);
+    assert_eq!(exp_fast(89.0), f32::INFINITY);
+    assert!(exp_fast(88.72).is_finite());
 }
 
 #[test]

@@ -66,16 +66,20 @@ pub fn rope_apply(x: &mut [f32], head_dim: usize, cs: &[f32], style: RopeStyle) 
 /// `gate[i] = silu(gate[i]) * up[i]` (the SwiGLU of llama-style MLPs).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        *g = *g / (1.0 + exp_fast(-*g)) * u;
     }
 }
 
 /// `gate[i] = gelu_tanh(gate[i]) * up[i]` (Gemma's GeGLU, the tanh approximation).
+///
+/// `0.5 x (1 + tanh(y))` is computed as `x / (1 + exp(-2y))`, the same value (1 + tanh y = 2 / (1 + e^-2y))
+/// without tanh's cancellation near -1 and with the vectorizable [`exp_fast`].
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
-        *g = 0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh()) * u;
+        let y = C * (x + 0.044715 * x * x * x);
+        *g = x / (1.0 + exp_fast(-2.0 * y)) * u;
     }
 }
 
@@ -215,27 +219,46 @@ pub fn exp_shifted(x: &mut [f32], m: f32) -> f32 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }
 
-/// `exp(x)` for `x <= 0` (NaN for NaN; 0 below -87.3, where f32 results would be subnormal), within 4 ulp
-/// of the correctly rounded value (measured worst 2.93 ulp; tests/attention_exp.rs checks it against f64 over
-/// the whole range).
+/// `exp(x)` for `x <= 0` (softmax's shifted scores): [`exp_fast`] under the name its callers rely on.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    exp_fast(x)
+}
+
+/// `exp(x)` within 4 ulp of the correctly rounded value (measured worst 2.93 ulp; tests/attention_exp.rs
+/// checks it against f64 over the whole range); 0 below -87.3 (where f32 results would be subnormal), +inf
+/// above 88.72, NaN for NaN.
 ///
 /// `x = n ln2 + r` with `|r| <= ln2 / 2` (ln2 split in two parts so `r` is exact), `exp(r)` by its degree-6
 /// Taylor polynomial in Horner form, and `2^n` built directly in the exponent bits. No branches, so a loop
-/// over it vectorizes.
+/// over it vectorizes (libm's `expf` does not, and it dominated softmax and the MLP activations).
 #[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
+pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let xc = x.max(-87.3);
+    const LO: f32 = -87.3;
+    const HI: f32 = 88.72;
+    let xc = x.clamp(LO, HI);
     let n = (xc * LOG2E).round_ties_even();
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
-    let y = if x < -87.3 { 0.0 } else { p * scale };
+    // 2^n as two factors: n reaches 128 at the top of the range, one past f32's largest exponent.
+    let h = n * 0.5;
+    let n1 = h.floor();
+    let n2 = n - n1;
+    let s1 = f32::from_bits(((n1 as i32 + 127) << 23) as u32);
+    let s2 = f32::from_bits(((n2 as i32 + 127) << 23) as u32);
+    let y = if x < LO {
+        0.0
+    } else if x > HI {
+        f32::INFINITY
+    } else {
+        p * s1 * s2
+    };
     if x.is_nan() {
         x
     } else {
