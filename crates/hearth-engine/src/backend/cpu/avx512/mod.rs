@@ -5,6 +5,8 @@
 //! [`Avx512`] token, which exists once the CPU has been seen to support the features (and `HEARTH_KERNELS`
 //! allows the level). `float` holds the f32-activation kernels, `qdot` the integer ones.
 
+pub(super) mod qdot;
+
 // Wired into the dispatchers as the AVX-512 kernels land.
 #[allow(dead_code)]
 /// Proof that this CPU runs AVX-512 F/BW/VL/DQ with FMA and F16C; `vnni` says whether `vpdpbusd` exists.
