@@ -12,13 +12,6 @@ pub(in crate::backend::cpu) fn term_q4_k(d: f32, dmin: f32, dx: f32, isum: i32, 
     (d * dx) * isum as f32 - (dmin * dx) * msum as f32
 }
 
-/// `sum_s w[s] * bsums[s]` over a block's sixteen 16-value activation sums: the part of a block's integer
-/// sums that depends on the activations only through `bsums` (mins, code offsets).
-#[inline]
-pub(in crate::backend::cpu) fn bsum_dot(w: &[i32; 16], bsums: &[i32]) -> i32 {
-    w.iter().zip(&bsums[..16]).map(|(&a, &b)| a * b).sum()
-}
-
 /// `sum_g m_g * (bsums[2g] + bsums[2g + 1])` for a Q4_K block's mins `m` and its 16 activation sums.
 #[inline]
 fn q4_k_msum(mins: [u8; 8], bsums: &[i32]) -> i32 {
@@ -29,9 +22,40 @@ fn q4_k_msum(mins: [u8; 8], bsums: &[i32]) -> i32 {
 
 /// The eight (scale, min) pairs of a Q4_K block's 12 packed scale bytes.
 #[inline]
-pub(in crate::backend::cpu) fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let p: [(u8, u8); 8] = std::array::from_fn(|g| crate::tensor::quants::k4_scale_min(s, g));
     (p.map(|v| v.0), p.map(|v| v.1))
+}
+
+/// A Q4_K/Q5_K block's eight 6-bit scales and eight mins (12 packed bytes at `s`), one per byte of two
+/// u64s: the same values as `k4_scale_min`, unpacked with 32-bit word operations so that SIMD kernels can
+/// move them into vectors without a round trip through memory.
+#[inline]
+pub(in crate::backend::cpu) fn q4_k_packed_scales(s: &[u8]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    let (m6, m4, m2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    let sc_hi = (c & m4) | (((a >> 6) & m2) << 4);
+    let min_hi = ((c >> 4) & m4) | (((b >> 6) & m2) << 4);
+    (
+        (a & m6) as u64 | (sc_hi as u64) << 32,
+        (b & m6) as u64 | (min_hi as u64) << 32,
+    )
+}
+
+/// A Q3_K block's sixteen 6-bit scales plus 32 (so in `0..64`; subtract 32 for the signed scale), one per
+/// byte of two u64s (scales 0..8, 8..16), from its 12 packed bytes at `s`: the same values as
+/// `q3_k_scales`, unpacked with word operations for the SIMD kernels.
+#[inline]
+pub(in crate::backend::cpu) fn q3_k_packed_scales(s: &[u8]) -> (u64, u64) {
+    let low = u64::from_le_bytes(std::array::from_fn(|i| s[i]));
+    let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let (m4, m2) = (0x0f0f_0f0f_0f0f_0f0f, 0x0303_0303);
+    let high = |sh: u32| ((c >> sh) & m2) as u64;
+    (
+        (low & m4) | (high(0) | high(2) << 32) << 4,
+        ((low >> 4) & m4) | (high(4) | high(6) << 32) << 4,
+    )
 }
 
 /// Runs `f(block bytes, block index) -> term` over the blocks of `bb` bytes that `xq` covers and

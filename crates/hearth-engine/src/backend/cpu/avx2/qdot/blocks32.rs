@@ -83,15 +83,22 @@ macro_rules! qdot_kernel {
             let offv = _mm256_set1_epi32($off);
             let mut acc = [_mm256_setzero_ps(); N];
             // One group of `n` (1..=8) blocks from `b0`, for every token.
-            let mut group = |b0: usize, n: usize| {
+            macro_rules! group {
+                ($b0:expr, $n:expr) => {{
+                let (b0, n): (usize, usize) = ($b0, $n);
                 let mut codes = [_mm256_setzero_si256(); 8];
+                for (j, c) in codes.iter_mut().enumerate().take(n) {
+                    let $p: *const u8 = rp.add((b0 + j) * $bb);
+                    *c = $codes;
+                }
+                // The f16 scales and mins through a small array (a gather measured no faster here, and
+                // is slow on older AVX2 cores).
                 let (mut dwh, mut mwh) = ([0u16; 8], [0u16; 8]);
                 for j in 0..n {
-                    let $p: *const u8 = rp.add((b0 + j) * $bb);
-                    codes[j] = $codes;
-                    dwh[j] = ($p as *const u16).read_unaligned();
+                    let p = rp.add((b0 + j) * $bb);
+                    dwh[j] = (p as *const u16).read_unaligned();
                     if $min {
-                        mwh[j] = ($p.add(2) as *const u16).read_unaligned();
+                        mwh[j] = (p.add(2) as *const u16).read_unaligned();
                     }
                 }
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(dwh.as_ptr() as *const __m128i));
@@ -129,13 +136,14 @@ macro_rules! qdot_kernel {
                     }
                     acc[t] = _mm256_add_ps(acc[t], term);
                 }
-            };
+                }};
+            }
             let full = nb / 8 * 8;
             for b0 in (0..full).step_by(8) {
-                group(b0, 8);
+                group!(b0, 8);
             }
             if full < nb {
-                group(full, nb - full);
+                group!(full, nb - full);
             }
             for (o, a) in out.iter_mut().zip(acc) {
                 *o = hsum(a);

@@ -16,9 +16,9 @@ use super::Avx2;
 use crate::backend::cpu::qdot::{by_token_groups, q8_scale, Q8KRow, Q8Row, QK8};
 use crate::tensor::DType;
 
-/// Tokens per kernel call in a multi-token product: each weight block is decoded once per this many
-/// tokens (measured against 2 and 8 by examples/qdot_bench.rs).
-const TOKEN_GROUP: usize = 4;
+/// Tokens per kernel call in a multi-token product: each weight block is decoded once per this many tokens.
+/// examples/qdot_bench.rs measured 8 fastest per token for every type (over 2 and 4; noisy, one core).
+const TOKEN_GROUP: usize = 8;
 
 impl Avx2 {
     /// `out[t] = qdot(dtype, row, &xq[t])`; the caller has checked `dtype` is supported, the tokens agree

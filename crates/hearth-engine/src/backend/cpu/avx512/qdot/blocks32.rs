@@ -31,61 +31,74 @@ macro_rules! qdot_kernel {
             let offv = _mm512_set1_epi32($off);
             let mut acc = [_mm256_setzero_ps(); N];
             // One group of `n` (1..=16) blocks from `b0`, for every token.
-            let mut group = |b0: usize, n: usize| {
-                let mut codes = [_mm512_setzero_si512(); 8];
-                let (mut dwh, mut mwh) = ([0u16; 16], [0u16; 16]);
-                for j in 0..n {
-                    let $p: *const u8 = rp.add((b0 + j) * $bb);
-                    let c: __m256i = $codes;
-                    codes[j / 2] = if j % 2 == 0 {
-                        _mm512_zextsi256_si512(c)
-                    } else {
-                        _mm512_inserti64x4::<1>(codes[j / 2], c)
+            macro_rules! group {
+                ($b0:expr, $n:expr) => {{
+                    let (b0, n): (usize, usize) = ($b0, $n);
+                    let mut codes = [_mm512_setzero_si512(); 8];
+                    let code = |b: usize| {
+                        let $p: *const u8 = rp.add(b * $bb);
+                        let c: __m256i = $codes;
+                        c
                     };
-                    dwh[j] = ($p as *const u16).read_unaligned();
-                    if $min {
-                        mwh[j] = ($p.add(2) as *const u16).read_unaligned();
+                    for (j, c) in codes.iter_mut().enumerate().take(n / 2) {
+                        let (lo, hi) = (code(b0 + 2 * j), code(b0 + 2 * j + 1));
+                        *c = _mm512_inserti64x4::<1>(_mm512_zextsi256_si512(lo), hi);
                     }
-                }
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(dwh.as_ptr() as *const __m256i));
-                let mw = _mm512_cvtph_ps(_mm256_loadu_si256(mwh.as_ptr() as *const __m256i));
-                let mask = ((1u32 << n) - 1) as __mmask16;
-                for t in 0..N {
-                    let xp = xq[t].add(b0 * QK8);
-                    let mut v = [_mm512_setzero_si512(); 8];
-                    for j in 0..n.div_ceil(2) {
-                        let $u = codes[j];
-                        let $x = if 2 * j + 1 < n {
-                            _mm512_loadu_si512(xp.add(2 * j * QK8) as *const _)
-                        } else {
-                            _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                xp.add(2 * j * QK8) as *const __m256i
-                            ))
-                        };
-                        v[j] = $dot;
+                    if n % 2 == 1 {
+                        codes[n / 2] = _mm512_zextsi256_si512(code(b0 + n - 1));
                     }
-                    let dx = _mm512_maskz_loadu_ps(mask, dxp[t].add(b0));
-                    let sx = _mm512_maskz_loadu_epi32(mask, sxp[t].add(b0));
-                    let mut isum = reduce16(&v);
-                    if $off != 0 {
-                        isum = _mm512_sub_epi32(isum, _mm512_mullo_epi32(sx, offv));
+                    // The f16 scale (low half) and min (high half) of each block, by one gather.
+                    let mask = ((1u32 << n) - 1) as __mmask16;
+                    let at = _mm512_mullo_epi32(
+                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                        _mm512_set1_epi32($bb),
+                    );
+                    let g = _mm512_mask_i32gather_epi32::<1>(
+                        _mm512_setzero_si512(),
+                        mask,
+                        at,
+                        rp.add(b0 * $bb) as *const _,
+                    );
+                    let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+                    let mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(g)));
+                    for t in 0..N {
+                        let xp = xq[t].add(b0 * QK8);
+                        let mut v = [_mm512_setzero_si512(); 8];
+                        for j in 0..n.div_ceil(2) {
+                            let $u = codes[j];
+                            let $x = if 2 * j + 1 < n {
+                                _mm512_loadu_si512(xp.add(2 * j * QK8) as *const _)
+                            } else {
+                                _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                    xp.add(2 * j * QK8) as *const __m256i
+                                ))
+                            };
+                            v[j] = $dot;
+                        }
+                        let dx = _mm512_maskz_loadu_ps(mask, dxp[t].add(b0));
+                        let sx = _mm512_maskz_loadu_epi32(mask, sxp[t].add(b0));
+                        let mut isum = reduce16(&v);
+                        if $off != 0 {
+                            isum = _mm512_sub_epi32(isum, _mm512_mullo_epi32(sx, offv));
+                        }
+                        let mut term =
+                            _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
+                        if $min {
+                            let m = _mm512_mul_ps(mw, dx);
+                            term = _mm512_add_ps(term, _mm512_mul_ps(m, _mm512_cvtepi32_ps(sx)));
+                        }
+                        let lo = _mm512_castps512_ps256(term);
+                        let hi = _mm512_extractf32x8_ps::<1>(term);
+                        acc[t] = _mm256_add_ps(_mm256_add_ps(acc[t], lo), hi);
                     }
-                    let mut term = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
-                    if $min {
-                        let m = _mm512_mul_ps(mw, dx);
-                        term = _mm512_add_ps(term, _mm512_mul_ps(m, _mm512_cvtepi32_ps(sx)));
-                    }
-                    let lo = _mm512_castps512_ps256(term);
-                    let hi = _mm512_extractf32x8_ps::<1>(term);
-                    acc[t] = _mm256_add_ps(_mm256_add_ps(acc[t], lo), hi);
-                }
-            };
+                }};
+            }
             let full = nb / 16 * 16;
             for b0 in (0..full).step_by(16) {
-                group(b0, 16);
+                group!(b0, 16);
             }
             if full < nb {
-                group(full, nb - full);
+                group!(full, nb - full);
             }
             for (o, a) in out.iter_mut().zip(acc) {
                 *o = super::super::hsum8(a);

@@ -32,18 +32,32 @@ macro_rules! kquant_kernels {
         use super::super::h2f;
         use super::{SPREAD16, SPREAD32};
         use crate::backend::cpu::qdot::{
-            bsum_dot, q4_k_scales, reduce_lanes, term, term_q4_k, Q8KRow, QK_K,
+            q3_k_packed_scales, q4_k_packed_scales, reduce_lanes, term, term_q4_k, Q8KRow, QK_K,
         };
-        use crate::tensor::quants::q3_k_scales;
 
         /// A decoded block: four runs of 64 codes and their scale vectors, the f16 scales, and the
-        /// weights of the activation sums (`min`: `msum = sum_s w[s] * bsums[s]`; else the isum's offset).
+        /// weights of the sixteen activation sums (`min`: `msum = sum_s w[s] * bsums[s]`; else the isum's
+        /// offset).
         struct Block {
             codes: [__m512i; 4],
             scales: [__m512i; 4],
             d: f32,
             dmin: f32,
-            w: [i32; 16],
+            w: __m512i,
+        }
+
+        /// A Q4_K/Q5_K block's eight scales as i16 lanes 0..8 and the sixteen activation-sum weights of
+        /// its mins (`mins[s / 2]`), unpacked without a trip through memory.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn k4_scales(p: *const u8) -> (__m512i, __m512i) {
+            let (sc, mins) = q4_k_packed_scales(std::slice::from_raw_parts(p.add(4), 12));
+            let sc16 = _mm512_zextsi256_si512(_mm256_zextsi128_si256(_mm_cvtepu8_epi16(
+                _mm_cvtsi64_si128(sc as i64),
+            )));
+            let m = _mm512_zextsi256_si512(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mins as i64)));
+            let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            (sc16, _mm512_permutexvar_epi32(pairs, m))
         }
 
         /// The four runs' scale vectors from up to 32 i16 scales in `sc` and a spread table.
@@ -80,12 +94,15 @@ macro_rules! kquant_kernels {
                     out: &mut [f32],
                 ) {
                     debug_assert!(xs.len() == N && out.len() == N);
+                    let qp: [*const i8; N] = std::array::from_fn(|t| xs[t].qs.as_ptr());
+                    let dp: [*const f32; N] = std::array::from_fn(|t| xs[t].d.as_ptr());
+                    let bp: [*const i32; N] = std::array::from_fn(|t| xs[t].bsums.as_ptr());
                     let mut lanes = [[0.0f32; 8]; N];
                     for b in 0..xs[0].d.len() {
                         let $blk: *const u8 = row.as_ptr().add(b * $bb);
                         let blk: Block = $decode;
-                        for (t, x) in xs.iter().enumerate() {
-                            let xp = x.qs.as_ptr().add(b * QK_K);
+                        for t in 0..N {
+                            let xp = qp[t].add(b * QK_K);
                             let mut acc = _mm512_setzero_si512();
                             for r in 0..4 {
                                 let xv = _mm512_loadu_si512(xp.add(64 * r) as *const _);
@@ -96,13 +113,18 @@ macro_rules! kquant_kernels {
                                     _mm512_add_epi32(acc, _mm512_madd_epi16(p, blk.scales[r]))
                                 };
                             }
-                            let isum = _mm512_reduce_add_epi32(acc);
-                            let c = bsum_dot(&blk.w, &x.bsums[b * 16..b * 16 + 16]);
-                            let dx = x.d[b];
+                            let bs = _mm512_loadu_si512(bp[t].add(16 * b) as *const _);
+                            let wb = _mm512_mullo_epi32(blk.w, bs);
+                            let dx = *dp[t].add(b);
                             lanes[t][b % 8] += if $min {
-                                term_q4_k(blk.d, blk.dmin, dx, isum, c)
+                                let isum = _mm512_reduce_add_epi32(acc);
+                                term_q4_k(blk.d, blk.dmin, dx, isum, _mm512_reduce_add_epi32(wb))
                             } else {
-                                term(blk.d, dx, isum - c)
+                                term(
+                                    blk.d,
+                                    dx,
+                                    _mm512_reduce_add_epi32(_mm512_sub_epi32(acc, wb)),
+                                )
                             };
                         }
                     }
@@ -122,7 +144,6 @@ macro_rules! kquant_kernels {
                 _mm256_cvtepu8_epi16(sc),
                 _mm256_set1_epi16(15),
             ));
-            let bytes = std::slice::from_raw_parts(p, 16);
             let z = [0, 1].map(|j| {
                 let q = _mm256_loadu_si256(p.add(16 + 32 * j) as *const __m256i);
                 join(q, _mm256_srli_epi16::<2>(q))
@@ -142,7 +163,7 @@ macro_rules! kquant_kernels {
                 scales: spread_scales(sc16, &SPREAD16),
                 d: h2f(p.add(80)),
                 dmin: h2f(p.add(82)),
-                w: std::array::from_fn(|s| (bytes[s] >> 4) as i32),
+                w: _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(15))),
             }
         });
 
@@ -150,10 +171,9 @@ macro_rules! kquant_kernels {
         // stored code is `q + 4`: offset `4 * sum_s sc_s * bsums[s]`).
         kernel!(qdot_q3_k, 110, false, |p| {
             let (m3, one) = (_mm512_set1_epi8(3), _mm512_set1_epi8(1));
-            let sc = q3_k_scales(std::slice::from_raw_parts(p.add(96), 12));
-            let sc16 = _mm512_zextsi256_si512(_mm512_cvtepi32_epi16(_mm512_loadu_si512(
-                sc.as_ptr() as *const _,
-            )));
+            let (lo, hi) = q3_k_packed_scales(std::slice::from_raw_parts(p.add(96), 12));
+            let sc = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32));
+            let sc16 = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(sc));
             let h = _mm256_loadu_si256(p as *const __m256i);
             let z = [0, 1].map(|j| {
                 let q = _mm256_loadu_si256(p.add(32 + 32 * j) as *const __m256i);
@@ -176,16 +196,14 @@ macro_rules! kquant_kernels {
                 scales: spread_scales(sc16, &SPREAD16),
                 d: h2f(p.add(108)),
                 dmin: 0.0,
-                w: sc.map(|s| 4 * s),
+                w: _mm512_slli_epi32::<2>(_mm512_cvtepi8_epi32(sc)),
             }
         });
 
         // Q4_K: run `j` is the low (first half) and high (second half) nibbles of `qs[32j..]`.
         kernel!(qdot_q4_k, 144, true, |p| {
             let m4 = _mm512_set1_epi8(0x0f);
-            let (sc, mins) = q4_k_scales(std::slice::from_raw_parts(p.add(4), 12));
-            let sc16: [i16; 32] = std::array::from_fn(|g| if g < 8 { sc[g] as i16 } else { 0 });
-            let sc16 = _mm512_loadu_si512(sc16.as_ptr() as *const _);
+            let (sc16, w) = k4_scales(p);
             Block {
                 codes: std::array::from_fn(|r| {
                     let q = _mm256_loadu_si256(p.add(16 + 32 * r) as *const __m256i);
@@ -194,16 +212,14 @@ macro_rules! kquant_kernels {
                 scales: spread_scales(sc16, &SPREAD32),
                 d: h2f(p),
                 dmin: h2f(p.add(2)),
-                w: std::array::from_fn(|s| mins[s / 2] as i32),
+                w,
             }
         });
 
         // Q5_K: as Q4_K, with bit 4 of weight `g*32 + i` from bit `g` of `qh[i]`.
         kernel!(qdot_q5_k, 176, true, |p| {
             let (m4, one) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(1));
-            let (sc, mins) = q4_k_scales(std::slice::from_raw_parts(p.add(4), 12));
-            let sc16: [i16; 32] = std::array::from_fn(|g| if g < 8 { sc[g] as i16 } else { 0 });
-            let sc16 = _mm512_loadu_si512(sc16.as_ptr() as *const _);
+            let (sc16, w) = k4_scales(p);
             let h = _mm256_loadu_si256(p.add(16) as *const __m256i);
             Block {
                 codes: std::array::from_fn(|r| {
@@ -215,7 +231,7 @@ macro_rules! kquant_kernels {
                 scales: spread_scales(sc16, &SPREAD32),
                 d: h2f(p),
                 dmin: h2f(p.add(2)),
-                w: std::array::from_fn(|s| mins[s / 2] as i32),
+                w,
             }
         });
 
@@ -226,7 +242,6 @@ macro_rules! kquant_kernels {
             let (m4, m3) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(3));
             let sc = _mm_loadu_si128(p.add(192) as *const __m128i);
             let sc16 = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(sc));
-            let bytes = std::slice::from_raw_parts(p.add(192), 16);
             let ql = [0, 1].map(|j| _mm512_loadu_si512(p.add(64 * j) as *const _));
             let qh = [0, 1].map(|j| {
                 let h = _mm256_loadu_si256(p.add(128 + 32 * j) as *const __m256i);
@@ -246,7 +261,7 @@ macro_rules! kquant_kernels {
                 scales: spread_scales(sc16, &SPREAD16),
                 d: h2f(p.add(208)),
                 dmin: 0.0,
-                w: std::array::from_fn(|s| 32 * bytes[s] as i8 as i32),
+                w: _mm512_slli_epi32::<5>(_mm512_cvtepi8_epi32(sc)),
             }
         });
     };
