@@ -452,8 +452,8 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
         // SAFETY (for the writes inside): task k alone owns rows r0..r1 of matrix i, and `outs[i]` holds
         // n_tokens * rows values (checked by matmul_group), which outlive the loop.
         match paths[i] {
-            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot),
-            Path::Q8K => rows_q8(w, r0..r1, a.xqk, outp[i], qdot::qdot_k),
+            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot, qdot::qdot_multi),
+            Path::Q8K => rows_q8(w, r0..r1, a.xqk, outp[i], qdot::qdot_k, qdot::qdot_k_multi),
             Path::Float if a.n_tokens == 1 => rows_f32_one(w, r0..r1, a.x, outp[i]),
             Path::Float => rows_f32_many(w, r0..r1, a, outp[i]),
         }
@@ -465,20 +465,39 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
     }
 }
 
+/// Tokens whose quantized activations one pass over a chunk of rows reads (about 37 KB for a 576-wide
+/// model: they stay in L1/L2 while every row of the chunk meets them).
+const TOKEN_TILE: usize = 64;
+
 /// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`.
+/// Several tokens go through `multi`, which decodes each weight block once per group of tokens and returns
+/// exactly what `dot` would for each.
 fn rows_q8<R>(
     w: &Tensor,
     rr: std::ops::Range<usize>,
     xq: &[R],
     out: OutPtr,
     dot: fn(DType, &[u8], &R) -> f32,
+    multi: fn(DType, &[u8], &[R], &mut [f32]),
 ) {
     let (rows, rb, bytes, dtype) = (w.rows(), w.row_bytes(), w.bytes(), w.dtype);
-    for r in rr {
-        let row = &bytes[r * rb..(r + 1) * rb];
-        for (t, q) in xq.iter().enumerate() {
-            // SAFETY: see `run_group`: row r is this task's, and t * rows + r is in bounds.
-            unsafe { out.write(t * rows + r, dot(dtype, row, q)) };
+    if let [q] = xq {
+        for r in rr {
+            // SAFETY: see `run_group`: row r is this task's, and r < rows.
+            unsafe { out.write(r, dot(dtype, &bytes[r * rb..(r + 1) * rb], q)) };
+        }
+        return;
+    }
+    let mut buf = [0f32; TOKEN_TILE];
+    for t0 in (0..xq.len()).step_by(TOKEN_TILE) {
+        let tile = &xq[t0..(t0 + TOKEN_TILE).min(xq.len())];
+        let buf = &mut buf[..tile.len()];
+        for r in rr.clone() {
+            multi(dtype, &bytes[r * rb..(r + 1) * rb], tile, buf);
+            for (i, &v) in buf.iter().enumerate() {
+                // SAFETY: see `run_group`: row r is this task's, and (t0 + i) * rows + r is in bounds.
+                unsafe { out.write((t0 + i) * rows + r, v) };
+            }
         }
     }
 }

@@ -7,16 +7,14 @@
 
 mod blocks;
 mod float;
+pub(super) mod qdot;
 
-// Wired into the dispatchers as the AVX-512 kernels land.
-#[allow(dead_code)]
 /// Proof that this CPU runs AVX-512 F/BW/VL/DQ with FMA and F16C; `vnni` says whether `vpdpbusd` exists.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx512 {
     pub(super) vnni: bool,
 }
 
-#[allow(dead_code)]
 impl Avx512 {
     /// The token, if the CPU has the features and the level is allowed.
     pub(super) fn detect() -> Option<Avx512> {
