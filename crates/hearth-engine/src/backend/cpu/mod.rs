@@ -247,12 +247,13 @@ impl OutPtr {
 /// 8-bit activations with integer dot products (see [`set_quantized_activations`]).
 static QUANTIZED: AtomicBool = AtomicBool::new(false);
 
-/// Chooses how activations meet block-quantized weights. Off (the default), activations stay in f32, so
-/// results match an f32 reference on the dequantized weights to float rounding (the conformance tests against
-/// transformers hold). On, each token's activations are quantized once to 8-bit blocks and the types with
-/// integer kernels (`qdot`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) use them: faster decode, with the
-/// small extra error llama.cpp also accepts (perplexity of the real test models moves by under 0.5%, but greedy
-/// continuations can leave transformers' at near ties). Both modes are batch-invariant. Process-wide.
+/// Chooses how activations meet block-quantized weights. Off (the library's default), activations stay in
+/// f32, so results match an f32 reference on the dequantized weights to float rounding (the conformance tests
+/// against transformers hold). On (the `hearth` binary's default), each token's activations are quantized once
+/// to 8-bit blocks and the types with integer kernels (`qdot`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) use
+/// them: about twice the decode speed, with the small extra error llama.cpp also accepts (perplexity of the
+/// real test models moves by under 0.5%, but greedy continuations can leave transformers' at near ties).
+/// Both modes are batch-invariant. Process-wide.
 pub fn set_quantized_activations(on: bool) {
     QUANTIZED.store(on, Ordering::Relaxed);
 }
