@@ -539,3 +539,47 @@ fn real_model_weights() {
         );
     }
 }
+
+/// `qdot_rows` / `qdot_k_rows` (decode's run of rows, checked once) give each row exactly what the
+/// single-row kernel gives, at every level, for runs of 1, 3 and 7 rows.
+#[test]
+fn row_runs_are_bit_identical_to_single_rows() {
+    let mut rng = Rng(0x0dd5_eed5_1234_5678);
+    for (dtype, n) in TYPES
+        .iter()
+        .map(|&t| (t, 288))
+        .chain(K_TYPES.iter().map(|&t| (t, 768)))
+    {
+        for nr in [1usize, 3, 7] {
+            let k_type = K_TYPES.contains(&dtype);
+            let rows: Vec<Vec<u8>> = (0..nr)
+                .map(|_| {
+                    if k_type {
+                        random_k_row(&mut rng, dtype, n)
+                    } else {
+                        random_row(&mut rng, dtype, n)
+                    }
+                })
+                .collect();
+            let rb = rows[0].len();
+            let bytes: Vec<u8> = rows.concat();
+            let x = random_x(&mut rng, n);
+            let mut out = vec![f32::NAN; nr];
+            for k in kernel_sets() {
+                out.fill(f32::NAN);
+                let want: Vec<f32> = if k_type {
+                    let mut q = Q8KRow::new();
+                    quantize_q8k(&x, &mut q);
+                    k.qdot_k_rows(dtype, &bytes, rb, &q, &mut out);
+                    rows.iter().map(|r| qdot_k_scalar(dtype, r, &q)).collect()
+                } else {
+                    let mut q = Q8Row::new();
+                    quantize_q8(&x, &mut q);
+                    k.qdot_rows(dtype, &bytes, rb, &q, &mut out);
+                    rows.iter().map(|r| qdot_scalar(dtype, r, &q)).collect()
+                };
+                assert_eq!(bits(&out), bits(&want), "{} {dtype} rows={nr}", k.name());
+            }
+        }
+    }
+}

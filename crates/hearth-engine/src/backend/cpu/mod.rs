@@ -453,8 +453,15 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
         // SAFETY (for the writes inside): task k alone owns rows r0..r1 of matrix i, and `outs[i]` holds
         // n_tokens * rows values (checked by matmul_group), which outlive the loop.
         match paths[i] {
-            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot, qdot::qdot_multi),
-            Path::Q8K => rows_q8(w, r0..r1, a.xqk, outp[i], qdot::qdot_k, qdot::qdot_k_multi),
+            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot_rows, qdot::qdot_multi),
+            Path::Q8K => rows_q8(
+                w,
+                r0..r1,
+                a.xqk,
+                outp[i],
+                qdot::qdot_k_rows,
+                qdot::qdot_k_multi,
+            ),
             Path::Float if a.n_tokens == 1 => rows_f32_one(w, r0..r1, a.x, outp[i]),
             Path::Float => rows_f32_many(w, r0..r1, a, outp[i]),
         }
@@ -471,22 +478,23 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
 const TOKEN_TILE: usize = 64;
 
 /// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`.
-/// Several tokens go through `multi`, which decodes each weight block once per group of tokens and returns
-/// exactly what `dot` would for each.
+/// One token goes through `rows` (the run of rows checked and dispatched once); several through `multi`,
+/// which decodes each weight block once per group of tokens. Both return exactly what the single-row,
+/// single-token kernel would.
 fn rows_q8<R>(
     w: &Tensor,
     rr: std::ops::Range<usize>,
     xq: &[R],
     out: OutPtr,
-    dot: fn(DType, &[u8], &R) -> f32,
+    rows_fn: fn(DType, &[u8], usize, &R, &mut [f32]),
     multi: fn(DType, &[u8], &[R], &mut [f32]),
 ) {
     let (rows, rb, bytes, dtype) = (w.rows(), w.row_bytes(), w.bytes(), w.dtype);
     if let [q] = xq {
-        for r in rr {
-            // SAFETY: see `run_group`: row r is this task's, and r < rows.
-            unsafe { out.write(r, dot(dtype, &bytes[r * rb..(r + 1) * rb], q)) };
-        }
+        // SAFETY: see `run_group`: rows rr are this task's alone, and rr.end <= rows, so out[rr] is in
+        // bounds and nobody else touches it while the task runs.
+        let o = unsafe { std::slice::from_raw_parts_mut(out.at(rr.start), rr.len()) };
+        rows_fn(dtype, &bytes[rr.start * rb..rr.end * rb], rb, q, o);
         return;
     }
     let mut buf = [0f32; TOKEN_TILE];

@@ -420,6 +420,86 @@ impl QdotKernels {
     }
 }
 
+impl QdotKernels {
+    /// [`qdot_rows`] at this level: the checks once for the run, then the level's kernel per row.
+    pub fn qdot_rows(
+        self,
+        dtype: DType,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &Q8Row,
+        out: &mut [f32],
+    ) {
+        let n = out.len();
+        assert!(
+            bytes.len() >= n * row_bytes,
+            "qdot_rows: {n} rows of {row_bytes} bytes"
+        );
+        if n == 0 {
+            return;
+        }
+        check(dtype, &bytes[..row_bytes], xq);
+        let xs = std::slice::from_ref(xq);
+        let rows = bytes.chunks_exact(row_bytes).zip(out.iter_mut());
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(a) => {
+                rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xs, std::slice::from_mut(o)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(a) => {
+                rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xs, std::slice::from_mut(o)))
+            }
+            _ => rows.for_each(|(r, o)| self.qdot_multi(dtype, r, xs, std::slice::from_mut(o))),
+        }
+    }
+
+    /// [`qdot_k_rows`] at this level.
+    pub fn qdot_k_rows(
+        self,
+        dtype: DType,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &Q8KRow,
+        out: &mut [f32],
+    ) {
+        let n = out.len();
+        assert!(
+            bytes.len() >= n * row_bytes,
+            "qdot_k_rows: {n} rows of {row_bytes} bytes"
+        );
+        if n == 0 {
+            return;
+        }
+        check_k(dtype, &bytes[..row_bytes], xq);
+        let xs = std::slice::from_ref(xq);
+        let rows = bytes.chunks_exact(row_bytes).zip(out.iter_mut());
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(a) => {
+                rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(a) => {
+                rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o)))
+            }
+            _ => rows.for_each(|(r, o)| self.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o))),
+        }
+    }
+}
+
+/// `out[i] = qdot(dtype, row i, xq)` for `out.len()` consecutive rows of `row_bytes` bytes at the start of
+/// `bytes`: decode's matrix-vector product over a run of rows, checked and dispatched once for the run
+/// instead of once per row (bit-identical to [`qdot`] per row).
+pub fn qdot_rows(dtype: DType, bytes: &[u8], row_bytes: usize, xq: &Q8Row, out: &mut [f32]) {
+    QdotKernels::best().qdot_rows(dtype, bytes, row_bytes, xq, out)
+}
+
+/// [`qdot_rows`] for K-quant rows against [`Q8KRow`] activations (bit-identical to [`qdot_k`] per row).
+pub fn qdot_k_rows(dtype: DType, bytes: &[u8], row_bytes: usize, xq: &Q8KRow, out: &mut [f32]) {
+    QdotKernels::best().qdot_k_rows(dtype, bytes, row_bytes, xq, out)
+}
+
 /// Every kernel level this CPU runs within the `HEARTH_KERNELS` cap, lowest first: scalar, AVX2, AVX-512
 /// without VNNI, AVX-512 with VNNI (the last two from one token, so a VNNI machine also tests the fallback).
 pub fn kernel_sets() -> Vec<QdotKernels> {
