@@ -48,8 +48,9 @@ build_dir=$(cd "$build_dir" && pwd)
 src_dir="$build_dir/src/llama.cpp"
 bin_dir="$build_dir/bin"
 tools=(llama-bench llama-completion llama-simple)
-# Top-level folders of llama.cpp that no CPU tool build reads: vocab test files, documentation, unit tests.
-pack_excludes=(models docs tests)
+# Top-level folders of llama.cpp that no CPU tool build reads: vocab test files, documentation, unit tests; and
+# .git, the sdist's submodule pointer, which leads nowhere once unpacked.
+pack_excludes=(models docs tests .git)
 
 # Where the source comes from, written into the stamp so a different source triggers a rebuild.
 if [ -n "$tarball" ]; then

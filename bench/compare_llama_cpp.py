@@ -16,6 +16,7 @@ Prints progress to stderr and Markdown tables (medians, hearth/llama.cpp ratios)
 usage: bench/compare_llama_cpp.py --hearth target/release/hearth --model models/X.gguf [--model ...]
        [--threads 2] [--prompt-tokens 512] [--gen-tokens 128] [--reps 3]
        [--hearth-flag=--quantized-activations] [--llama-bin-dir target/llama.cpp-build/bin]
+       [--llama-bench-flag=ARG ...] [--decode-depth D] [--skip-startup]
 """
 import argparse
 import json
@@ -124,7 +125,7 @@ def hearth_speed(args, model):
 
 def llama_bench_json(args, model, *test):
     cmd = [os.path.join(args.llama_bin_dir, "llama-bench"), "-m", model, "-t", str(args.threads), "-r", "1",
-           "-o", "json", *test]
+           "-o", "json", *args.llama_bench_flag, *test]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
@@ -142,7 +143,6 @@ def llama_speed(args, model):
     out = {}
     for r in rows:
         out["prefill" if r["n_prompt"] > 0 else "decode"] = float(r["avg_ts"])
-        out["build"] = f"{r.get('build_commit', '?')} ({r.get('build_number', '?')})"
         out["cpu"] = r.get("cpu_info", "?")
     return out
 
@@ -173,9 +173,10 @@ def hearth_run_cmd(args, model, prompt, gen):
                       "--max-tokens", str(gen), prompt)
 
 
-def hearth_prompt_tokens(stderr):
-    m = re.search(r"\[(\d+) prompt tokens", stderr)
-    return int(m.group(1)) if m else None
+def hearth_prompt_stats(stderr):
+    """(prompt tokens, seconds of prefill) from `hearth run`'s closing line on stderr."""
+    m = re.search(r"\[(\d+) prompt tokens \(\d+ cached\) in ([0-9.]+)s", stderr)
+    return (int(m.group(1)), float(m.group(2))) if m else (None, None)
 
 
 def latency_prompt(args, model):
@@ -185,7 +186,7 @@ def latency_prompt(args, model):
     for _ in range(4):
         text = " ".join(WORDS[i % len(WORDS)] for i in range(max(n, 1))).capitalize()
         _, _, stderr = first_byte_and_rss(hearth_run_cmd(args, model, text, 1))
-        got = hearth_prompt_tokens(stderr)
+        got, _ = hearth_prompt_stats(stderr)
         if got is None:
             return text
         if best is None or abs(got - LATENCY_PROMPT_TOKENS) < abs(best[1] - LATENCY_PROMPT_TOKENS):
@@ -213,9 +214,19 @@ def llama_startup_cmd(args, model, prompt, gen):
     return None, None
 
 
-def llama_prompt_tokens(stderr):
-    m = re.search(r"prompt eval time =.*?/\s*(\d+) tokens", stderr)
-    return int(m.group(1)) if m else None
+def llama_prompt_stats(stderr):
+    """(prompt tokens, seconds of prefill) from llama.cpp's performance summary on stderr."""
+    m = re.search(r"prompt eval time =\s*([0-9.]+) ms /\s*(\d+) tokens", stderr)
+    return (int(m.group(2)), float(m.group(1)) / 1e3) if m else (None, None)
+
+
+def llama_source(bin_dir):
+    """Where the llama.cpp tools came from, as bench/build_llama_cpp.sh recorded it beside them."""
+    try:
+        with open(os.path.join(bin_dir, ".stamp")) as f:
+            return f.readline().split(":", 1)[1].strip()
+    except (OSError, IndexError, TypeError):
+        return "n/a"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,8 +251,9 @@ def bench_model(args, model):
     kv = kv_cache_bytes(meta, LATENCY_PROMPT_TOKENS + LATENCY_GEN_TOKENS)
     log(f"== {name}: {args.reps} interleaved reps, {args.threads} threads")
     prompt = None if args.skip_startup else latency_prompt(args, model)
-    s = {k: [] for k in ("h_pf", "h_dc", "l_pf", "l_dc", "bw", "h_ttft", "h_rss", "l_ttft", "l_rss")}
-    info = {"bpt": None, "llama_build": "n/a", "cpu": "n/a", "h_ptok": None, "l_ptok": None, "l_tool": None}
+    s = {k: [] for k in ("h_pf", "h_dc", "l_pf", "l_dc", "bw", "h_ttft", "h_rss", "h_pre", "l_ttft", "l_rss",
+                         "l_pre")}
+    info = {"bpt": None, "cpu": "n/a", "h_ptok": None, "l_ptok": None, "l_tool": None}
     for rep in range(args.reps):
         def run_hearth():
             h = hearth_speed(args, model)
@@ -250,19 +262,21 @@ def bench_model(args, model):
             if prompt is not None:
                 t, rss, err = first_byte_and_rss(hearth_run_cmd(args, model, prompt, LATENCY_GEN_TOKENS))
                 s["h_ttft"].append(t), s["h_rss"].append(rss)
-                info["h_ptok"] = hearth_prompt_tokens(err)
+                info["h_ptok"], pre = hearth_prompt_stats(err)
+                s["h_pre"].append(pre)
 
         def run_llama():
             if args.llama_bin_dir is None:
                 return
             ls = llama_speed(args, model)
             s["l_pf"].append(ls.get("prefill")), s["l_dc"].append(ls.get("decode"))
-            info["llama_build"], info["cpu"] = ls["build"], ls["cpu"]
+            info["cpu"] = ls["cpu"]
             cmd, tool = llama_startup_cmd(args, model, prompt or "", LATENCY_GEN_TOKENS)
             if prompt is not None and cmd is not None:
                 t, rss, err = first_byte_and_rss(cmd)
                 s["l_ttft"].append(t), s["l_rss"].append(rss)
-                info["l_ptok"], info["l_tool"] = llama_prompt_tokens(err), tool
+                (info["l_ptok"], pre), info["l_tool"] = llama_prompt_stats(err), tool
+                s["l_pre"].append(pre)
 
         for run in ((run_hearth, run_llama) if rep % 2 == 0 else (run_llama, run_hearth)):
             run()
@@ -278,10 +292,12 @@ def bench_model(args, model):
     budget = file_bytes + kv + RSS_SLACK
     startup_rows = []
     if not args.skip_startup:
-        for engine, ttft, rss, ptok in (("hearth", m["h_ttft"], m["h_rss"], info["h_ptok"]),
-                                        (info["l_tool"] or "llama.cpp", m["l_ttft"], m["l_rss"], info["l_ptok"])):
+        for engine, ttft, pre, rss, ptok in (
+                ("hearth", m["h_ttft"], m["h_pre"], m["h_rss"], info["h_ptok"]),
+                (info["l_tool"] or "llama.cpp", m["l_ttft"], m["l_pre"], m["l_rss"], info["l_ptok"])):
             startup_rows.append(
                 f"| {name} | {engine} | {ptok if ptok is not None else 'n/a'} | {fmt(ttft, '.3f')} "
+                f"| {fmt(pre, '.3f')} "
                 f"| {'n/a' if ttft is None else ('yes' if ttft <= TTFT_TARGET_S else 'no')} "
                 f"| {fmt(rss and rss / MIB)} | {file_bytes / MIB:.1f} | {kv / MIB:.1f} | {budget / MIB:.1f} "
                 f"| {'n/a' if rss is None else ('yes' if rss <= budget else 'no')} |")
@@ -303,6 +319,9 @@ def main():
     ap.add_argument("--decode-depth", type=int, default=None,
                     help="context depth of llama-bench's decode test (default: --prompt-tokens, as hearth's "
                          "decode follows its prompt; 0 = plain `-p P -n G`)")
+    ap.add_argument("--llama-bench-flag", action="append", default=[],
+                    help="extra llama-bench argument, repeatable, written with '=', e.g. "
+                         "--llama-bench-flag=--poll --llama-bench-flag=0")
     ap.add_argument("--skip-startup", action="store_true", help="skip the time-to-first-token and RSS runs")
     args = ap.parse_args()
     if args.decode_depth is None:
@@ -311,14 +330,17 @@ def main():
         log(f"no llama-bench in {args.llama_bin_dir}: llama.cpp columns are n/a (bench/build_llama_cpp.sh builds it)")
         args.llama_bin_dir = None
 
+    load_before = os.getloadavg()[0]
     speed_rows, startup_rows, infos = [], [], []
     for model in args.model:
         sp, st, info = bench_model(args, model)
         speed_rows.append(sp), startup_rows.extend(st), infos.append(info)
 
     flags = " ".join(args.hearth_flag) or "none"
-    print(f"Machine: {infos[0]['cpu'] if infos[0]['cpu'] != 'n/a' else platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs. llama.cpp build {infos[0]['llama_build']}. hearth flags: {flags}.")
+    cpu = infos[0]["cpu"] if infos[0]["cpu"] != "n/a" else platform.processor() or platform.machine()
+    # Load average before and after: on a shared machine it says how much the numbers can be trusted.
+    print(f"Machine: {cpu}, {os.cpu_count()} CPUs, load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after. llama.cpp: {llama_source(args.llama_bin_dir)}. hearth flags: {flags}.")
     print(f"Prefill of {args.prompt_tokens} tokens in one batch, then {args.gen_tokens} greedy decode steps "
           f"(llama-bench decode at depth {args.decode_depth}); median of {args.reps} interleaved reps.")
     print()
@@ -330,13 +352,15 @@ def main():
     if startup_rows:
         print()
         print(f"Startup: a raw prompt of about {LATENCY_PROMPT_TOKENS} tokens, {LATENCY_GEN_TOKENS} greedy tokens, "
-              f"{args.threads} threads; time from process start to the first generated byte on stdout (target "
+              f"threads: {args.threads}; time from process start to the first generated byte on stdout (target "
               f"<= {TTFT_TARGET_S} s) and the process's peak RSS against file + KV cache (f32, "
-              f"{LATENCY_PROMPT_TOKENS + LATENCY_GEN_TOKENS} positions) + 64 MiB. Medians of {args.reps}.")
+              f"{LATENCY_PROMPT_TOKENS + LATENCY_GEN_TOKENS} positions) + 64 MiB. 'Of which prefill' is the engine's "
+              f"own report of its prompt's compute; the rest is process start, model load and tokenizing. "
+              f"Medians of {args.reps}.")
         print()
-        print("| model | engine | prompt tokens | first token s | within 0.5 s | peak RSS MiB | file MiB | KV MiB "
-              "| budget MiB | RSS within budget |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| model | engine | prompt tokens | first token s | of which prefill s | within 0.5 s | peak RSS MiB "
+              "| file MiB | KV MiB | budget MiB | RSS within budget |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in startup_rows:
             print(row)
 
