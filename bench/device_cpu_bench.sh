@@ -5,12 +5,14 @@
 #
 # usage: bench/device_cpu_bench.sh DIR
 #   DIR holds: the hearth binary (`hearth`), the source tarball that `bench/build_llama_cpp.sh --pack DIR` wrote
-#   (llama.cpp-src-*.tar.xz), and one or more *.gguf models.
+#   (llama.cpp-src-*.tar.xz), and one or more *.gguf models. A model too big to carry in one piece may come as
+#   `split -b 60M X.gguf X.gguf.part-` pieces (X.gguf.part-aa, -ab, ...): they are joined into a scratch dir.
 # env:   OUT          where cpu16.md (the tables) and the build log go, when set
 #        THREADS      thread counts to run, default "16 8"
 #        REPS         interleaved repetitions per model and thread count, default 3
 #        JOBS         compile jobs for llama.cpp, default 16
 #        HEARTH_FLAGS extra global hearth flags, e.g. "--quantized-activations"
+#        COMPARE_ARGS more arguments for compare_llama_cpp.py, e.g. "--prompt-tokens 256 --skip-startup"
 # Needs: bash, python3 (standard library only), cmake, a C/C++ compiler; ninja if present.
 set -euo pipefail
 
@@ -27,8 +29,17 @@ hearth="$dir/hearth"
 [ -x "$hearth" ] || { echo "no executable hearth binary in $dir" >&2; exit 1; }
 tarballs=("$dir"/llama.cpp-src-*.tar.xz)
 [ -f "${tarballs[0]}" ] || { echo "no llama.cpp-src-*.tar.xz in $dir" >&2; exit 1; }
-models=("$dir"/*.gguf)
-[ -f "${models[0]}" ] || { echo "no *.gguf model in $dir" >&2; exit 1; }
+models=()
+for m in "$dir"/*.gguf; do [ -f "$m" ] && models+=("$m"); done
+for first in "$dir"/*.gguf.part-aa; do
+    [ -f "$first" ] || continue
+    name=$(basename "${first%.part-aa}")
+    [ -f "$dir/$name" ] && continue
+    mkdir -p "$build_dir/models"
+    cat "$dir/$name".part-* >"$build_dir/models/$name"
+    models+=("$build_dir/models/$name")
+done
+[ "${#models[@]}" -gt 0 ] || { echo "no *.gguf model (or *.gguf.part-aa pieces) in $dir" >&2; exit 1; }
 
 echo "machine: $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" >&2
 log=${OUT:-$build_dir}/llama_cpp_build.log
@@ -48,16 +59,19 @@ report=$(mktemp)
     echo
     echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); hearth: $("$hearth" --version)"
 } >"$report"
+read -r -a extra_args <<<"${COMPARE_ARGS:-}"
 for t in $threads; do
-    echo >>"$report"
-    echo "## $t threads" >>"$report"
-    echo >>"$report"
-    python3 "$here/compare_llama_cpp.py" --hearth "$hearth" --llama-bin-dir "$bin_dir" --threads "$t" \
-        --reps "$reps" "${model_args[@]}" "${flag_args[@]}" >>"$report"
+    {
+        echo
+        echo "## $t threads"
+        echo
+        python3 "$here/compare_llama_cpp.py" --hearth "$hearth" --llama-bin-dir "$bin_dir" --threads "$t" \
+            --reps "$reps" "${model_args[@]}" "${flag_args[@]}" "${extra_args[@]}"
+    } >>"$report"
 done
 cat "$report"
 if [ -n "${OUT:-}" ]; then
-    cp "$report" "$OUT/cpu16.md"
+    cat "$report" >"$OUT/cpu16.md"
     echo "wrote $OUT/cpu16.md" >&2
 fi
 rm -f "$report"
