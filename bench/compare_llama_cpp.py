@@ -313,7 +313,7 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--hearth-flag", action="append", default=[],
-                    help="extra global hearth flag, repeatable, e.g. --hearth-flag=--quantized-activations")
+                    help="extra global hearth flag, repeatable, e.g. --hearth-flag=--activations=f32")
     ap.add_argument("--llama-bin-dir", default=os.path.join(REPO, "target", "llama.cpp-build", "bin"),
                     help="where llama-bench and llama-completion are (bench/build_llama_cpp.sh puts them here)")
     ap.add_argument("--decode-depth", type=int, default=None,
