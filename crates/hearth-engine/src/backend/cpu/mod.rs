@@ -152,6 +152,36 @@ impl Simd {
         dot::axpy(a, x, y)
     }
 
+    /// `out[j] = f32_dot(q, k[j * stride..][..q.len()])`, bit-identical to one `f32_dot` per key.
+    fn dots_strided(self, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx512 {
+            return s.dots_strided(q, k, stride, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx2 {
+            return s.dots_strided(q, k, stride, out);
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = self.f32_dot(q, &k[j * stride..][..q.len()]);
+        }
+    }
+
+    /// `y += w[j] * v[j * stride..][..y.len()]` in order of `j`, bit-identical to one `axpy` per value.
+    fn axpys_strided(self, w: &[f32], v: &[f32], stride: usize, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx512 {
+            return s.axpys_strided(w, v, stride, y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.avx2 {
+            return s.axpys_strided(w, v, stride, y);
+        }
+        for (j, &wj) in w.iter().enumerate() {
+            self.axpy(wj, &v[j * stride..][..y.len()], y);
+        }
+    }
+
     /// Dot products of four consecutive `x.len()`-long rows of `w` with `x`.
     fn dot4(self, w: &[f32], x: &[f32]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
@@ -221,6 +251,36 @@ pub fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "axpy of different lengths");
     Simd::get().axpy(a, x, y)
+}
+
+/// Attention scores of one query against a run of keys stored `stride` floats apart:
+/// `out[j] = f32_dot(q, k[j * stride..][..q.len()])`, in one call (bit-identical to a call per key).
+pub fn dots_strided(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            last * stride + q.len() <= k.len(),
+            "dots_strided: {} keys of {} at stride {stride} in {} floats",
+            out.len(),
+            q.len(),
+            k.len()
+        );
+        Simd::get().dots_strided(q, k, stride, out)
+    }
+}
+
+/// Attention's weighted sum over a run of values stored `stride` floats apart: `y += w[j] * v[j * stride..]
+/// [..y.len()]` in order of `j` (bit-identical to an [`axpy`] per value).
+pub fn axpys_strided(w: &[f32], v: &[f32], stride: usize, y: &mut [f32]) {
+    if let Some(last) = w.len().checked_sub(1) {
+        assert!(
+            last * stride + y.len() <= v.len(),
+            "axpys_strided: {} values of {} at stride {stride} in {} floats",
+            w.len(),
+            y.len(),
+            v.len()
+        );
+        Simd::get().axpys_strided(w, v, stride, y)
+    }
 }
 
 /// A pointer to `out` that tasks writing disjoint elements share.

@@ -177,25 +177,58 @@ fn attend_one(
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
     };
-    scores.clear();
     // Room for every position the storage holds, once per thread: no reallocation as contexts grow.
+    scores.clear();
     scores.reserve(kv.k.len() / kv_dim);
+    scores.resize(pos + 1 - lo, 0.0);
+    // Keys come in runs of consecutive slots (one block's positions); each run is one call.
+    for_runs(kv, table, kv_dim, (lo, pos + 1), |j, n, at| {
+        super::dots_strided(
+            qh,
+            &kv.k[at + kvh * hd..],
+            kv_dim,
+            &mut scores[j - lo..j - lo + n],
+        );
+    });
     let mut max = f32::NEG_INFINITY;
-    for j in lo..=pos {
-        let kj = &kv.k[kv.slot(table, j, kv_dim) + kvh * hd..][..hd];
-        let mut s = super::f32_dot(qh, kj) * p.scale;
+    for s in scores.iter_mut() {
+        *s *= p.scale;
         if let Some(c) = p.softcap {
-            s = c * (s / c).tanh();
+            *s = c * (*s / c).tanh();
         }
-        max = max.max(s);
-        scores.push(s);
+        max = max.max(*s);
     }
     let sum = exp_shifted(scores, max);
     let inv = 1.0 / sum;
+    for s in scores.iter_mut() {
+        *s *= inv;
+    }
     o.fill(0.0);
-    for (j, &s) in (lo..=pos).zip(scores.iter()) {
-        let vj = &kv.v[kv.slot(table, j, kv_dim) + kvh * hd..][..hd];
-        super::axpy(s * inv, vj, o);
+    for_runs(kv, table, kv_dim, (lo, pos + 1), |j, n, at| {
+        super::axpys_strided(
+            &scores[j - lo..j - lo + n],
+            &kv.v[at + kvh * hd..],
+            kv_dim,
+            o,
+        );
+    });
+}
+
+/// Calls `f(first, count, slot)` for each run of consecutive positions `first..first + count` (within
+/// `from..to`) that lie in one block, with `slot` the float offset of the run's first position.
+fn for_runs(
+    kv: &KvView,
+    table: &[u32],
+    kv_dim: usize,
+    (from, to): (usize, usize),
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let bs = kv.block_size;
+    let mut j = from;
+    while j < to {
+        let end = ((j / bs + 1) * bs).min(to);
+        f(j, end - j, kv.slot(table, j, kv_dim));
+        j = end;
     }
 }
 

@@ -135,6 +135,18 @@ impl Avx2 {
         unsafe { f32_dot(a.as_ptr(), b.as_ptr(), n) }
     }
 
+    /// `out[j] = f32_dot(q, k[j * stride..][..q.len()])` for a run of keys (the caller checked `k`).
+    pub(super) fn dots_strided(self, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: the token proves the features; the caller checked `k` for the run's reads.
+        unsafe { dots_strided(q, k.as_ptr(), stride, out) }
+    }
+
+    /// `y += w[j] * v[j * stride..][..y.len()]` for every `j`, in order (the caller checked `v`).
+    pub(super) fn axpys_strided(self, w: &[f32], v: &[f32], stride: usize, y: &mut [f32]) {
+        // SAFETY: as in `dots_strided`.
+        unsafe { axpys_strided(w, v.as_ptr(), stride, y) }
+    }
+
     /// `y[i] += a * x[i]` over the shorter length.
     pub(super) fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -176,6 +188,25 @@ unsafe fn u8x8(p: *const u8) -> __m256i {
     _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
 }
 
+/// # Safety
+/// As `f32_dot`, for each key of the run.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_strided(q: &[f32], k: *const f32, stride: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = f32_dot(q.as_ptr(), k.add(j * stride), q.len());
+    }
+}
+
+/// # Safety
+/// As `axpy`, for each value of the run.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpys_strided(w: &[f32], v: *const f32, stride: usize, y: &mut [f32]) {
+    for (j, &wj) in w.iter().enumerate() {
+        axpy(wj, v.add(j * stride), y.as_mut_ptr(), y.len());
+    }
+}
+
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f32_dot(a: *const f32, b: *const f32, n: usize) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -205,6 +236,7 @@ unsafe fn f32_dot(a: *const f32, b: *const f32, n: usize) -> f32 {
     s
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn axpy(a: f32, x: *const f32, y: *mut f32, n: usize) {
     let av = _mm256_set1_ps(a);

@@ -75,6 +75,33 @@ impl Avx512 {
         unsafe { axpy(a, x.as_ptr(), y.as_mut_ptr(), n) }
     }
 
+    /// `out[j] = f32_dot(q, k[j * stride..][..q.len()])`: attention scores of one query against a run of
+    /// keys, in one call (the caller checked that `k` holds the run).
+    pub(in crate::backend::cpu) fn dots_strided(
+        self,
+        q: &[f32],
+        k: &[f32],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the token proves the features; the caller checked `k` for `(out.len() - 1) * stride +
+        // q.len()` reads.
+        unsafe { dots_strided(q, k.as_ptr(), stride, out) }
+    }
+
+    /// `y += w[j] * v[j * stride..][..y.len()]` for every `j`, in order: attention's weighted sum of a run of
+    /// values (the caller checked that `v` holds the run).
+    pub(in crate::backend::cpu) fn axpys_strided(
+        self,
+        w: &[f32],
+        v: &[f32],
+        stride: usize,
+        y: &mut [f32],
+    ) {
+        // SAFETY: as in `dots_strided`.
+        unsafe { axpys_strided(w, v.as_ptr(), stride, y) }
+    }
+
     /// Four dot products of the rows `w[r*x.len() ..][..x.len()]` (r = 0..4) with `x`, sharing the loads of
     /// `x`; each lane bit-identical with `f32_dot` of its row.
     pub(in crate::backend::cpu) fn dot4(self, w: &[f32], x: &[f32]) -> [f32; 4] {
@@ -144,6 +171,30 @@ unsafe fn dot_lanes(
 /// AVX-512 F/BW/VL/DQ; `a` and `b` valid for `n` reads.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn f32_dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+    f32_dot_inline(a, b, n)
+}
+
+/// # Safety
+/// As `f32_dot`, for each key of the run.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn dots_strided(q: &[f32], k: *const f32, stride: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = f32_dot_inline(q.as_ptr(), k.add(j * stride), q.len());
+    }
+}
+
+/// # Safety
+/// As `axpy`, for each value of the run.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+unsafe fn axpys_strided(w: &[f32], v: *const f32, stride: usize, y: &mut [f32]) {
+    for (j, &wj) in w.iter().enumerate() {
+        axpy(wj, v.add(j * stride), y.as_mut_ptr(), y.len());
+    }
+}
+
+/// `f32_dot`'s body, inlined into the run kernels.
+#[inline(always)]
+unsafe fn f32_dot_inline(a: *const f32, b: *const f32, n: usize) -> f32 {
     dot_lanes(
         n,
         b,
@@ -228,6 +279,7 @@ unsafe fn deq_bf16(p: *const u8, out: &mut [f32]) {
 
 /// # Safety
 /// AVX-512 F/BW/VL/DQ; `x` valid for `n` reads, `y` for `n` reads and writes.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 unsafe fn axpy(a: f32, x: *const f32, y: *mut f32, n: usize) {
     let av = _mm512_set1_ps(a);
