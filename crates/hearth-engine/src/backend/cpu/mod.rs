@@ -513,14 +513,21 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
         // SAFETY (for the writes inside): task k alone owns rows r0..r1 of matrix i, and `outs[i]` holds
         // n_tokens * rows values (checked by matmul_group), which outlive the loop.
         match paths[i] {
-            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot_rows, qdot::qdot_multi),
+            Path::Q8 => rows_q8(
+                w,
+                r0..r1,
+                a.xq,
+                outp[i],
+                qdot::qdot_rows,
+                qdot::qdot_multi_rows,
+            ),
             Path::Q8K => rows_q8(
                 w,
                 r0..r1,
                 a.xqk,
                 outp[i],
                 qdot::qdot_k_rows,
-                qdot::qdot_k_multi,
+                qdot::qdot_k_multi_rows,
             ),
             Path::Float if a.n_tokens == 1 => rows_f32_one(w, r0..r1, a.x, outp[i]),
             Path::Float => rows_f32_many(w, r0..r1, a, outp[i]),
@@ -536,18 +543,21 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
 /// Tokens whose quantized activations one pass over a chunk of rows reads (about 37 KB for a 576-wide
 /// model: they stay in L1/L2 while every row of the chunk meets them).
 const TOKEN_TILE: usize = 64;
+/// Rows per tile of a multi-token pass: the tile's results (`TILE_ROWS x TOKEN_TILE` f32, 8 KB) sit on the
+/// stack until they are written out token-major.
+const TILE_ROWS: usize = 32;
 
 /// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`.
-/// One token goes through `rows` (the run of rows checked and dispatched once); several through `multi`,
-/// which decodes each weight block once per group of tokens. Both return exactly what the single-row,
-/// single-token kernel would.
+/// One token goes through `rows_fn` (the run of rows checked and dispatched once); several through
+/// `multi`, a tile of rows against a tile of tokens, which decodes each weight block once per group of
+/// tokens. Both return exactly what the single-row, single-token kernel would.
 fn rows_q8<R>(
     w: &Tensor,
     rr: std::ops::Range<usize>,
     xq: &[R],
     out: OutPtr,
     rows_fn: fn(DType, &[u8], usize, &R, &mut [f32]),
-    multi: fn(DType, &[u8], &[R], &mut [f32]),
+    multi: fn(DType, &[u8], usize, &[R], &mut [f32]),
 ) {
     let (rows, rb, bytes, dtype) = (w.rows(), w.row_bytes(), w.bytes(), w.dtype);
     if let [q] = xq {
@@ -557,15 +567,21 @@ fn rows_q8<R>(
         rows_fn(dtype, &bytes[rr.start * rb..rr.end * rb], rb, q, o);
         return;
     }
-    let mut buf = [0f32; TOKEN_TILE];
+    let mut buf = [0f32; TILE_ROWS * TOKEN_TILE];
     for t0 in (0..xq.len()).step_by(TOKEN_TILE) {
         let tile = &xq[t0..(t0 + TOKEN_TILE).min(xq.len())];
-        let buf = &mut buf[..tile.len()];
-        for r in rr.clone() {
-            multi(dtype, &bytes[r * rb..(r + 1) * rb], tile, buf);
-            for (i, &v) in buf.iter().enumerate() {
-                // SAFETY: see `run_group`: row r is this task's, and (t0 + i) * rows + r is in bounds.
-                unsafe { out.write((t0 + i) * rows + r, v) };
+        let nt = tile.len();
+        for r0 in rr.clone().step_by(TILE_ROWS) {
+            let nr = TILE_ROWS.min(rr.end - r0);
+            let buf = &mut buf[..nr * nt];
+            multi(dtype, &bytes[r0 * rb..(r0 + nr) * rb], rb, tile, buf);
+            // buf is [row][token]; out is [token][row]: each token's run of nr results is contiguous.
+            for t in 0..nt {
+                for i in 0..nr {
+                    // SAFETY: see `run_group`: rows r0..r0 + nr are this task's, and (t0 + t) * rows + r0 + i
+                    // is in bounds.
+                    unsafe { out.write((t0 + t) * rows + r0 + i, buf[i * nt + t]) };
+                }
             }
         }
     }

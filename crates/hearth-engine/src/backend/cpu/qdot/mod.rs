@@ -488,6 +488,106 @@ impl QdotKernels {
     }
 }
 
+impl QdotKernels {
+    /// [`qdot_multi_rows`] at this level: the checks once for the whole tile.
+    pub fn qdot_multi_rows(
+        self,
+        dtype: DType,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &[Q8Row],
+        out: &mut [f32],
+    ) {
+        let nt = xq.len();
+        if nt == 0 || out.is_empty() {
+            return;
+        }
+        assert!(
+            out.len().is_multiple_of(nt),
+            "qdot_multi_rows: {} outputs for {nt} tokens",
+            out.len()
+        );
+        let nr = out.len() / nt;
+        assert!(
+            bytes.len() >= nr * row_bytes,
+            "qdot_multi_rows: {nr} rows of {row_bytes} bytes"
+        );
+        check_tokens(nt, xq.iter().map(|q| q.len()));
+        for q in xq {
+            check(dtype, &bytes[..row_bytes], q);
+        }
+        let rows = bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt));
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(a) => rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xq, o)),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(a) => rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xq, o)),
+            _ => rows.for_each(|(r, o)| self.qdot_multi(dtype, r, xq, o)),
+        }
+    }
+
+    /// [`qdot_k_multi_rows`] at this level.
+    pub fn qdot_k_multi_rows(
+        self,
+        dtype: DType,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &[Q8KRow],
+        out: &mut [f32],
+    ) {
+        let nt = xq.len();
+        if nt == 0 || out.is_empty() {
+            return;
+        }
+        assert!(
+            out.len().is_multiple_of(nt),
+            "qdot_k_multi_rows: {} outputs for {nt} tokens",
+            out.len()
+        );
+        let nr = out.len() / nt;
+        assert!(
+            bytes.len() >= nr * row_bytes,
+            "qdot_k_multi_rows: {nr} rows of {row_bytes} bytes"
+        );
+        check_tokens(nt, xq.iter().map(|q| q.len()));
+        for q in xq {
+            check_k(dtype, &bytes[..row_bytes], q);
+        }
+        let rows = bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt));
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(a) => rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xq, o)),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(a) => rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xq, o)),
+            _ => rows.for_each(|(r, o)| self.qdot_k_multi(dtype, r, xq, o)),
+        }
+    }
+}
+
+/// A tile of rows against a tile of tokens: `out[i * xq.len() + t] = qdot(dtype, row i, xq[t])` for the
+/// `out.len() / xq.len()` consecutive rows of `row_bytes` bytes at the start of `bytes` (prefill), checked
+/// once for the tile; bit-identical to [`qdot`] per pair.
+pub fn qdot_multi_rows(
+    dtype: DType,
+    bytes: &[u8],
+    row_bytes: usize,
+    xq: &[Q8Row],
+    out: &mut [f32],
+) {
+    QdotKernels::best().qdot_multi_rows(dtype, bytes, row_bytes, xq, out)
+}
+
+/// [`qdot_multi_rows`] for K-quant rows against [`Q8KRow`] activations.
+pub fn qdot_k_multi_rows(
+    dtype: DType,
+    bytes: &[u8],
+    row_bytes: usize,
+    xq: &[Q8KRow],
+    out: &mut [f32],
+) {
+    QdotKernels::best().qdot_k_multi_rows(dtype, bytes, row_bytes, xq, out)
+}
+
 /// `out[i] = qdot(dtype, row i, xq)` for `out.len()` consecutive rows of `row_bytes` bytes at the start of
 /// `bytes`: decode's matrix-vector product over a run of rows, checked and dispatched once for the run
 /// instead of once per row (bit-identical to [`qdot`] per row).
