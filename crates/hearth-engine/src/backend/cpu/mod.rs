@@ -12,6 +12,8 @@ mod avx2;
 mod avx512;
 mod dot;
 pub mod features;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod ops;
 pub mod qdot;
 
@@ -35,6 +37,8 @@ const SCRATCH_TARGET_BYTES: usize = 64 * 1024;
 struct Simd {
     #[cfg(target_arch = "x86_64")]
     avx2: Option<avx2::Avx2>,
+    #[cfg(target_arch = "aarch64")]
+    neon: Option<neon::Neon>,
 }
 
 impl Simd {
@@ -43,6 +47,8 @@ impl Simd {
         *SIMD.get_or_init(|| Simd {
             #[cfg(target_arch = "x86_64")]
             avx2: avx2::Avx2::detect(),
+            #[cfg(target_arch = "aarch64")]
+            neon: neon::Neon::detect(),
         })
     }
 
@@ -50,6 +56,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if self.avx2.is_some() {
             return "avx2+fma+f16c";
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self.neon.is_some() {
+            return "neon";
         }
         "scalar"
     }
@@ -60,6 +70,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if let Some(a) = self.avx2 {
             return a.dot(dtype, row, x);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dot(dtype, row, x);
         }
         ROW.with(|r| {
             let mut r = r.borrow_mut();
@@ -74,6 +88,10 @@ impl Simd {
         if let Some(a) = self.avx2 {
             return a.dequantize(dtype, row, out);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dequantize(dtype, row, out);
+        }
         crate::tensor::quants::dequantize_row(dtype, row, out)
     }
 
@@ -81,6 +99,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.f32_dot(a, b);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.f32_dot(a, b);
         }
         dot::f32_dot(a, b)
     }
@@ -90,6 +112,10 @@ impl Simd {
         if let Some(s) = self.avx2 {
             return s.axpy(a, x, y);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.axpy(a, x, y);
+        }
         dot::axpy(a, x, y)
     }
 
@@ -98,6 +124,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.dot4(w, x);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dot4(w, x);
         }
         let n = x.len();
         std::array::from_fn(|r| dot::f32_dot(&w[r * n..(r + 1) * n], x))

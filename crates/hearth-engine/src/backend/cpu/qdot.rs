@@ -1,5 +1,5 @@
 //! Integer dot products of quantized weight rows with 8-bit quantized activations (the scalar reference,
-//! plus dispatch to the AVX2 kernels in `avx2/qdot.rs`).
+//! plus dispatch to the AVX2 kernels in `avx2/qdot.rs` and the NEON ones in `neon/qdot.rs`).
 //!
 //! Not wired into `matmul` yet: this module only provides the kernels and their numerics. Types: Q8_0, Q4_0,
 //! Q4_1, Q5_0, Q5_1 against [`Q8Row`] ([`qdot`]); Q4_K, Q5_K, Q6_K against [`Q8KRow`] ([`qdot_k`]).
@@ -99,6 +99,8 @@ pub fn supports(dtype: DType) -> bool {
 struct Kernels {
     #[cfg(target_arch = "x86_64")]
     avx2: Option<super::avx2::Avx2>,
+    #[cfg(target_arch = "aarch64")]
+    neon: Option<super::neon::Neon>,
 }
 
 fn kernels() -> Kernels {
@@ -106,6 +108,8 @@ fn kernels() -> Kernels {
     *K.get_or_init(|| Kernels {
         #[cfg(target_arch = "x86_64")]
         avx2: super::avx2::Avx2::detect(),
+        #[cfg(target_arch = "aarch64")]
+        neon: super::neon::Neon::detect(),
     })
 }
 
@@ -121,6 +125,10 @@ pub fn quantize_q8(x: &[f32], out: &mut Q8Row) {
     #[cfg(target_arch = "x86_64")]
     if let Some(a) = kernels().avx2 {
         return a.quantize_q8(x, out);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(n) = kernels().neon {
+        return n.quantize_q8(x, out);
     }
     quantize_blocks(x, out)
 }
@@ -179,6 +187,10 @@ pub fn qdot(dtype: DType, row: &[u8], xq: &Q8Row) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if let Some(a) = kernels().avx2 {
         return a.qdot(dtype, row, xq);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(n) = kernels().neon {
+        return n.qdot(dtype, row, xq);
     }
     dispatch_scalar(dtype, row, xq)
 }
@@ -343,8 +355,24 @@ impl Q8KRow {
     }
 }
 
-/// Quantizes `x` (a multiple of 256 values) into `out` (scalar; its cost is small next to a matrix).
+/// Quantizes `x` (a multiple of 256 values) into `out`, with the fastest kernel (scalar on x86_64: its
+/// cost is small next to a matrix); bit-identical to [`quantize_q8k_scalar`].
 pub fn quantize_q8k(x: &[f32], out: &mut Q8KRow) {
+    resize_q8k(x, out);
+    #[cfg(target_arch = "aarch64")]
+    if let Some(n) = kernels().neon {
+        return n.quantize_q8k(x, out);
+    }
+    quantize_k_blocks(x, out)
+}
+
+/// The scalar reference for [`quantize_q8k`].
+pub fn quantize_q8k_scalar(x: &[f32], out: &mut Q8KRow) {
+    resize_q8k(x, out);
+    quantize_k_blocks(x, out)
+}
+
+fn resize_q8k(x: &[f32], out: &mut Q8KRow) {
     assert!(
         x.len().is_multiple_of(QK_K),
         "quantize_q8k of {} values",
@@ -354,6 +382,9 @@ pub fn quantize_q8k(x: &[f32], out: &mut Q8KRow) {
     out.d.resize(nb, 0.0);
     out.qs.resize(x.len(), 0);
     out.bsums.resize(nb * 16, 0);
+}
+
+fn quantize_k_blocks(x: &[f32], out: &mut Q8KRow) {
     for (b, xb) in x.chunks_exact(QK_K).enumerate() {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let (d, id) = q8_scale(amax);
@@ -399,6 +430,10 @@ pub fn qdot_k(dtype: DType, row: &[u8], xq: &Q8KRow) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if let Some(a) = kernels().avx2 {
         return a.qdot_k(dtype, row, xq);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(n) = kernels().neon {
+        return n.qdot_k(dtype, row, xq);
     }
     dispatch_k_scalar(dtype, row, xq)
 }
