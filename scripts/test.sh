@@ -16,7 +16,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # tests on an x86_64 Debian machine: apt-get install qemu-user gcc-aarch64-linux-gnu, then
 #   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 #   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
-#   cargo test -p hearth-engine --release --target aarch64-unknown-linux-gnu --lib --test kernels --test qdot --test neon_kernels
+#   cargo test -p hearth-engine --release --target aarch64-unknown-linux-gnu \
+#     --lib --test kernels --test qdot --test neon_kernels
 # (QEMU_CPU=cortex-a53 emulates a CPU without dotprod, for the integer kernels' other path).
 rustup target add aarch64-unknown-linux-gnu
 cargo clippy --workspace --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
