@@ -2,7 +2,7 @@
 //! attention needs.
 //!
 //! Each operation has a scalar reference (`dot.rs`, and `tensor::quants` for dequantization) and, on x86_64,
-//! an AVX2+FMA+F16C version (`avx2/`) chosen once at run time. Activations are never quantized: a block's
+//! an AVX2+FMA+F16C version (`avx2/`), on aarch64 a NEON one (`neon/`), chosen once at run time. Activations are never quantized: a block's
 //! weights are decoded to f32 lanes and multiplied with `x` directly. `matmul` splits rows across the rayon
 //! pool; the only memory it takes is a per-thread scratch buffer that is kept between calls.
 
@@ -150,7 +150,8 @@ fn check_row(dtype: DType, row: &[u8], n: usize) {
     }
 }
 
-/// Which kernel set runs on this machine (`"avx2+fma+f16c"` or `"scalar"`), for `hearth bench` and logs.
+/// Which kernel set runs on this machine (`"avx2+fma+f16c"`, `"neon"` or `"scalar"`), for `hearth bench` and
+/// logs.
 pub fn kernel_name() -> &'static str {
     Simd::get().name()
 }
