@@ -99,7 +99,7 @@ impl Neon {
         // SAFETY: the token proves NEON; the caller checked `row` holds the blocks `x` needs.
         unsafe {
             match dtype {
-                DType::F32 => f32_dot(row.as_ptr() as *const f32, x.as_ptr(), x.len()),
+                DType::F32 => dot_f32(row, x),
                 DType::F16 => dot_f16(row, x),
                 DType::BF16 => dot_bf16(row, x),
                 DType::Q4_0 => blocks::dot_q4_0(row, x),
@@ -193,26 +193,32 @@ unsafe fn f16x4_bits(h: uint16x4_t) -> float32x4_t {
     r
 }
 
-/// Four f16 at `p` (unaligned) as f32 lanes.
+/// Four f16 at `p` (unaligned: rows are bytes, so every row load here is a byte load) as f32 lanes.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn f16x4(p: *const u8) -> float32x4_t {
-    f16x4_bits(vld1_u16(p as *const u16))
+    f16x4_bits(vreinterpret_u16_u8(vld1_u8(p)))
 }
 
 /// Four bf16 at `p` (unaligned) as f32 lanes: each is the top half of an f32.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn bf16x4(p: *const u8) -> float32x4_t {
-    vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p as *const u16)))
+    vreinterpretq_f32_u32(vshll_n_u16::<16>(vreinterpret_u16_u8(vld1_u8(p))))
+}
+
+/// Four f32 at `p` (unaligned).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f32x4(p: *const u8) -> float32x4_t {
+    vreinterpretq_f32_u8(vld1q_u8(p))
 }
 
 /// `sum(a[i] * b[i])`: four accumulators over 16-wide steps, then 4-wide steps into the first, [`hsum4`],
 /// then a scalar tail. Every dot product in this module follows this order.
 #[target_feature(enable = "neon")]
 unsafe fn f32_dot(a: *const f32, b: *const f32, n: usize) -> f32 {
-    // `a` may be a row of bytes (F32 weights), so its single elements are read unaligned.
-    dot_with(n, b, |i| vld1q_f32(a.add(i)), |i| a.add(i).read_unaligned())
+    dot_with(n, b, |i| vld1q_f32(a.add(i)), |i| *a.add(i))
 }
 
 /// [`f32_dot`]'s summation order over a row whose four elements at `i` are `load(i)` (one element:
@@ -299,6 +305,17 @@ unsafe fn dot4(w: *const f32, x: &[f32]) -> [f32; 4] {
         i += 1;
     }
     s
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+    let p = row.as_ptr();
+    dot_with(
+        x.len(),
+        x.as_ptr(),
+        |i| f32x4(p.add(4 * i)),
+        |i| (p.add(4 * i) as *const f32).read_unaligned(),
+    )
 }
 
 #[target_feature(enable = "neon")]
