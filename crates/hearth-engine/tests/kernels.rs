@@ -117,11 +117,8 @@ fn simd_kernels_are_in_use_where_the_cpu_has_them() {
     eprintln!("kernels: {} (levels here: {names:?})", kernel_name());
     // The default is the highest level present.
     assert_eq!(kernel_name(), levels.last().unwrap().name());
-    if std::env::var("HEARTH_KERNELS").is_ok() {
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    {
+    if std::env::var("HEARTH_KERNELS").is_err() {
         let has = |f: &[bool]| f.iter().all(|&b| b);
         let avx2 = has(&[
             is_x86_feature_detected!("avx2"),
@@ -145,6 +142,10 @@ fn simd_kernels_are_in_use_where_the_cpu_has_them() {
             "scalar"
         };
         assert_eq!(kernel_name(), want);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::env::var("HEARTH_KERNELS").is_err() {
+        assert_eq!(kernel_name(), "neon");
     }
 }
 

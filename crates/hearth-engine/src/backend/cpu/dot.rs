@@ -1,5 +1,5 @@
 //! Scalar reference kernels: what every SIMD kernel is tested against, and the path taken on CPUs without
-//! one (e.g. aarch64 today).
+//! one (or with `HEARTH_KERNELS=scalar`).
 
 use crate::tensor::quants::dequantize_row;
 use crate::tensor::DType;

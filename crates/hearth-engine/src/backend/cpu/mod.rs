@@ -15,6 +15,8 @@ mod avx512;
 mod dot;
 pub mod features;
 pub mod levels;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod ops;
 pub mod pool;
 pub mod qdot;
@@ -39,6 +41,8 @@ struct Simd {
     avx512: Option<avx512::Avx512>,
     #[cfg(target_arch = "x86_64")]
     avx2: Option<avx2::Avx2>,
+    #[cfg(target_arch = "aarch64")]
+    neon: Option<neon::Neon>,
 }
 
 impl Simd {
@@ -49,6 +53,8 @@ impl Simd {
             avx512: avx512::Avx512::detect(),
             #[cfg(target_arch = "x86_64")]
             avx2: avx2::Avx2::detect(),
+            #[cfg(target_arch = "aarch64")]
+            neon: neon::Neon::detect(),
         })
     }
 
@@ -59,6 +65,8 @@ impl Simd {
             avx512: None,
             #[cfg(target_arch = "x86_64")]
             avx2: None,
+            #[cfg(target_arch = "aarch64")]
+            neon: None,
         };
         match level {
             features::Level::Scalar => Some(scalar),
@@ -72,6 +80,10 @@ impl Simd {
                 avx512: Some(avx512::Avx512::detect()?),
                 ..scalar
             }),
+            #[cfg(target_arch = "aarch64")]
+            features::Level::Neon => Some(Simd {
+                neon: Some(neon::Neon::detect()?),
+            }),
             _ => None,
         }
     }
@@ -84,6 +96,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if self.avx2.is_some() {
             return features::Level::Avx2;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self.neon.is_some() {
+            return features::Level::Neon;
         }
         features::Level::Scalar
     }
@@ -108,6 +124,10 @@ impl Simd {
         if let Some(a) = self.avx2 {
             return a.dot(dtype, row, x);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dot(dtype, row, x);
+        }
         ROW.with(|r| {
             let mut r = r.borrow_mut();
             r.resize(x.len(), 0.0);
@@ -125,6 +145,10 @@ impl Simd {
         if let Some(a) = self.avx2 {
             return a.dequantize(dtype, row, out);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dequantize(dtype, row, out);
+        }
         crate::tensor::quants::dequantize_row(dtype, row, out)
     }
 
@@ -137,6 +161,10 @@ impl Simd {
         if let Some(s) = self.avx2 {
             return s.f32_dot(a, b);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.f32_dot(a, b);
+        }
         dot::f32_dot(a, b)
     }
 
@@ -148,6 +176,10 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.avx2 {
             return s.axpy(a, x, y);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.axpy(a, x, y);
         }
         dot::axpy(a, x, y)
     }
@@ -192,6 +224,10 @@ impl Simd {
         if let Some(s) = self.avx2 {
             return s.dot4(w, x);
         }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(n) = self.neon {
+            return n.dot4(w, x);
+        }
         let n = x.len();
         std::array::from_fn(|r| dot::f32_dot(&w[r * n..(r + 1) * n], x))
     }
@@ -213,7 +249,8 @@ fn check_row(dtype: DType, row: &[u8], n: usize) {
     }
 }
 
-/// Which kernel set runs on this machine (`"avx512"`, `"avx2+fma+f16c"` or `"scalar"`), for `hearth bench` and logs.
+/// Which kernel set runs on this machine (`"avx512"`, `"avx2+fma+f16c"`, `"neon"` or `"scalar"`), for
+/// `hearth bench` and logs.
 pub fn kernel_name() -> &'static str {
     Simd::get().name()
 }

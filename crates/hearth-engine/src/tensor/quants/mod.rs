@@ -11,7 +11,10 @@ mod legacy;
 
 use super::DType;
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_imports)
+)]
 pub(crate) use kquants::{k4_scale_min, q3_k_scales};
 
 /// Converts IEEE half-precision bits to f32 exactly, keeping NaN payloads as numpy does (no quieting), so

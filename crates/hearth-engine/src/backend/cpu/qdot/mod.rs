@@ -50,11 +50,15 @@ use std::sync::OnceLock;
 
 use crate::tensor::DType;
 
+#[cfg(target_arch = "aarch64")]
+pub(in crate::backend::cpu) use scalar_blocks32::term_min;
 pub use scalar_blocks32::{qdot_q4_0, qdot_q4_1, qdot_q5_0, qdot_q5_1, qdot_q8_0};
 pub(in crate::backend::cpu) use scalar_blocks32::{reduce_lanes, term};
-pub(in crate::backend::cpu) use scalar_kquants::{
-    q3_k_packed_scales, q4_k_packed_scales, term_q4_k,
-};
+pub(in crate::backend::cpu) use scalar_kquants::term_q4_k;
+#[cfg(target_arch = "x86_64")]
+pub(in crate::backend::cpu) use scalar_kquants::{q3_k_packed_scales, q4_k_packed_scales};
+#[cfg(target_arch = "aarch64")]
+pub(in crate::backend::cpu) use scalar_kquants::{q4_k_msum, q4_k_scales, q6_k_offset};
 pub use scalar_kquants::{qdot_q2_k, qdot_q3_k, qdot_q4_k, qdot_q5_k, qdot_q6_k};
 
 /// Values per activation block.
@@ -244,6 +248,7 @@ fn check_tokens(n_out: usize, lens: impl Iterator<Item = usize> + Clone) {
 
 /// Runs `$k::<N>(row, tokens, out)` over `$xq` in groups of `$group` (1, 2, 4 or 8) tokens, the remainder
 /// in groups of 4, 2 and 1, so that each SIMD kernel exists in four sizes only.
+#[cfg(target_arch = "x86_64")]
 macro_rules! by_token_groups {
     ($group:expr, $k:ident, $row:expr, $xq:expr, $out:expr) => {{
         let (row, xq, out) = ($row, $xq, $out);
@@ -280,6 +285,8 @@ enum Level {
     Avx2(super::avx2::Avx2),
     #[cfg(target_arch = "x86_64")]
     Avx512(super::avx512::Avx512),
+    #[cfg(target_arch = "aarch64")]
+    Neon(super::neon::Neon),
 }
 
 /// The integer kernels of one instruction-set level. [`qdot`] and friends use the fastest that this CPU
@@ -310,6 +317,8 @@ impl QdotKernels {
             Level::Avx512(a) if a.vnni => "avx512vnni",
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(_) => "avx512bw",
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon(_) => "neon",
         }
     }
 
@@ -327,6 +336,8 @@ impl QdotKernels {
             Level::Avx2(a) => a.quantize_q8(x, out),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.quantize_q8(x, out),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon(n) => n.quantize_q8(x, out),
         }
     }
 
@@ -341,6 +352,8 @@ impl QdotKernels {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.quantize_q8k(x, out),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon(n) => n.quantize_q8k(x, out),
             _ => quantize_k_blocks(x, out),
         }
     }
@@ -379,6 +392,13 @@ impl QdotKernels {
             Level::Avx2(a) => a.qdot_multi(dtype, row, xq, out),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.qdot_multi(dtype, row, xq, out),
+            // One token at a time: the NEON kernels have no multi-token form yet.
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon(n) => {
+                for (o, q) in out.iter_mut().zip(xq) {
+                    *o = n.qdot(dtype, row, q);
+                }
+            }
         }
     }
 
@@ -416,6 +436,12 @@ impl QdotKernels {
             Level::Avx2(a) => a.qdot_k_multi(dtype, row, xq, out),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.qdot_k_multi(dtype, row, xq, out),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon(n) => {
+                for (o, q) in out.iter_mut().zip(xq) {
+                    *o = n.qdot_k(dtype, row, q);
+                }
+            }
         }
     }
 }
@@ -618,6 +644,14 @@ pub fn kernel_sets() -> Vec<QdotKernels> {
             }
             v.push(QdotKernels(Level::Avx512(a)));
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(n) = super::neon::Neon::detect() {
+        // Without `sdot` first, so a CPU that has it tests the widening-multiply path too.
+        if n.has_dotprod() {
+            v.push(QdotKernels(Level::Neon(n.without_dotprod())));
+        }
+        v.push(QdotKernels(Level::Neon(n)));
     }
     v
 }

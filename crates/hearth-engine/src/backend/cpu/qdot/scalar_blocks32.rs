@@ -13,7 +13,7 @@ pub(in crate::backend::cpu) fn term(dw: f32, dx: f32, isum: i32) -> f32 {
 
 /// A block's f32 term with a min: `(dw * dx) * isum + (mw * dx) * sx`.
 #[inline]
-pub(super) fn term_min(dw: f32, mw: f32, dx: f32, isum: i32, sx: i32) -> f32 {
+pub(in crate::backend::cpu) fn term_min(dw: f32, mw: f32, dx: f32, isum: i32, sx: i32) -> f32 {
     (dw * dx) * isum as f32 + (mw * dx) * sx as f32
 }
 

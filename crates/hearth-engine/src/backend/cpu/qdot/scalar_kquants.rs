@@ -14,7 +14,7 @@ pub(in crate::backend::cpu) fn term_q4_k(d: f32, dmin: f32, dx: f32, isum: i32, 
 
 /// `sum_g m_g * (bsums[2g] + bsums[2g + 1])` for a Q4_K block's mins `m` and its 16 activation sums.
 #[inline]
-fn q4_k_msum(mins: [u8; 8], bsums: &[i32]) -> i32 {
+pub(in crate::backend::cpu) fn q4_k_msum(mins: [u8; 8], bsums: &[i32]) -> i32 {
     (0..8)
         .map(|g| mins[g] as i32 * (bsums[2 * g] + bsums[2 * g + 1]))
         .sum()
@@ -22,7 +22,7 @@ fn q4_k_msum(mins: [u8; 8], bsums: &[i32]) -> i32 {
 
 /// The eight (scale, min) pairs of a Q4_K block's 12 packed scale bytes.
 #[inline]
-fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(in crate::backend::cpu) fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let p: [(u8, u8); 8] = std::array::from_fn(|g| crate::tensor::quants::k4_scale_min(s, g));
     (p.map(|v| v.0), p.map(|v| v.1))
 }
@@ -31,6 +31,7 @@ fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// u64s: the same values as `k4_scale_min`, unpacked with 32-bit word operations so that SIMD kernels can
 /// move them into vectors without a round trip through memory.
 #[inline]
+#[cfg(target_arch = "x86_64")]
 pub(in crate::backend::cpu) fn q4_k_packed_scales(s: &[u8]) -> (u64, u64) {
     let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     let (a, b, c) = (word(0), word(4), word(8));
@@ -47,6 +48,7 @@ pub(in crate::backend::cpu) fn q4_k_packed_scales(s: &[u8]) -> (u64, u64) {
 /// byte of two u64s (scales 0..8, 8..16), from its 12 packed bytes at `s`: the same values as
 /// `q3_k_scales`, unpacked with word operations for the SIMD kernels.
 #[inline]
+#[cfg(target_arch = "x86_64")]
 pub(in crate::backend::cpu) fn q3_k_packed_scales(s: &[u8]) -> (u64, u64) {
     let low = u64::from_le_bytes(std::array::from_fn(|i| s[i]));
     let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
@@ -162,7 +164,7 @@ pub fn qdot_q5_k(row: &[u8], xq: &Q8KRow) -> f32 {
 
 /// `32 * sum_s sc_s * bsums[s]`: the offset part of a Q6_K block's isum.
 #[inline]
-fn q6_k_offset(scales: &[u8], bsums: &[i32]) -> i32 {
+pub(in crate::backend::cpu) fn q6_k_offset(scales: &[u8], bsums: &[i32]) -> i32 {
     32 * (0..16)
         .map(|s| scales[s] as i8 as i32 * bsums[s])
         .sum::<i32>()
