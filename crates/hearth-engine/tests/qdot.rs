@@ -583,3 +583,70 @@ fn row_runs_are_bit_identical_to_single_rows() {
         }
     }
 }
+
+/// `qdot_multi_rows` / `qdot_k_multi_rows` (prefill's tile of rows x tokens, checked once) give each
+/// (row, token) exactly the single-row, single-token kernel's value, at every level.
+#[test]
+fn row_token_tiles_are_bit_identical_to_single_pairs() {
+    let mut rng = Rng(0x7111_e5ee_d000_0001);
+    for (dtype, n) in TYPES
+        .iter()
+        .map(|&t| (t, 288))
+        .chain(K_TYPES.iter().map(|&t| (t, 768)))
+    {
+        let k_type = K_TYPES.contains(&dtype);
+        for (nr, nt) in [(1usize, 2usize), (3, 5), (7, 9)] {
+            let rows: Vec<Vec<u8>> = (0..nr)
+                .map(|_| {
+                    if k_type {
+                        random_k_row(&mut rng, dtype, n)
+                    } else {
+                        random_row(&mut rng, dtype, n)
+                    }
+                })
+                .collect();
+            let rb = rows[0].len();
+            let bytes: Vec<u8> = rows.concat();
+            let xs: Vec<Vec<f32>> = (0..nt).map(|_| random_x(&mut rng, n)).collect();
+            for k in kernel_sets() {
+                let mut out = vec![f32::NAN; nr * nt];
+                let want: Vec<f32> = if k_type {
+                    let qs: Vec<Q8KRow> = xs
+                        .iter()
+                        .map(|x| {
+                            let mut q = Q8KRow::new();
+                            quantize_q8k(x, &mut q);
+                            q
+                        })
+                        .collect();
+                    k.qdot_k_multi_rows(dtype, &bytes, rb, &qs, &mut out);
+                    rows.iter()
+                        .flat_map(|r| {
+                            qs.iter()
+                                .map(|q| qdot_k_scalar(dtype, r, q))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                } else {
+                    let qs: Vec<Q8Row> = xs
+                        .iter()
+                        .map(|x| {
+                            let mut q = Q8Row::new();
+                            quantize_q8(x, &mut q);
+                            q
+                        })
+                        .collect();
+                    k.qdot_multi_rows(dtype, &bytes, rb, &qs, &mut out);
+                    rows.iter()
+                        .flat_map(|r| {
+                            qs.iter()
+                                .map(|q| qdot_scalar(dtype, r, q))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                };
+                assert_eq!(bits(&out), bits(&want), "{} {dtype} {nr}x{nt}", k.name());
+            }
+        }
+    }
+}

@@ -436,10 +436,15 @@ impl QdotKernels {
             Level::Avx2(a) => a.qdot_k_multi(dtype, row, xq, out),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.qdot_k_multi(dtype, row, xq, out),
+            // NEON has Q4_K, Q5_K and Q6_K; Q2_K and Q3_K run the scalar reference (the same numbers).
             #[cfg(target_arch = "aarch64")]
             Level::Neon(n) => {
                 for (o, q) in out.iter_mut().zip(xq) {
-                    *o = n.qdot_k(dtype, row, q);
+                    *o = match dtype {
+                        DType::Q2_K => qdot_q2_k(row, q),
+                        DType::Q3_K => qdot_q3_k(row, q),
+                        _ => n.qdot_k(dtype, row, q),
+                    };
                 }
             }
         }
