@@ -8,7 +8,7 @@ Servers started (each start is cheap: discovery only reads GGUF headers, models 
   server         (session) both models, a generous budget, a claude-* alias; the one most tests share;
                  its teardown sends SIGTERM and asserts a clean exit.
   auth_server    (test_auth.py) --api-key secret and a "*" alias.
-  limits_server  (test_limits.py) --body-limit 1K, --queue-depth 1 and a budget that fits SmolLM2 but not
+  limits_server  (test_limits.py) --body-limit 1K, --queue-depth 1, --max-seqs 1 and a budget that fits SmolLM2 but not
                  Gemma 3 (507).
   budget_server  (test_registry.py) a budget that fits either model alone but not both (eviction).
   test_shutdown.py starts and stops its own.
@@ -34,6 +34,10 @@ HEARTH_BIN = Path(os.environ.get("HEARTH_BIN", ROOT / "target" / "release" / "he
 if not HEARTH_BIN.is_absolute():
     HEARTH_BIN = ROOT / HEARTH_BIN
 MODELS_DIR = Path(os.environ.get("HEARTH_MODELS_DIR", ROOT / "models"))
+# The suite checks API behaviour against answers transformers gives (SmolLM2 answers "The capital of France is
+# Paris."), so hearth runs with exact f32 activations. The default 8-bit activations (like llama.cpp's) put
+# SmolLM2's first token at a near tie: "L" beats "The" by 0.09 in llama.cpp's logits and in hearth's q8 mode.
+EXACT = ["--activations", "f32"]
 if not MODELS_DIR.is_absolute():
     MODELS_DIR = ROOT / MODELS_DIR
 SMOL_PATH = MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,7 +75,7 @@ class Server:
         self.hf_home = tempfile.mkdtemp(prefix="hearth-e2e-hf-")
 
     def command(self) -> list[str]:
-        return [str(HEARTH_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-hf-cache",
+        return [str(HEARTH_BIN), *EXACT, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-hf-cache",
                 *self.args]
 
     def start(self) -> "Server":
@@ -221,7 +225,8 @@ def wait_until(pred, timeout: float = 10.0, interval: float = 0.05):
 
 def hearth_run(model: Path, prompt: str, max_tokens: int, raw: bool = False) -> str:
     """`hearth run` at temperature 0: stdout is the generated text plus one newline."""
-    cmd = [str(HEARTH_BIN), "run", "--model", str(model), "--temperature", "0", "--max-tokens", str(max_tokens)]
+    cmd = [str(HEARTH_BIN), *EXACT, "run", "--model", str(model), "--temperature", "0", "--max-tokens",
+           str(max_tokens)]
     if raw:
         cmd.append("--raw")
     cmd.append(prompt)

@@ -1,5 +1,5 @@
-"""Limits, on a server started with --body-limit 1K, --queue-depth 1 and a memory budget that fits SmolLM2 but
-not Gemma 3: 413 past the body limit, 429 when the model's queue is full, 507 for a model that cannot fit."""
+"""Limits, on a server started with --body-limit 1K, --queue-depth 1, --max-seqs 1 and a memory budget that fits
+SmolLM2 but not Gemma 3: 413 past the body limit, 429 when the model's queue is full, 507 for a model that cannot fit."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def limits_server(model_sizes):
     assert model_sizes[SMOL] == small, "this module assumes SmolLM2 is the smaller model"
     budget = (small + large) // 2
     s = Server("limits", both_models("--memory-budget", str(budget), "--body-limit", "1K",
-                                     "--queue-depth", "1")).start()
+                                     "--queue-depth", "1", "--max-seqs", "1")).start()
     yield s.url
     s.stop_and_check()
 

@@ -70,6 +70,8 @@ pub struct ModelHandle {
     pub context_len: usize,
     pub vocab: usize,
     jobs: mpsc::Sender<Job>,
+    /// Most jobs queued or running at once: `max_seqs` running plus `queue_depth` waiting.
+    max_in_flight: usize,
     /// Jobs queued or running: a model with none is idle and may be evicted.
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -80,6 +82,7 @@ impl ModelHandle {
         tokenizer: Arc<Tokenizer>,
         context_len: usize,
         vocab: usize,
+        max_in_flight: usize,
         jobs: mpsc::Sender<Job>,
         in_flight: Arc<AtomicUsize>,
     ) -> ModelHandle {
@@ -89,13 +92,27 @@ impl ModelHandle {
             context_len,
             vocab,
             jobs,
+            max_in_flight,
             in_flight,
         }
     }
 
-    /// Queues a job; a full queue is a 429, a stopped worker a 503.
+    /// Queues a job; a full queue is a 429, a stopped worker a 503. The queue is full when `max_seqs` jobs
+    /// run and `queue_depth` more wait, counted here rather than by the channel's room: the worker moves jobs
+    /// out of the channel into its scheduler between steps, so the channel alone would refuse or accept by
+    /// the timing of a step.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if before >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                Kind::Overloaded,
+                format!(
+                    "model {} has too many requests queued; retry later",
+                    self.id
+                ),
+            ));
+        }
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -65,13 +65,17 @@ pub fn start(
     tokenizer: Arc<Tokenizer>,
     cfg: WorkerConfig,
 ) -> Result<Worker, ApiError> {
-    let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
+    // Admission is decided by the in-flight count (running plus waiting, see `ModelHandle::submit`); the
+    // channel only needs room for that many.
+    let max_in_flight = cfg.max_seqs.max(1) + cfg.queue_depth.max(1);
+    let (tx, rx) = mpsc::channel(max_in_flight);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let handle = Arc::new(ModelHandle::new(
         id.clone(),
         tokenizer.clone(),
         model.config.context_len,
         model.config.vocab,
+        max_in_flight,
         tx,
         in_flight.clone(),
     ));

@@ -49,7 +49,7 @@ pub struct ServeArgs {
     /// Largest request body, e.g. 10M.
     #[arg(long, env = "HEARTH_BODY_LIMIT", value_parser = parse_size)]
     body_limit: Option<u64>,
-    /// Requests queued per model before new ones get 429.
+    /// Requests waiting per model (beyond the --max-seqs running) before new ones get 429.
     #[arg(long, env = "HEARTH_QUEUE_DEPTH")]
     queue_depth: Option<usize>,
     /// Positions per paged-KV block.
