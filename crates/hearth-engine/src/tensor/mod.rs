@@ -5,6 +5,7 @@
 //! `out` rows of `in` elements each. GGUF lists dimensions fastest-first; the GGUF loader reverses them.
 
 pub mod dtype;
+pub mod mlx;
 pub mod quants;
 
 use std::ops::Range;
