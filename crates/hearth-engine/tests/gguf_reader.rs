@@ -278,3 +278,66 @@ fn random_corruption_never_panics() {
         .expect("the reader panicked on a corrupted file");
     }
 }
+
+/// Arrays longer than 1024 items (vocabularies) are kept packed; every accessor reads them like short ones,
+/// and damage inside them is still a clear error.
+#[test]
+fn long_arrays_are_packed_and_read_like_short_ones() {
+    let n = 3000u64;
+    let words: Vec<String> = (0..n).map(|i| format!("tok{i}é")).collect();
+    let mut strs = 8u32.to_le_bytes().to_vec();
+    strs.extend_from_slice(&n.to_le_bytes());
+    for w in &words {
+        strs.extend(s(w));
+    }
+    let mut f32s = 6u32.to_le_bytes().to_vec();
+    f32s.extend_from_slice(&n.to_le_bytes());
+    for i in 0..n {
+        f32s.extend_from_slice(&(i as f32 * -0.5).to_le_bytes());
+    }
+    let mut i32s = 5u32.to_le_bytes().to_vec();
+    i32s.extend_from_slice(&n.to_le_bytes());
+    for i in 0..n {
+        i32s.extend_from_slice(&(i as i32 - 7).to_le_bytes());
+    }
+    let mut w = Writer::new(3, 32);
+    w.kv("tokenizer.ggml.tokens", 9, strs.clone());
+    w.kv("tokenizer.ggml.scores", 9, f32s);
+    w.kv("tokenizer.ggml.token_type", 9, i32s);
+    let g = GgufFile::open(&write_tmp("packed.gguf", &w.bytes())).unwrap();
+    let t = g.get("tokenizer.ggml.tokens").unwrap();
+    assert!(matches!(t, MetaValue::Packed(_)));
+    assert_eq!(t.array_len(), Some(n as usize));
+    assert!(t.as_array().is_none());
+    for i in [0usize, 1, 1023, 1024, 2999] {
+        assert_eq!(t.str_at(i), Some(words[i].as_str()));
+        assert_eq!(
+            g.get("tokenizer.ggml.scores").unwrap().f64_at(i),
+            Some(i as f64 * -0.5)
+        );
+        assert_eq!(
+            g.get("tokenizer.ggml.token_type").unwrap().i64_at(i),
+            Some(i as i64 - 7)
+        );
+    }
+    assert_eq!(t.str_at(3000), None);
+    assert_eq!(g.get("tokenizer.ggml.scores").unwrap().str_at(0), None);
+    if let MetaValue::Packed(p) = g.get("tokenizer.ggml.token_type").unwrap() {
+        assert_eq!(p.get(5), Some(MetaValue::I32(-2)));
+    }
+
+    // Invalid UTF-8 in one packed string: an error naming the key and item.
+    let bad_at = strs.len() - 1;
+    let mut bad = strs;
+    bad[bad_at] = 0xff;
+    let mut w = Writer::new(3, 32);
+    w.kv("tokenizer.ggml.tokens", 9, bad);
+    let e = GgufFile::open(&write_tmp("packed_bad.gguf", &w.bytes()))
+        .err()
+        .expect("invalid UTF-8 must be refused")
+        .to_string();
+    assert!(
+        e.contains("tokenizer.ggml.tokens[2999]") && e.contains("UTF-8"),
+        "{e}"
+    );
+}

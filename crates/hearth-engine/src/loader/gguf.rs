@@ -29,9 +29,80 @@ pub enum MetaValue {
     Bool(bool),
     String(String),
     Array(Vec<MetaValue>),
+    /// A long array of scalars or strings (a vocabulary), kept as its encoded bytes: a 262,144-entry
+    /// vocabulary as tagged values took about 34 MB beside the tokenizer's own tables. Read it with
+    /// [`MetaValue::array_len`], [`MetaValue::str_at`], [`MetaValue::i64_at`], [`MetaValue::f64_at`].
+    Packed(PackedArray),
     U64(u64),
     I64(i64),
     F64(f64),
+}
+
+/// Arrays longer than this (of a scalar or string type) are parsed into a [`PackedArray`].
+const PACK_MIN: usize = 1024;
+
+/// An array of one GGUF scalar or string type, stored compactly: scalars as their little-endian bytes,
+/// strings as their concatenated UTF-8 text (validated when parsed) with each one's end offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedArray {
+    /// The GGUF type id of the elements (0-7 and 10-12 scalars, 8 strings).
+    elem_ty: u32,
+    len: usize,
+    /// Scalars: `len` elements of their width. Strings: the texts one after another.
+    bytes: Vec<u8>,
+    /// Strings only: where each text ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl PackedArray {
+    /// Element `i` as a [`MetaValue`] (a string element is copied).
+    pub fn get(&self, i: usize) -> Option<MetaValue> {
+        if i >= self.len {
+            return None;
+        }
+        if self.elem_ty == 8 {
+            return self.str_at(i).map(|s| MetaValue::String(s.to_string()));
+        }
+        let w = scalar_width(self.elem_ty)?;
+        let b = &self.bytes[i * w..(i + 1) * w];
+        let mut le = [0u8; 8];
+        le[..w].copy_from_slice(b);
+        let v = u64::from_le_bytes(le);
+        Some(match self.elem_ty {
+            0 => MetaValue::U8(v as u8),
+            1 => MetaValue::I8(v as u8 as i8),
+            2 => MetaValue::U16(v as u16),
+            3 => MetaValue::I16(v as u16 as i16),
+            4 => MetaValue::U32(v as u32),
+            5 => MetaValue::I32(v as u32 as i32),
+            6 => MetaValue::F32(f32::from_bits(v as u32)),
+            7 => MetaValue::Bool(v != 0),
+            10 => MetaValue::U64(v),
+            11 => MetaValue::I64(v as i64),
+            12 => MetaValue::F64(f64::from_bits(v)),
+            _ => return None,
+        })
+    }
+
+    /// String element `i`, without copying.
+    pub fn str_at(&self, i: usize) -> Option<&str> {
+        if self.elem_ty != 8 || i >= self.len {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        std::str::from_utf8(&self.bytes[start..self.ends[i] as usize]).ok()
+    }
+}
+
+/// Bytes of one scalar of GGUF type `ty` (None for strings and arrays).
+fn scalar_width(ty: u32) -> Option<usize> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        _ => return None,
+    })
 }
 
 impl MetaValue {
@@ -80,9 +151,43 @@ impl MetaValue {
             _ => None,
         }
     }
+    /// A short array's items (long ones are [`MetaValue::Packed`]: use the `*_at` accessors, which read
+    /// both kinds).
     pub fn as_array(&self) -> Option<&[MetaValue]> {
         match self {
             MetaValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+    /// The length of an array of either kind.
+    pub fn array_len(&self) -> Option<usize> {
+        match self {
+            MetaValue::Array(a) => Some(a.len()),
+            MetaValue::Packed(p) => Some(p.len),
+            _ => None,
+        }
+    }
+    /// String item `i` of an array of either kind.
+    pub fn str_at(&self, i: usize) -> Option<&str> {
+        match self {
+            MetaValue::Array(a) => a.get(i)?.as_str(),
+            MetaValue::Packed(p) => p.str_at(i),
+            _ => None,
+        }
+    }
+    /// Integer item `i` of an array of either kind.
+    pub fn i64_at(&self, i: usize) -> Option<i64> {
+        match self {
+            MetaValue::Array(a) => a.get(i)?.as_i64(),
+            MetaValue::Packed(p) => p.get(i)?.as_i64(),
+            _ => None,
+        }
+    }
+    /// Numeric item `i` of an array of either kind.
+    pub fn f64_at(&self, i: usize) -> Option<f64> {
+        match self {
+            MetaValue::Array(a) => a.get(i)?.as_f64(),
+            MetaValue::Packed(p) => p.get(i)?.as_f64(),
             _ => None,
         }
     }
@@ -191,6 +296,48 @@ impl<'a> Cursor<'a> {
             )
         })
     }
+    /// `n` elements of scalar or string type `elem_ty` into a [`PackedArray`] (strings validated as UTF-8).
+    fn packed(&mut self, elem_ty: u32, n: usize, key: &str) -> Result<MetaValue> {
+        let (bytes, ends) = if elem_ty == 8 {
+            let mut bytes = Vec::new();
+            let mut ends = Vec::with_capacity(n);
+            for i in 0..n {
+                let len = self.count(1, key)?;
+                let text = self.take(len, key)?;
+                if std::str::from_utf8(text).is_err() {
+                    return Err(Error::format(
+                        self.path,
+                        format!("{key}[{i}] is not valid UTF-8 (offset {})", self.pos - len),
+                    ));
+                }
+                bytes.extend_from_slice(text);
+                let end = u32::try_from(bytes.len()).map_err(|_| {
+                    Error::format(self.path, format!("{key}: more than 4 GiB of text"))
+                })?;
+                ends.push(end);
+            }
+            (bytes, ends)
+        } else {
+            let w = scalar_width(elem_ty).expect("checked by the caller");
+            let raw = self.take(n * w, key)?;
+            if elem_ty == 7 {
+                if let Some(b) = raw.iter().find(|&&b| b > 1) {
+                    return Err(Error::format(
+                        self.path,
+                        format!("metadata {key}: bool byte {b}"),
+                    ));
+                }
+            }
+            (raw.to_vec(), Vec::new())
+        };
+        Ok(MetaValue::Packed(PackedArray {
+            elem_ty,
+            len: n,
+            bytes,
+            ends,
+        }))
+    }
+
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<MetaValue> {
         Ok(match ty {
             0 => MetaValue::U8(self.u8(key)?),
@@ -233,6 +380,9 @@ impl<'a> Cursor<'a> {
                     }
                 };
                 let n = self.count(min, key)?;
+                if n > PACK_MIN && elem_ty != 9 {
+                    return self.packed(elem_ty, n, key);
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem_ty, key, depth + 1)?);

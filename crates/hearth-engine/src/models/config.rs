@@ -136,8 +136,7 @@ impl ModelConfig {
             Some(v) => v as usize,
             None => g
                 .get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array())
-                .map(|a| a.len())
+                .and_then(|v| v.array_len())
                 .unwrap_or(0),
         };
         let rope_theta = g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32;

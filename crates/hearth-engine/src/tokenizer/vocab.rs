@@ -177,12 +177,12 @@ impl GgufVocab {
         })?;
         let list = g
             .get("tokenizer.ggml.tokens")
-            .and_then(MetaValue::as_array)
+            .filter(|v| v.array_len().is_some())
             .ok_or_else(|| Error::format(path, "tokenizer.ggml.tokens missing or not an array"))?;
-        let n = list.len();
+        let n = list.array_len().unwrap_or(0);
         let mut tokens = Vec::with_capacity(n);
-        for (i, t) in list.iter().enumerate() {
-            let s = t.as_str().ok_or_else(|| {
+        for i in 0..n {
+            let s = list.str_at(i).ok_or_else(|| {
                 Error::format(path, format!("tokenizer.ggml.tokens[{i}] is not a string"))
             })?;
             tokens.push(if s.is_empty() {
@@ -191,39 +191,28 @@ impl GgufVocab {
                 s.to_string()
             });
         }
-        let types: Vec<TokenType> = match g
-            .get("tokenizer.ggml.token_type")
-            .and_then(MetaValue::as_array)
-        {
-            Some(a) if a.len() >= n => a[..n]
-                .iter()
-                .map(|v| TokenType::from_i64(v.as_i64().unwrap_or(1)))
-                .collect(),
-            Some(a) => {
-                return Err(Error::format(
+        // Per-token arrays: as long as the vocabulary (longer is tolerated, shorter is an error).
+        let per_token = |key: &str| -> Result<Option<&MetaValue>> {
+            match g.get(key).filter(|v| v.array_len().is_some()) {
+                Some(a) if a.array_len().unwrap_or(0) >= n => Ok(Some(a)),
+                Some(a) => Err(Error::format(
                     path,
                     format!(
-                        "tokenizer.ggml.token_type has {} entries for {n} tokens",
-                        a.len()
+                        "{key} has {} entries for {n} tokens",
+                        a.array_len().unwrap_or(0)
                     ),
-                ))
+                )),
+                None => Ok(None),
             }
+        };
+        let types: Vec<TokenType> = match per_token("tokenizer.ggml.token_type")? {
+            Some(a) => (0..n)
+                .map(|i| TokenType::from_i64(a.i64_at(i).unwrap_or(1)))
+                .collect(),
             None => vec![TokenType::Normal; n],
         };
-        let scores: Vec<f32> = match g.get("tokenizer.ggml.scores").and_then(MetaValue::as_array) {
-            Some(a) if a.len() >= n => a[..n]
-                .iter()
-                .map(|v| v.as_f64().unwrap_or(0.0) as f32)
-                .collect(),
-            Some(a) => {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "tokenizer.ggml.scores has {} entries for {n} tokens",
-                        a.len()
-                    ),
-                ))
-            }
+        let scores: Vec<f32> = match per_token("tokenizer.ggml.scores")? {
+            Some(a) => (0..n).map(|i| a.f64_at(i).unwrap_or(0.0) as f32).collect(),
             None => vec![0.0; n],
         };
         let mut by_text: HashMap<String, u32, IdHasher> =
@@ -589,12 +578,13 @@ fn read_merges(g: &GgufFile, by_text: &HashMap<String, u32, IdHasher>) -> Result
     let path = g.path.as_path();
     let list = g
         .get("tokenizer.ggml.merges")
-        .and_then(MetaValue::as_array)
+        .filter(|v| v.array_len().is_some())
         .ok_or_else(|| Error::format(path, "BPE vocabulary without tokenizer.ggml.merges"))?;
-    let mut merges: Merges = HashMap::with_capacity_and_hasher(list.len(), IdHasher::default());
+    let n = list.array_len().unwrap_or(0);
+    let mut merges: Merges = HashMap::with_capacity_and_hasher(n, IdHasher::default());
     let mut joined = String::new();
-    for (rank, m) in list.iter().enumerate() {
-        let Some(s) = m.as_str() else {
+    for rank in 0..n {
+        let Some(s) = list.str_at(rank) else {
             return Err(Error::format(
                 path,
                 format!("tokenizer.ggml.merges[{rank}] is not a string"),
