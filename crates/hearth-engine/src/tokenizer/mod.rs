@@ -17,6 +17,7 @@ mod hf;
 mod spm;
 #[cfg(test)]
 mod tests;
+mod text_table;
 mod vocab;
 
 use std::path::Path;

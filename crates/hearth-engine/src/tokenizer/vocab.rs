@@ -13,6 +13,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::bpe::{self, Merges, PreTokenizer, Splitter};
 use super::spm;
+use super::text_table::TextTable;
 use crate::error::{Error, Result};
 use crate::loader::gguf::{GgufFile, MetaValue};
 
@@ -126,10 +127,10 @@ const END_OF_GENERATION: &[&str] = &[
 /// A GGUF-embedded vocabulary with everything needed to encode and decode.
 pub(crate) struct GgufVocab {
     algorithm: Algorithm,
-    tokens: Vec<String>,
+    /// Every token's text, by id and by text.
+    texts: TextTable,
     types: Vec<TokenType>,
     scores: Vec<f32>,
-    by_text: HashMap<String, u32, IdHasher>,
     /// Control, user-defined and unknown tokens, matched in text before tokenizing (longest at a position wins).
     specials: Option<(AhoCorasick, Vec<u32>)>,
     /// Special tokens that swallow the whitespace after them (Phi-3's, as its HF tokenizer marks them `rstrip`;
@@ -150,7 +151,7 @@ pub(crate) struct GgufVocab {
 
 impl TokenLookup for GgufVocab {
     fn lookup(&self, text: &str) -> Option<u32> {
-        self.by_text.get(text).copied()
+        self.texts.lookup(text)
     }
     fn score(&self, id: u32) -> f32 {
         self.scores.get(id as usize).copied().unwrap_or(0.0)
@@ -180,16 +181,16 @@ impl GgufVocab {
             .filter(|v| v.array_len().is_some())
             .ok_or_else(|| Error::format(path, "tokenizer.ggml.tokens missing or not an array"))?;
         let n = list.array_len().unwrap_or(0);
-        let mut tokens = Vec::with_capacity(n);
+        let mut texts = TextTable::with_capacity(n);
         for i in 0..n {
             let s = list.str_at(i).ok_or_else(|| {
                 Error::format(path, format!("tokenizer.ggml.tokens[{i}] is not a string"))
             })?;
-            tokens.push(if s.is_empty() {
-                format!("[EMPTY_{i}]")
+            if s.is_empty() {
+                texts.push(&format!("[EMPTY_{i}]"));
             } else {
-                s.to_string()
-            });
+                texts.push(s);
+            }
         }
         // Per-token arrays: as long as the vocabulary (longer is tolerated, shorter is an error).
         let per_token = |key: &str| -> Result<Option<&MetaValue>> {
@@ -215,13 +216,6 @@ impl GgufVocab {
             Some(a) => (0..n).map(|i| a.f64_at(i).unwrap_or(0.0) as f32).collect(),
             None => vec![0.0; n],
         };
-        let mut by_text: HashMap<String, u32, IdHasher> =
-            HashMap::with_capacity_and_hasher(n, IdHasher::default());
-        for (i, t) in tokens.iter().enumerate() {
-            // A duplicate keeps its first id.
-            by_text.entry(t.clone()).or_insert(i as u32);
-        }
-
         let pre_name = g.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let (algorithm, is_spm, default_add_bos, escape_whitespace) = match model {
             "llama" => (Algorithm::Spm, true, true, true),
@@ -232,7 +226,7 @@ impl GgufVocab {
                     Error::unsupported(path, format!("pre-tokenizer {pre_name:?} (tokenizer.ggml.pre)"))
                 })?;
                 let splitter = Splitter::new(&pre.regexes).map_err(|e| Error::format(path, e))?;
-                let merges = read_merges(g, &by_text)?;
+                let merges = read_merges(g, &texts)?;
                 let algorithm = Algorithm::Bpe {
                     splitter,
                     merges,
@@ -256,12 +250,12 @@ impl GgufVocab {
                     byte_level: true, ..
                 } => {
                     let c = bpe::byte_to_char(b as u8);
-                    by_text.get(c.encode_utf8(&mut [0; 4]) as &str).copied()
+                    texts.lookup(c.encode_utf8(&mut [0; 4]))
                 }
-                _ => by_text.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
+                _ => texts.lookup(&format!("<0x{b:02X}>")).or_else(|| {
                     std::str::from_utf8(&[b as u8])
                         .ok()
-                        .and_then(|s| by_text.get(s).copied())
+                        .and_then(|s| texts.lookup(s))
                 }),
             };
         }
@@ -289,11 +283,11 @@ impl GgufVocab {
             eog.extend(meta_id(g, key, n));
         }
         for text in END_OF_GENERATION {
-            eog.extend(by_text.get(*text).copied());
+            eog.extend(texts.lookup(text));
         }
         // gpt-oss: "<|end|>" ends a message, not the generation, when "<|return|>" and "<|call|>" exist.
-        if by_text.contains_key("<|return|>") && by_text.contains_key("<|call|>") {
-            if let Some(&end) = by_text.get("<|end|>") {
+        if texts.lookup("<|return|>").is_some() && texts.lookup("<|call|>").is_some() {
+            if let Some(end) = texts.lookup("<|end|>") {
                 eog.retain(|&t| t != end || Some(t) == eos);
             }
         }
@@ -308,16 +302,16 @@ impl GgufVocab {
                 TokenType::Control | TokenType::UserDefined | TokenType::Unknown
             ) {
                 special_ids.push(i as u32);
-                special_texts.push(tokens[i].as_str());
+                special_texts.push(texts.get(i as u32).unwrap_or_default());
             }
         }
         let model_name = g.get_str("general.name").unwrap_or("").to_lowercase();
         let rstrip = if model_name.contains("phi-3") || model_name.contains("phi3") {
             let mut r: Vec<u32> = special_ids.clone();
-            r.extend(by_text.get("</s>").copied());
+            r.extend(texts.lookup("</s>"));
             let keep: Vec<u32> = ["<unk>", "<s>", "<|endoftext|>"]
                 .iter()
-                .filter_map(|t| by_text.get(*t).copied())
+                .filter_map(|t| texts.lookup(t))
                 .collect();
             r.retain(|id| !keep.contains(id));
             r.sort_unstable();
@@ -338,10 +332,9 @@ impl GgufVocab {
 
         Ok(GgufVocab {
             algorithm,
-            tokens,
+            texts,
             types,
             scores,
-            by_text,
             specials,
             rstrip,
             byte_tokens,
@@ -357,15 +350,15 @@ impl GgufVocab {
     }
 
     pub fn len(&self) -> usize {
-        self.tokens.len()
+        self.texts.len()
     }
 
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.texts.get(id)
     }
 
     pub fn token_to_id(&self, text: &str) -> Option<u32> {
-        self.by_text.get(text).copied()
+        self.texts.lookup(text)
     }
 
     /// Control, user-defined and unknown token strings.
@@ -373,7 +366,7 @@ impl GgufVocab {
         match &self.specials {
             Some((_, ids)) => ids
                 .iter()
-                .map(|&i| self.tokens[i as usize].clone())
+                .filter_map(|&i| self.texts.get(i).map(str::to_string))
                 .collect(),
             None => Vec::new(),
         }
@@ -513,7 +506,7 @@ impl GgufVocab {
 
     /// Appends the bytes token `id` stands for. Control and unknown tokens give nothing unless `specials`.
     pub fn piece_bytes(&self, id: u32, specials: bool, out: &mut Vec<u8>) {
-        let Some(text) = self.tokens.get(id as usize) else {
+        let Some(text) = self.texts.get(id) else {
             return;
         };
         match self.types[id as usize] {
@@ -574,7 +567,7 @@ fn parse_byte_token(text: &str) -> Option<u8> {
 
 /// Reads `tokenizer.ggml.merges` ("left right" strings, in rank order) into an id-pair table. A merge whose
 /// parts or result are not tokens can never apply and is dropped.
-fn read_merges(g: &GgufFile, by_text: &HashMap<String, u32, IdHasher>) -> Result<Merges> {
+fn read_merges(g: &GgufFile, texts: &TextTable) -> Result<Merges> {
     let path = g.path.as_path();
     let list = g
         .get("tokenizer.ggml.merges")
@@ -596,13 +589,13 @@ fn read_merges(g: &GgufFile, by_text: &HashMap<String, u32, IdHasher>) -> Result
             continue;
         };
         let (left, right) = (&s[..pos], &s[pos + 1..]);
-        let (Some(&l), Some(&r)) = (by_text.get(left), by_text.get(right)) else {
+        let (Some(l), Some(r)) = (texts.lookup(left), texts.lookup(right)) else {
             continue;
         };
         joined.clear();
         joined.push_str(left);
         joined.push_str(right);
-        if let Some(&m) = by_text.get(joined.as_str()) {
+        if let Some(m) = texts.lookup(joined.as_str()) {
             merges.entry((l, r)).or_insert((rank as u32, m));
         }
     }
