@@ -5,10 +5,29 @@
 //! 2 MB) and the index maps a 64-bit hash of the text to the id (about 5 MB). Two different texts with the
 //! same hash are told apart by comparing with the stored text; the later one goes to a small side map.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use super::vocab::IdHasher;
+/// The index's keys are already uniform 64-bit hashes: used as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IndexHasher = BuildHasherDefault<PassThrough>;
 
 #[derive(Default)]
 pub(crate) struct TextTable {
@@ -17,13 +36,14 @@ pub(crate) struct TextTable {
     /// Where text `i` ends in `text`.
     ends: Vec<u32>,
     /// Hash of a text -> the first id with that hash.
-    index: HashMap<u64, u32, IdHasher>,
+    index: HashMap<u64, u32, IndexHasher>,
     /// Texts whose hash an earlier, different text already took (almost always empty).
     collided: HashMap<String, u32>,
 }
 
+/// SipHash with fixed keys: uniform bits (the index takes them as they are) and the same value every run.
 fn text_hash(s: &str) -> u64 {
-    let mut h = IdHasher::default().build_hasher();
+    let mut h = DefaultHasher::new();
     h.write(s.as_bytes());
     h.finish()
 }
@@ -32,7 +52,7 @@ impl TextTable {
     pub(crate) fn with_capacity(n: usize) -> TextTable {
         TextTable {
             ends: Vec::with_capacity(n),
-            index: HashMap::with_capacity_and_hasher(n, IdHasher::default()),
+            index: HashMap::with_capacity_and_hasher(n, IndexHasher::default()),
             ..TextTable::default()
         }
     }
