@@ -15,7 +15,7 @@ Prints progress to stderr and Markdown tables (medians, hearth/llama.cpp ratios)
 
 usage: bench/compare_llama_cpp.py --hearth target/release/hearth --model models/X.gguf [--model ...]
        [--threads 2] [--prompt-tokens 512] [--gen-tokens 128] [--reps 3]
-       [--hearth-flag=--quantized-activations] [--llama-bin-dir target/llama.cpp-build/bin]
+       [--hearth-flag=--activations=f32] [--llama-bin-dir target/llama.cpp-build/bin]
        [--llama-bench-flag=ARG ...] [--decode-depth D] [--skip-startup]
 """
 import argparse

@@ -11,7 +11,7 @@
 #        THREADS      thread counts to run, default "16 8"
 #        REPS         interleaved repetitions per model and thread count, default 3
 #        JOBS         compile jobs for llama.cpp, default 16
-#        HEARTH_FLAGS extra global hearth flags, e.g. "--quantized-activations"
+#        HEARTH_FLAGS extra global hearth flags, e.g. "--activations=f32"
 #        COMPARE_ARGS more arguments for compare_llama_cpp.py, e.g. "--prompt-tokens 256 --skip-startup"
 # Needs: bash, python3 (standard library only), cmake, a C/C++ compiler; ninja if present.
 set -euo pipefail
