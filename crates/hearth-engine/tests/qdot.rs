@@ -540,8 +540,9 @@ fn real_model_weights() {
     }
 }
 
-/// `qdot_rows` / `qdot_k_rows` (decode's run of rows, checked once) give each row exactly what the
-/// single-row kernel gives, at every level, for runs of 1, 3 and 7 rows.
+/// Decode's run of rows against one token (`qdot_multi_rows` / `qdot_k_multi_rows` with a one-token tile,
+/// checked once) gives each row exactly what the single-row kernel gives, at every level, for runs of 1, 3
+/// and 7 rows.
 #[test]
 fn row_runs_are_bit_identical_to_single_rows() {
     let mut rng = Rng(0x0dd5_eed5_1234_5678);
@@ -570,12 +571,12 @@ fn row_runs_are_bit_identical_to_single_rows() {
                 let want: Vec<f32> = if k_type {
                     let mut q = Q8KRow::new();
                     quantize_q8k(&x, &mut q);
-                    k.qdot_k_rows(dtype, &bytes, rb, &q, &mut out);
+                    k.qdot_k_multi_rows(dtype, &bytes, rb, std::slice::from_ref(&q), &mut out);
                     rows.iter().map(|r| qdot_k_scalar(dtype, r, &q)).collect()
                 } else {
                     let mut q = Q8Row::new();
                     quantize_q8(&x, &mut q);
-                    k.qdot_rows(dtype, &bytes, rb, &q, &mut out);
+                    k.qdot_multi_rows(dtype, &bytes, rb, std::slice::from_ref(&q), &mut out);
                     rows.iter().map(|r| qdot_scalar(dtype, r, &q)).collect()
                 };
                 assert_eq!(bits(&out), bits(&want), "{} {dtype} rows={nr}", k.name());

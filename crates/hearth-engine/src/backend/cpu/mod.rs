@@ -550,22 +550,8 @@ fn run_group(ws: &[&Tensor], paths: &[Path], a: &Acts, outs: &mut [&mut [f32]]) 
         // SAFETY (for the writes inside): task k alone owns rows r0..r1 of matrix i, and `outs[i]` holds
         // n_tokens * rows values (checked by matmul_group), which outlive the loop.
         match paths[i] {
-            Path::Q8 => rows_q8(
-                w,
-                r0..r1,
-                a.xq,
-                outp[i],
-                qdot::qdot_rows,
-                qdot::qdot_multi_rows,
-            ),
-            Path::Q8K => rows_q8(
-                w,
-                r0..r1,
-                a.xqk,
-                outp[i],
-                qdot::qdot_k_rows,
-                qdot::qdot_k_multi_rows,
-            ),
+            Path::Q8 => rows_q8(w, r0..r1, a.xq, outp[i], qdot::qdot_multi_rows),
+            Path::Q8K => rows_q8(w, r0..r1, a.xqk, outp[i], qdot::qdot_k_multi_rows),
             Path::Float if a.n_tokens == 1 => rows_f32_one(w, r0..r1, a.x, outp[i]),
             Path::Float => rows_f32_many(w, r0..r1, a, outp[i]),
         }
@@ -584,24 +570,23 @@ const TOKEN_TILE: usize = 64;
 /// stack until they are written out token-major.
 const TILE_ROWS: usize = 32;
 
-/// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`.
-/// One token goes through `rows_fn` (the run of rows checked and dispatched once); several through
-/// `multi`, a tile of rows against a tile of tokens, which decodes each weight block once per group of
-/// tokens. Both return exactly what the single-row, single-token kernel would.
+/// Rows `rr` of `w` against quantized activations, every token: `out[t * rows + r] = dot(row r, xq[t])`,
+/// through `multi` (a tile of rows against a tile of tokens, checked and dispatched once; it decodes each
+/// weight block once per group of tokens and returns exactly what the single-row, single-token kernel would).
+/// One token writes its run of rows straight into `out`; several go through a small tile buffer.
 fn rows_q8<R>(
     w: &Tensor,
     rr: std::ops::Range<usize>,
     xq: &[R],
     out: OutPtr,
-    rows_fn: fn(DType, &[u8], usize, &R, &mut [f32]),
     multi: fn(DType, &[u8], usize, &[R], &mut [f32]),
 ) {
     let (rows, rb, bytes, dtype) = (w.rows(), w.row_bytes(), w.bytes(), w.dtype);
-    if let [q] = xq {
+    if let [_] = xq {
         // SAFETY: see `run_group`: rows rr are this task's alone, and rr.end <= rows, so out[rr] is in
         // bounds and nobody else touches it while the task runs.
         let o = unsafe { std::slice::from_raw_parts_mut(out.at(rr.start), rr.len()) };
-        rows_fn(dtype, &bytes[rr.start * rb..rr.end * rb], rb, q, o);
+        multi(dtype, &bytes[rr.start * rb..rr.end * rb], rb, xq, o);
         return;
     }
     let mut buf = [0f32; TILE_ROWS * TOKEN_TILE];

@@ -234,28 +234,22 @@ fn for_runs(
 
 /// `x[i] = exp(x[i] - m)` for every element (all `x[i] <= m`, as softmax has them), returning the sum (in
 /// eight interleaved partial sums, added pairwise). Written as straight-line arithmetic on lanes of eight
-/// so the compiler vectorizes it; see [`exp_nonpositive`].
+/// so the compiler vectorizes it; see [`exp_fast`].
 pub fn exp_shifted(x: &mut [f32], m: f32) -> f32 {
     let mut acc = [0f32; 8];
     let mut chunks = x.chunks_exact_mut(8);
     for c in &mut chunks {
         for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
-            *v = exp_nonpositive(*v - m);
+            *v = exp_fast(*v - m);
             *a += *v;
         }
     }
     let mut tail = 0.0f32;
     for v in chunks.into_remainder() {
-        *v = exp_nonpositive(*v - m);
+        *v = exp_fast(*v - m);
         tail += *v;
     }
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
-}
-
-/// `exp(x)` for `x <= 0` (softmax's shifted scores): [`exp_fast`] under the name its callers rely on.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    exp_fast(x)
 }
 
 /// `exp(x)` within 4 ulp of the correctly rounded value (measured worst 2.93 ulp; tests/attention_exp.rs

@@ -452,74 +452,6 @@ impl QdotKernels {
 }
 
 impl QdotKernels {
-    /// [`qdot_rows`] at this level: the checks once for the run, then the level's kernel per row.
-    pub fn qdot_rows(
-        self,
-        dtype: DType,
-        bytes: &[u8],
-        row_bytes: usize,
-        xq: &Q8Row,
-        out: &mut [f32],
-    ) {
-        let n = out.len();
-        assert!(
-            bytes.len() >= n * row_bytes,
-            "qdot_rows: {n} rows of {row_bytes} bytes"
-        );
-        if n == 0 {
-            return;
-        }
-        check(dtype, &bytes[..row_bytes], xq);
-        let xs = std::slice::from_ref(xq);
-        let rows = bytes.chunks_exact(row_bytes).zip(out.iter_mut());
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(a) => {
-                rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xs, std::slice::from_mut(o)))
-            }
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2(a) => {
-                rows.for_each(|(r, o)| a.qdot_multi(dtype, r, xs, std::slice::from_mut(o)))
-            }
-            _ => rows.for_each(|(r, o)| self.qdot_multi(dtype, r, xs, std::slice::from_mut(o))),
-        }
-    }
-
-    /// [`qdot_k_rows`] at this level.
-    pub fn qdot_k_rows(
-        self,
-        dtype: DType,
-        bytes: &[u8],
-        row_bytes: usize,
-        xq: &Q8KRow,
-        out: &mut [f32],
-    ) {
-        let n = out.len();
-        assert!(
-            bytes.len() >= n * row_bytes,
-            "qdot_k_rows: {n} rows of {row_bytes} bytes"
-        );
-        if n == 0 {
-            return;
-        }
-        check_k(dtype, &bytes[..row_bytes], xq);
-        let xs = std::slice::from_ref(xq);
-        let rows = bytes.chunks_exact(row_bytes).zip(out.iter_mut());
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(a) => {
-                rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o)))
-            }
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2(a) => {
-                rows.for_each(|(r, o)| a.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o)))
-            }
-            _ => rows.for_each(|(r, o)| self.qdot_k_multi(dtype, r, xs, std::slice::from_mut(o))),
-        }
-    }
-}
-
-impl QdotKernels {
     /// [`qdot_multi_rows`] at this level: the checks once for the whole tile.
     pub fn qdot_multi_rows(
         self,
@@ -596,8 +528,9 @@ impl QdotKernels {
 }
 
 /// A tile of rows against a tile of tokens: `out[i * xq.len() + t] = qdot(dtype, row i, xq[t])` for the
-/// `out.len() / xq.len()` consecutive rows of `row_bytes` bytes at the start of `bytes` (prefill), checked
-/// once for the tile; bit-identical to [`qdot`] per pair.
+/// `out.len() / xq.len()` consecutive rows of `row_bytes` bytes at the start of `bytes`, checked and
+/// dispatched once for the tile; bit-identical to [`qdot`] per pair. Prefill passes a tile of tokens; decode
+/// passes one token, which makes `out` one value per row.
 pub fn qdot_multi_rows(
     dtype: DType,
     bytes: &[u8],
@@ -617,18 +550,6 @@ pub fn qdot_k_multi_rows(
     out: &mut [f32],
 ) {
     QdotKernels::best().qdot_k_multi_rows(dtype, bytes, row_bytes, xq, out)
-}
-
-/// `out[i] = qdot(dtype, row i, xq)` for `out.len()` consecutive rows of `row_bytes` bytes at the start of
-/// `bytes`: decode's matrix-vector product over a run of rows, checked and dispatched once for the run
-/// instead of once per row (bit-identical to [`qdot`] per row).
-pub fn qdot_rows(dtype: DType, bytes: &[u8], row_bytes: usize, xq: &Q8Row, out: &mut [f32]) {
-    QdotKernels::best().qdot_rows(dtype, bytes, row_bytes, xq, out)
-}
-
-/// [`qdot_rows`] for K-quant rows against [`Q8KRow`] activations (bit-identical to [`qdot_k`] per row).
-pub fn qdot_k_rows(dtype: DType, bytes: &[u8], row_bytes: usize, xq: &Q8KRow, out: &mut [f32]) {
-    QdotKernels::best().qdot_k_rows(dtype, bytes, row_bytes, xq, out)
 }
 
 /// Every kernel level this CPU runs within the `HEARTH_KERNELS` cap, lowest first: scalar, AVX2, AVX-512
