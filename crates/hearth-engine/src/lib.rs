@@ -5,6 +5,7 @@
 //! and `tokenizer` turns text into ids and back (with chat templates).
 
 pub mod backend;
+pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod kv;
