@@ -1,4 +1,5 @@
-//! Model file loading: GGUF and Hugging Face folders, memory-mapped and validated.
+//! Model file loading: GGUF and Hugging Face folders (float or MLX-quantized), memory-mapped and validated.
 
 pub mod gguf;
+pub mod mlx;
 pub mod safetensors;

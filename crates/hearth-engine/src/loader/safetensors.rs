@@ -23,12 +23,46 @@ struct Entry {
     data_offsets: [usize; 2],
 }
 
-/// Every tensor of one safetensors file, in name order. Integer tensors (rare in LLM checkpoints) are an error
-/// only when a model asks for them, so they are listed in `unsupported`.
+/// A tensor of a dtype hearth does not compute with directly (integers): MLX's packed codes (`U32`) and fp
+/// scales (`U8`) are read through these and repacked by `loader::mlx`.
+#[derive(Clone)]
+pub struct RawTensor {
+    pub name: String,
+    /// The safetensors dtype name (`U32`, `U8`, `I64`, ...).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+}
+
+impl RawTensor {
+    /// The tensor's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Mapped { map, range } => &map[range.clone()],
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// Every tensor of one safetensors file, in name order. Integer tensors are an error only when a model asks
+/// for them, so they are listed in `unsupported` (and kept, with their bytes, in `raw`).
 pub struct SafetensorsFile {
     pub path: PathBuf,
     pub tensors: Vec<Tensor>,
     pub unsupported: Vec<(String, String)>,
+    pub raw: Vec<RawTensor>,
+}
+
+/// Bytes per element of the integer and 8-bit float dtypes safetensors names, for the size check of raw
+/// tensors.
+fn raw_elem_bytes(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "U8" | "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 1,
+        "U16" | "I16" => 2,
+        "U32" | "I32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
 }
 
 impl SafetensorsFile {
@@ -59,6 +93,7 @@ impl SafetensorsFile {
         let data_len = map.len() - data_start;
         let mut tensors = Vec::new();
         let mut unsupported = Vec::new();
+        let mut raw = Vec::new();
         for (name, v) in entries {
             if name == "__metadata__" {
                 continue;
@@ -66,20 +101,29 @@ impl SafetensorsFile {
             let e: Entry = serde_json::from_value(v)
                 .map_err(|err| Error::tensor(path, &name, format!("bad header entry: {err}")))?;
             let dtype = match e.dtype.as_str() {
-                "F32" => DType::F32,
-                "F16" => DType::F16,
-                "BF16" => DType::BF16,
-                other => {
-                    unsupported.push((name, other.to_string()));
-                    continue;
-                }
+                "F32" => Some(DType::F32),
+                "F16" => Some(DType::F16),
+                "BF16" => Some(DType::BF16),
+                _ => None,
             };
             let numel = e
                 .shape
                 .iter()
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
                 .ok_or_else(|| Error::tensor(path, &name, "shape overflows"))?;
-            let nbytes = numel * dtype.block_bytes();
+            let elem = match dtype {
+                Some(d) => d.block_bytes(),
+                None => match raw_elem_bytes(&e.dtype) {
+                    Some(b) => b,
+                    None => {
+                        unsupported.push((name, e.dtype));
+                        continue;
+                    }
+                },
+            };
+            let nbytes = numel
+                .checked_mul(elem)
+                .ok_or_else(|| Error::tensor(path, &name, "shape overflows"))?;
             let [b, end] = e.data_offsets;
             if b > end || end > data_len {
                 return Err(Error::tensor(
@@ -96,24 +140,37 @@ impl SafetensorsFile {
                         "holds {} bytes but {:?} {} needs {nbytes}",
                         end - b,
                         e.shape,
-                        dtype
+                        e.dtype
                     ),
                 ));
             }
-            tensors.push(Tensor {
-                name,
-                dtype,
-                shape: e.shape,
-                storage: Storage::Mapped {
-                    map: map.clone(),
-                    range: data_start + b..data_start + end,
-                },
-            });
+            let storage = Storage::Mapped {
+                map: map.clone(),
+                range: data_start + b..data_start + end,
+            };
+            match dtype {
+                Some(dtype) => tensors.push(Tensor {
+                    name,
+                    dtype,
+                    shape: e.shape,
+                    storage,
+                }),
+                None => {
+                    unsupported.push((name.clone(), e.dtype.clone()));
+                    raw.push(RawTensor {
+                        name,
+                        dtype: e.dtype,
+                        shape: e.shape,
+                        storage,
+                    });
+                }
+            }
         }
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             tensors,
             unsupported,
+            raw,
         })
     }
 }

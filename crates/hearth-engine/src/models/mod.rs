@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::cpu::ops::SeqSpan;
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
-use crate::loader::safetensors;
+use crate::loader::{mlx, safetensors};
 use config::{Arch, ModelConfig};
 use kv_cache::PagedKv;
 use layers::Scratch;
@@ -159,19 +159,40 @@ impl Model {
             .map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
         let config = ModelConfig::from_hf_config(&cfg_path, &root)?;
         let files = safetensors::open_folder(dir)?;
+        let (all, leftover) = match mlx::QuantConfig::from_config(&cfg_path, &root)? {
+            Some(q) => mlx::combine(dir, &q, files)?,
+            None => {
+                let mut all = Vec::new();
+                let mut leftover = Vec::new();
+                for f in files {
+                    all.extend(f.tensors);
+                    leftover.extend(f.unsupported);
+                }
+                let names = all
+                    .iter()
+                    .map(|t| &t.name)
+                    .chain(leftover.iter().map(|l| &l.0));
+                if let Some(n) = names.into_iter().find(|n| n.ends_with(".scales")) {
+                    return Err(Error::tensor(
+                        dir,
+                        n,
+                        "looks MLX-quantized, but config.json has no `quantization` section",
+                    ));
+                }
+                (all, leftover)
+            }
+        };
         let mut tensors = HashMap::new();
         let mut unsupported = HashMap::new();
-        for f in files {
-            for mut t in f.tensors {
-                if let Some(name) = weights::hf_to_gguf_name(config.arch, &t.name) {
-                    t.name = name.clone();
-                    tensors.insert(name, t);
-                }
+        for mut t in all {
+            if let Some(name) = weights::hf_to_gguf_name(config.arch, &t.name) {
+                t.name = name.clone();
+                tensors.insert(name, t);
             }
-            for (n, ty) in f.unsupported {
-                if let Some(name) = weights::hf_to_gguf_name(config.arch, &n) {
-                    unsupported.insert(name, ty);
-                }
+        }
+        for (n, ty) in leftover {
+            if let Some(name) = weights::hf_to_gguf_name(config.arch, &n) {
+                unsupported.insert(name, ty);
             }
         }
         let weights = Weights {

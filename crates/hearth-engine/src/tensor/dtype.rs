@@ -1,7 +1,10 @@
-//! Weight element types: plain floats and GGML's block-quantized types.
+//! Weight element types: plain floats, GGML's block-quantized types and MLX's quantized formats.
 //!
 //! A block type stores `block_elems()` weights in `block_bytes()` bytes; a row of `n` weights (n a multiple of
-//! the block size) takes `n / block_elems * block_bytes` bytes. Rows are always whole blocks.
+//! the block size) takes `n / block_elems * block_bytes` bytes. Rows are always whole blocks. MLX weights are
+//! repacked at load time into blocks of the same kind (`super::mlx_blocks`).
+
+use super::mlx_blocks::MlxBlocks;
 
 /// The element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,9 +23,11 @@ pub enum DType {
     Q4_K,
     Q5_K,
     Q6_K,
+    /// An MLX-quantized group per block (affine 1-8 bits, mxfp4, nvfp4, mxfp8).
+    Mlx(MlxBlocks),
 }
 
-/// Every type, for tests and listings.
+/// Every float and GGML type (the MLX types are parametrised; see `MlxBlocks`), for tests and listings.
 pub const ALL_DTYPES: [DType; 13] = [
     DType::F32,
     DType::F16,
@@ -60,9 +65,9 @@ impl DType {
         })
     }
 
-    /// The GGML type id, as GGUF writes it.
-    pub fn ggml_id(self) -> u32 {
-        match self {
+    /// The GGML type id, as GGUF writes it; None for MLX types, which GGUF cannot hold.
+    pub fn ggml_id(self) -> Option<u32> {
+        Some(match self {
             DType::F32 => 0,
             DType::F16 => 1,
             DType::Q4_0 => 2,
@@ -76,7 +81,8 @@ impl DType {
             DType::Q5_K => 13,
             DType::Q6_K => 14,
             DType::BF16 => 30,
-        }
+            DType::Mlx(_) => return None,
+        })
     }
 
     /// A GGML type id's name, for error messages about types hearth does not run.
@@ -137,6 +143,7 @@ impl DType {
             DType::F32 | DType::F16 | DType::BF16 => 1,
             DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => 32,
             DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => 256,
+            DType::Mlx(m) => m.block_elems(),
         }
     }
 
@@ -155,6 +162,7 @@ impl DType {
             DType::Q4_K => 144,
             DType::Q5_K => 176,
             DType::Q6_K => 210,
+            DType::Mlx(m) => m.block_bytes(),
         }
     }
 
@@ -187,10 +195,16 @@ impl DType {
             DType::Q4_K => "Q4_K",
             DType::Q5_K => "Q5_K",
             DType::Q6_K => "Q6_K",
+            DType::Mlx(m) => m.name(),
         }
     }
 
-    /// Parses `name()` back, case-insensitively.
+    /// Whether this is one of MLX's formats.
+    pub fn is_mlx(self) -> bool {
+        matches!(self, DType::Mlx(_))
+    }
+
+    /// Parses `name()` back, case-insensitively (float and GGML types).
     pub fn from_name(s: &str) -> Option<DType> {
         ALL_DTYPES
             .iter()

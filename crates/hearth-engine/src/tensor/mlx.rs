@@ -20,7 +20,7 @@
 use half::{bf16, f16};
 
 /// The quantization scheme of an MLX weight, as written in `config.json`'s `quantization.mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MlxMode {
     Affine,
     Mxfp4,
@@ -64,7 +64,7 @@ impl MlxMode {
 /// The float dtype of affine scales and biases in a checkpoint (mlx keeps them in the weights' own dtype),
 /// which is also the dtype mlx computes a dequantized affine row in, and the dtype of the source weights
 /// whose rounding the fp modes' quantizer reproduces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MlxFloat {
     F32,
     F16,
@@ -90,7 +90,7 @@ impl MlxFloat {
     }
 
     /// Value `i` of little-endian `bytes` (which hold at least `i + 1` values), exactly widened to f32.
-    fn read(self, bytes: &[u8], i: usize) -> f32 {
+    pub fn read(self, bytes: &[u8], i: usize) -> f32 {
         match self {
             MlxFloat::F32 => {
                 f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"))
@@ -101,7 +101,7 @@ impl MlxFloat {
     }
 
     /// Stores `x` (rounded to nearest, ties to even, as a C++ cast does) as value `i` of `bytes`.
-    fn write(self, bytes: &mut [u8], i: usize, x: f32) {
+    pub fn write(self, bytes: &mut [u8], i: usize, x: f32) {
         match self {
             MlxFloat::F32 => bytes[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes()),
             MlxFloat::F16 => {
@@ -152,7 +152,7 @@ pub enum MlxQuantError {
 }
 
 /// A validated MLX quantization format: mode, bits per code and codes per scale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MlxQuant {
     mode: MlxMode,
     bits: u8,
@@ -368,7 +368,7 @@ pub fn e8m0_to_f32(b: u8) -> f32 {
 }
 
 /// Reads code `i` of a little-endian bitstream of `bits`-bit codes.
-fn read_code(packed: &[u8], bits: usize, i: usize) -> u32 {
+pub(crate) fn read_code(packed: &[u8], bits: usize, i: usize) -> u32 {
     let bit = i * bits;
     let byte = bit / 8;
     let mut window = 0u32;
@@ -447,7 +447,7 @@ pub fn dequantize_row(
 }
 
 /// A fp mode's scale byte as a float: E4M3 for nvfp4, E8M0 for the mx modes.
-fn fp_scale(mode: MlxMode, b: u8) -> f32 {
+pub(crate) fn fp_scale(mode: MlxMode, b: u8) -> f32 {
     if mode == MlxMode::Nvfp4 {
         e4m3_to_f32(b)
     } else {

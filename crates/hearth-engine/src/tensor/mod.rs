@@ -6,6 +6,7 @@
 
 pub mod dtype;
 pub mod mlx;
+pub mod mlx_blocks;
 pub mod quants;
 
 use std::ops::Range;

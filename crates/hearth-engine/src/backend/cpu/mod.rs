@@ -233,6 +233,22 @@ impl Simd {
     }
 }
 
+/// `dot` for a weight type a level has no fused kernel for: the row decoded by `decode` (into a per-thread
+/// buffer of `n` floats), then multiplied by `dot`. Equal by construction to `f32_dot(dequantize(row), x)` at
+/// the same level, which is what the multi-token path computes.
+pub(super) fn dot_decoded(
+    n: usize,
+    decode: impl FnOnce(&mut [f32]),
+    dot: impl FnOnce(&[f32]) -> f32,
+) -> f32 {
+    ROW.with(|r| {
+        let mut r = r.borrow_mut();
+        r.resize(n, 0.0);
+        decode(&mut r);
+        dot(&r)
+    })
+}
+
 /// Panics unless `row` holds the whole blocks of `n` weights of `dtype` (a caller's bug, never bad input:
 /// the loaders validate shapes against types).
 fn check_row(dtype: DType, row: &[u8], n: usize) {

@@ -74,6 +74,11 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
                 *d = f32::from_bits((u16::from_le_bytes([s[0], s[1]]) as u32) << 16);
             }
         }
+        DType::Mlx(m) => {
+            for (blk, out) in src.chunks_exact(bb).zip(dst.chunks_exact_mut(be)) {
+                m.dequantize_block(blk, out);
+            }
+        }
         _ => {
             let block_fn: fn(&[u8], &mut [f32]) = match dtype {
                 DType::Q4_0 => legacy::q4_0,
@@ -86,7 +91,7 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
                 DType::Q4_K => kquants::q4_k,
                 DType::Q5_K => kquants::q5_k,
                 DType::Q6_K => kquants::q6_k,
-                DType::F32 | DType::F16 | DType::BF16 => unreachable!(),
+                DType::F32 | DType::F16 | DType::BF16 | DType::Mlx(_) => unreachable!(),
             };
             for (blk, out) in src.chunks_exact(bb).zip(dst.chunks_exact_mut(be)) {
                 block_fn(blk, out);

@@ -101,6 +101,11 @@ impl Avx2 {
                 DType::Q4_K => blocks::dot_q4_k(row, x),
                 DType::Q5_K => blocks::dot_q5_k(row, x),
                 DType::Q6_K => blocks::dot_q6_k(row, x),
+                DType::Mlx(_) => crate::backend::cpu::dot_decoded(
+                    x.len(),
+                    |r| self.dequantize(dtype, row, r),
+                    |r| self.f32_dot(r, x),
+                ),
             }
         }
     }
@@ -124,6 +129,7 @@ impl Avx2 {
                 DType::Q4_K => blocks::deq_q4_k(row, out),
                 DType::Q5_K => blocks::deq_q5_k(row, out),
                 DType::Q6_K => blocks::deq_q6_k(row, out),
+                DType::Mlx(_) => crate::tensor::quants::dequantize_row(dtype, row, out),
             }
         }
     }
