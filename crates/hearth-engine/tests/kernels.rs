@@ -43,7 +43,8 @@ fn scale_offsets(dtype: DType) -> &'static [usize] {
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
         DType::Q6_K => &[208],
-        DType::F32 | DType::F16 | DType::BF16 => &[],
+        // Only ALL_DTYPES reach here; MLX blocks have their own tests (tests/mlx_kernels.rs).
+        DType::F32 | DType::F16 | DType::BF16 | DType::Mlx(_) => &[],
     }
 }
 

@@ -115,6 +115,9 @@ fn parse_params(
     MlxQuant::with_defaults(mode, bits, group).map_err(|e| bad(e.to_string()))
 }
 
+/// The tensors of a checkpoint with Hugging Face names, and the (name, dtype) of integer tensors left over.
+pub type Combined = (Vec<Tensor>, Vec<(String, String)>);
+
 /// Turns the tensors of an MLX checkpoint into hearth tensors with Hugging Face names: every quantized
 /// module's `weight`/`scales`/`biases` become one `DType::Mlx` tensor named `P.weight`; float tensors pass
 /// through. Returns the tensors and the names (with dtypes) of integer tensors left over.
@@ -122,7 +125,7 @@ pub fn combine(
     dir: &Path,
     config: &QuantConfig,
     files: Vec<SafetensorsFile>,
-) -> Result<(Vec<Tensor>, Vec<(String, String)>)> {
+) -> Result<Combined> {
     let mut floats: HashMap<String, Tensor> = HashMap::new();
     let mut raws: HashMap<String, RawTensor> = HashMap::new();
     for f in files {

@@ -66,6 +66,8 @@ macro_rules! block_kernels {
 mod blocks;
 mod qdot;
 
+pub(super) use qdot::qdot_mlx_multi;
+
 /// Proof that this CPU runs AVX2, FMA and F16C; its methods are the safe entry points to the kernels.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx2(());

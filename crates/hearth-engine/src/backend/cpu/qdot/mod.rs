@@ -2,7 +2,8 @@
 //! the dispatch to the AVX2 (`avx2/qdot/`) and AVX-512 (`avx512/qdot/`) kernels, and the numerics contract
 //! every level follows bit for bit.
 //!
-//! Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 against [`Q8Row`] ([`qdot`]); Q2_K, Q3_K, Q4_K, Q5_K, Q6_K against
+//! Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and MLX affine (any width; `scalar_mlx.rs`) against [`Q8Row`]
+//! ([`qdot`]); Q2_K, Q3_K, Q4_K, Q5_K, Q6_K against
 //! [`Q8KRow`] ([`qdot_k`]). [`qdot_multi`] and [`qdot_k_multi`] take one weight row against several tokens
 //! (prefill): the fast kernels decode each weight block once per group of tokens, and every token's result
 //! is bit-identical to its single-token [`qdot`]. So a matmul's result never depends on the CPU level, the
@@ -45,6 +46,7 @@
 
 mod scalar_blocks32;
 mod scalar_kquants;
+mod scalar_mlx;
 
 use std::sync::OnceLock;
 
@@ -60,6 +62,7 @@ pub(in crate::backend::cpu) use scalar_kquants::{q3_k_packed_scales, q4_k_packed
 #[cfg(target_arch = "aarch64")]
 pub(in crate::backend::cpu) use scalar_kquants::{q4_k_msum, q4_k_scales, q6_k_offset};
 pub use scalar_kquants::{qdot_q2_k, qdot_q3_k, qdot_q4_k, qdot_q5_k, qdot_q6_k};
+pub use scalar_mlx::qdot_mlx;
 
 /// Values per activation block.
 pub const QK8: usize = 32;
@@ -147,10 +150,11 @@ impl Q8KRow {
 
 /// Whether [`qdot`] supports weights of `dtype`.
 pub fn supports(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1
-    )
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => true,
+        DType::Mlx(m) => scalar_mlx::supports_mlx(m),
+        _ => false,
+    }
 }
 
 /// Whether [`qdot_k`] supports weights of `dtype`.
@@ -374,6 +378,12 @@ impl QdotKernels {
         if xq.is_empty() {
             return;
         }
+        if let (DType::Mlx(m), Level::Scalar) = (dtype, self.0) {
+            for (o, q) in out.iter_mut().zip(xq) {
+                *o = qdot_mlx(m, row, q);
+            }
+            return;
+        }
         match self.0 {
             Level::Scalar => {
                 let f = match dtype {
@@ -393,10 +403,14 @@ impl QdotKernels {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.qdot_multi(dtype, row, xq, out),
             // One token at a time: the NEON kernels have no multi-token form yet.
+            // MLX weights run the scalar reference on NEON (no NEON MLX kernels yet; the same numbers).
             #[cfg(target_arch = "aarch64")]
             Level::Neon(n) => {
                 for (o, q) in out.iter_mut().zip(xq) {
-                    *o = n.qdot(dtype, row, q);
+                    *o = match dtype {
+                        DType::Mlx(m) => qdot_mlx(m, row, q),
+                        _ => n.qdot(dtype, row, q),
+                    };
                 }
             }
         }

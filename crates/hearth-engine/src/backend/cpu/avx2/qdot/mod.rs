@@ -9,6 +9,9 @@
 
 mod blocks32;
 mod kquants;
+mod mlx;
+
+pub(in crate::backend::cpu) use mlx::qdot_mlx_multi;
 
 use std::arch::x86_64::*;
 
@@ -41,6 +44,7 @@ impl Avx2 {
                 DType::Q4_1 => by_token_groups!(TOKEN_GROUP, qdot_q4_1, row, xq, out),
                 DType::Q5_0 => by_token_groups!(TOKEN_GROUP, qdot_q5_0, row, xq, out),
                 DType::Q5_1 => by_token_groups!(TOKEN_GROUP, qdot_q5_1, row, xq, out),
+                DType::Mlx(m) => qdot_mlx_multi(m, row, xq, out),
                 _ => unreachable!("qdot: unsupported {dtype}"),
             }
         }

@@ -46,6 +46,19 @@ impl Avx512 {
                 }
             };
         }
+        // MLX weights run the AVX2 kernels (every AVX-512 CPU has AVX2; the same numbers at every level).
+        if let DType::Mlx(m) = dtype {
+            match crate::backend::cpu::avx2::Avx2::detect() {
+                // SAFETY: the token proves AVX2/FMA/F16C; the caller checked `row` and the tokens.
+                Some(_) => unsafe { crate::backend::cpu::avx2::qdot_mlx_multi(m, row, xq, out) },
+                None => {
+                    for (o, q) in out.iter_mut().zip(xq) {
+                        *o = crate::backend::cpu::qdot::qdot_mlx(m, row, q);
+                    }
+                }
+            }
+            return;
+        }
         // SAFETY: the token proves the features (VNNI only where `vnni` says so); the caller checked that
         // `row` holds the blocks of every token.
         unsafe {

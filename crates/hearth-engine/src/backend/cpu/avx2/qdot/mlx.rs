@@ -1,0 +1,168 @@
+//! AVX2 kernels for 4- and 8-bit MLX affine weights against [`Q8Row`] tokens, bit-identical to
+//! `qdot::qdot_mlx` (the scalar reference; other widths run it directly).
+//!
+//! As in `blocks32.rs`: eight 32-weight sub-blocks at a time, their codes decoded once into 32 bytes each,
+//! then per token eight i32 partial-sum vectors reduced to one lane per sub-block and the f32 terms computed
+//! lane-wise (sub-block `b` in lane `b % 8`). A sub-block takes its group's scale and bias.
+//! - 4 bits: MLX packs code `i` at bits `4i` (byte `k` holds codes `2k` (low) and `2k+1` (high)), so the
+//!   two nibble vectors are interleaved back into order; `maddubs` of codes (< 16) and activations is exact.
+//! - 8 bits: codes reach 255, and a `maddubs` pair could saturate, so codes are shifted to `c - 128` (a sign
+//!   flip of the top bit) and multiplied with the sign trick; `isum = sum((c - 128) * qx) + 128 * sums[b]`.
+
+use std::arch::x86_64::*;
+
+use crate::backend::cpu::avx2::hsum;
+use crate::backend::cpu::qdot::{qdot_mlx, Q8Row, QK8};
+use crate::tensor::mlx_blocks::MlxBlocks;
+
+/// Lane `j` of the result is the sum of the eight lanes of `v[j]` (exact integer sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let h0 = _mm256_hadd_epi32(h01, h23);
+    let h1 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(h0, h1, 0x20),
+        _mm256_permute2x128_si256(h0, h1, 0x31),
+    )
+}
+
+/// 32 sequential 4-bit codes (16 bytes at `p`, low nibble first) as 32 bytes in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes4(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
+}
+
+/// `out[t]` for `N` tokens; `BITS` is 4 or 8. The caller checked `row` and the tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qdot_mlx_n<const BITS: usize, const N: usize>(
+    m: MlxBlocks,
+    row: &[u8],
+    xs: &[Q8Row],
+    out: &mut [f32],
+) {
+    debug_assert!(xs.len() == N && out.len() == N);
+    let nb = xs[0].d.len();
+    let per = m.block_elems() / QK8;
+    let (hb, bb) = (m.header_bytes(), m.block_bytes());
+    let sub = QK8 * BITS / 8;
+    let rp = row.as_ptr();
+    let xq: [*const i8; N] = std::array::from_fn(|t| xs[t].qs.as_ptr());
+    let dxp: [*const f32; N] = std::array::from_fn(|t| xs[t].d.as_ptr());
+    let sxp: [*const i32; N] = std::array::from_fn(|t| xs[t].sums.as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut group = |b0: usize, n: usize| {
+        let mut codes = [_mm256_setzero_si256(); 8];
+        let (mut dw, mut mw) = ([0f32; 8], [0f32; 8]);
+        for j in 0..n {
+            let b = b0 + j;
+            let g = b / per;
+            let blk = &row[g * bb..(g + 1) * bb];
+            (dw[j], mw[j]) = m.scale_bias(blk);
+            let p = rp.add(g * bb + hb + (b % per) * sub);
+            codes[j] = if BITS == 4 {
+                codes4(p)
+            } else {
+                _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip)
+            };
+        }
+        let (dw, mw) = (_mm256_loadu_ps(dw.as_ptr()), _mm256_loadu_ps(mw.as_ptr()));
+        for t in 0..N {
+            let xp = xq[t].add(b0 * QK8);
+            let mut v = [_mm256_setzero_si256(); 8];
+            for j in 0..n {
+                let x = _mm256_loadu_si256(xp.add(j * QK8) as *const __m256i);
+                let c = codes[j];
+                v[j] = if BITS == 4 {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), ones)
+                } else {
+                    // |c - 128| as unsigned bytes times x with the sign of (c - 128): pairs stay below
+                    // 2 * 128 * 127.
+                    _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(x, c)),
+                        ones,
+                    )
+                };
+            }
+            let (mut d, mut s) = ([0f32; 8], [0i32; 8]);
+            std::ptr::copy_nonoverlapping(dxp[t].add(b0), d.as_mut_ptr(), n);
+            std::ptr::copy_nonoverlapping(sxp[t].add(b0), s.as_mut_ptr(), n);
+            let dx = _mm256_loadu_ps(d.as_ptr());
+            let sx = _mm256_loadu_si256(s.as_ptr() as *const __m256i);
+            let mut isum = reduce8(&v);
+            if BITS == 8 {
+                isum = _mm256_add_epi32(isum, _mm256_slli_epi32(sx, 7));
+            }
+            let term = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(isum)),
+                _mm256_mul_ps(_mm256_mul_ps(mw, dx), _mm256_cvtepi32_ps(sx)),
+            );
+            acc[t] = _mm256_add_ps(acc[t], term);
+        }
+    };
+    let full = nb / 8 * 8;
+    for b0 in (0..full).step_by(8) {
+        group(b0, 8);
+    }
+    if full < nb {
+        group(full, nb - full);
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+}
+
+/// `out[t] = qdot_mlx(m, row, &xq[t])` for every token, eight at a time (then 4, 2, 1), each weight
+/// sub-block decoded once per group of tokens.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `m` is affine; `row` holds the blocks of every token (checked by the
+/// caller).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::backend::cpu) unsafe fn qdot_mlx_multi(
+    m: MlxBlocks,
+    row: &[u8],
+    xq: &[Q8Row],
+    out: &mut [f32],
+) {
+    let bits = m.quant.bits();
+    if bits != 4 && bits != 8 {
+        for (o, q) in out.iter_mut().zip(xq) {
+            *o = qdot_mlx(m, row, q);
+        }
+        return;
+    }
+    let mut t = 0;
+    while t < xq.len() {
+        let left = xq.len() - t;
+        let n = match left {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
+        match (bits, n) {
+            (4, 8) => qdot_mlx_n::<4, 8>(m, row, xs, o),
+            (4, 4) => qdot_mlx_n::<4, 4>(m, row, xs, o),
+            (4, 2) => qdot_mlx_n::<4, 2>(m, row, xs, o),
+            (4, _) => qdot_mlx_n::<4, 1>(m, row, xs, o),
+            (_, 8) => qdot_mlx_n::<8, 8>(m, row, xs, o),
+            (_, 4) => qdot_mlx_n::<8, 4>(m, row, xs, o),
+            (_, 2) => qdot_mlx_n::<8, 2>(m, row, xs, o),
+            _ => qdot_mlx_n::<8, 1>(m, row, xs, o),
+        }
+        t += n;
+    }
+}
