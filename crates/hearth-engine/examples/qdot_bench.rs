@@ -60,7 +60,7 @@ fn random_matrix(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u
                 put(0, 0);
                 put(2, 0);
             }
-            DType::Q4_1 | DType::Q5_1 => {
+            DType::Q4_1 | DType::Q5_1 | DType::Mlx(_) => {
                 put(0, 0);
                 put(2, 0x8000);
             }
@@ -132,6 +132,15 @@ impl Tokens {
     }
 }
 
+/// MLX affine, groups of 64, bf16 scales: the mlx-community's usual form.
+fn mlx(bits: u8) -> DType {
+    use hearth_engine::tensor::mlx::{MlxFloat, MlxQuant};
+    DType::Mlx(hearth_engine::tensor::mlx_blocks::MlxBlocks::new(
+        MlxQuant::affine(bits, 64).unwrap(),
+        MlxFloat::BF16,
+    ))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let budget: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(0.3);
@@ -166,6 +175,8 @@ fn main() {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        mlx(4),
+        mlx(8),
     ];
     let n_max = *MULTI.iter().max().unwrap();
     for dtype in types {

@@ -121,11 +121,7 @@ pub type Combined = (Vec<Tensor>, Vec<(String, String)>);
 /// Turns the tensors of an MLX checkpoint into hearth tensors with Hugging Face names: every quantized
 /// module's `weight`/`scales`/`biases` become one `DType::Mlx` tensor named `P.weight`; float tensors pass
 /// through. Returns the tensors and the names (with dtypes) of integer tensors left over.
-pub fn combine(
-    dir: &Path,
-    config: &QuantConfig,
-    files: Vec<SafetensorsFile>,
-) -> Result<Combined> {
+pub fn combine(dir: &Path, config: &QuantConfig, files: Vec<SafetensorsFile>) -> Result<Combined> {
     let mut floats: HashMap<String, Tensor> = HashMap::new();
     let mut raws: HashMap<String, RawTensor> = HashMap::new();
     for f in files {

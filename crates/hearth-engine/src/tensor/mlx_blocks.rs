@@ -109,8 +109,32 @@ impl MlxBlocks {
         match self.quant.mode() {
             MlxMode::Affine => {
                 let (s, b) = self.scale_bias(blk);
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = s * read_code(codes, bits, i) as f32 + b;
+                let w = |q: u32| s * q as f32 + b;
+                // The common widths unpack whole bytes (loops the compiler vectorises); the rest read the
+                // bitstream. The same operations either way.
+                match bits {
+                    8 => out
+                        .iter_mut()
+                        .zip(codes)
+                        .for_each(|(o, &c)| *o = w(c as u32)),
+                    4 => {
+                        for (o, &c) in out.chunks_exact_mut(2).zip(codes) {
+                            o[0] = w((c & 15) as u32);
+                            o[1] = w((c >> 4) as u32);
+                        }
+                    }
+                    2 => {
+                        for (o, &c) in out.chunks_exact_mut(4).zip(codes) {
+                            for (k, v) in o.iter_mut().enumerate() {
+                                *v = w(((c >> (2 * k)) & 3) as u32);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (i, o) in out.iter_mut().enumerate() {
+                            *o = w(read_code(codes, bits, i));
+                        }
+                    }
                 }
             }
             MlxMode::Mxfp4 | MlxMode::Nvfp4 => {

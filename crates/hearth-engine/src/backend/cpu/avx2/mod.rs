@@ -64,7 +64,10 @@ macro_rules! block_kernels {
 }
 
 mod blocks;
+mod mlx_float;
 mod qdot;
+
+pub(in crate::backend::cpu) use mlx_float::deq_mlx;
 
 pub(super) use qdot::qdot_mlx_multi;
 
@@ -131,7 +134,7 @@ impl Avx2 {
                 DType::Q4_K => blocks::deq_q4_k(row, out),
                 DType::Q5_K => blocks::deq_q5_k(row, out),
                 DType::Q6_K => blocks::deq_q6_k(row, out),
-                DType::Mlx(_) => crate::tensor::quants::dequantize_row(dtype, row, out),
+                DType::Mlx(m) => deq_mlx(m, row, out),
             }
         }
     }

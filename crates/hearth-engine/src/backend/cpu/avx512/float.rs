@@ -62,7 +62,11 @@ impl Avx512 {
                 DType::Q4_K => blocks::deq_q4_k(row, out),
                 DType::Q5_K => blocks::deq_q5_k(row, out),
                 DType::Q6_K => blocks::deq_q6_k(row, out),
-                DType::Mlx(_) => crate::tensor::quants::dequantize_row(dtype, row, out),
+                // Every AVX-512 CPU has AVX2: its MLX kernel (the same numbers at every level).
+                DType::Mlx(m) => match crate::backend::cpu::avx2::Avx2::detect() {
+                    Some(_) => crate::backend::cpu::avx2::deq_mlx(m, row, out),
+                    None => crate::tensor::quants::dequantize_row(dtype, row, out),
+                },
             }
         }
     }
