@@ -43,6 +43,23 @@ unsafe fn codes4(p: *const u8) -> __m256i {
     _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
 }
 
+/// 64 sequential 4-bit codes (32 bytes at `p`) as two vectors of 32 bytes in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes4_pair(p: *const u8) -> (__m256i, __m256i) {
+    let q = _mm256_loadu_si256(p as *const __m256i);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let lo = _mm256_and_si256(q, m4);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    // Per 128-bit lane: codes 0..16 | 32..48, then 16..32 | 48..64.
+    let a = _mm256_unpacklo_epi8(lo, hi);
+    let c = _mm256_unpackhi_epi8(lo, hi);
+    (
+        _mm256_permute2x128_si256(a, c, 0x20),
+        _mm256_permute2x128_si256(a, c, 0x31),
+    )
+}
+
 /// The scales and biases of eight sub-blocks as two vectors, from the `u32` (bf16/f16 pair) or the two
 /// `f32`s at the start of each sub-block's group block `p[j]`. Built in registers: writing eight scalars to
 /// memory and loading them as one vector stalls on store forwarding (measured: a third of the kernel's time).
@@ -117,14 +134,28 @@ unsafe fn qdot_mlx_n<const BITS: usize, const N: usize>(
         let hdr: [*const u8; 8] =
             std::array::from_fn(|j| rp.add(((b0 + if j < n { j } else { 0 }) >> shift) * bb));
         let (dw, mw) = scales_biases(m.float, hdr);
-        for j in 0..n {
-            let b = b0 + j;
-            let p = rp.add((b >> shift) * bb + hb + (b & low) * sub);
-            codes[j] = if BITS == 4 {
-                codes4(p)
-            } else {
-                _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip)
-            };
+        let at = |b: usize| rp.add((b >> shift) * bb + hb + (b & low) * sub);
+        if BITS == 4 && shift >= 1 {
+            // Groups of 64 or 128: sub-blocks 2i and 2i+1 share a group and 32 contiguous code bytes,
+            // decoded together.
+            let mut j = 0;
+            while j < n {
+                if j + 1 < n {
+                    (codes[j], codes[j + 1]) = codes4_pair(at(b0 + j));
+                } else {
+                    codes[j] = codes4(at(b0 + j));
+                }
+                j += 2;
+            }
+        } else {
+            for (j, c) in codes.iter_mut().enumerate().take(n) {
+                let p = at(b0 + j);
+                *c = if BITS == 4 {
+                    codes4(p)
+                } else {
+                    _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip)
+                };
+            }
         }
         for t in 0..N {
             let xp = xq[t].add(b0 * QK8);
