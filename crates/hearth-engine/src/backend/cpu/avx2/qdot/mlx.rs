@@ -67,15 +67,30 @@ unsafe fn codes4_pair(p: *const u8) -> (__m256i, __m256i) {
 unsafe fn scales_biases(float: MlxFloat, p: [*const u8; 8]) -> (__m256, __m256) {
     let h = |j: usize| (p[j] as *const i32).read_unaligned();
     match float {
-        MlxFloat::BF16 => {
-            let v = _mm256_setr_epi32(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7));
+        MlxFloat::BF16 | MlxFloat::F16 => split_halves(
+            float,
+            _mm256_setr_epi32(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)),
+        ),
+        MlxFloat::F32 => {
+            let s = |j: usize| (p[j] as *const f32).read_unaligned();
+            let b = |j: usize| (p[j].add(4) as *const f32).read_unaligned();
             (
-                _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
-                _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536))),
+                _mm256_setr_ps(s(0), s(1), s(2), s(3), s(4), s(5), s(6), s(7)),
+                _mm256_setr_ps(b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)),
             )
         }
-        MlxFloat::F16 => {
-            let v = _mm256_setr_epi32(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7));
+    }
+}
+
+/// Eight 16-bit (scale, bias) pairs, one per 32-bit lane, as a vector of scales and one of biases.
+#[inline(always)]
+unsafe fn split_halves(float: MlxFloat, v: __m256i) -> (__m256, __m256) {
+    match float {
+        MlxFloat::BF16 => (
+            _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+            _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536))),
+        ),
+        _ => {
             // Per 128-bit lane: the four scales' halves to the low 8 bytes, the biases' to the high 8.
             let split = _mm256_shuffle_epi8(
                 v,
@@ -88,14 +103,6 @@ unsafe fn scales_biases(float: MlxFloat, p: [*const u8; 8]) -> (__m256, __m256) 
             (
                 _mm256_cvtph_ps(_mm256_castsi256_si128(v)),
                 _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1)),
-            )
-        }
-        MlxFloat::F32 => {
-            let s = |j: usize| (p[j] as *const f32).read_unaligned();
-            let b = |j: usize| (p[j].add(4) as *const f32).read_unaligned();
-            (
-                _mm256_setr_ps(s(0), s(1), s(2), s(3), s(4), s(5), s(6), s(7)),
-                _mm256_setr_ps(b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)),
             )
         }
     }
@@ -131,9 +138,27 @@ unsafe fn qdot_mlx_n<const BITS: usize, const N: usize>(
         let mut codes = [_mm256_setzero_si256(); 8];
         // A missing sub-block (n < 8) reads the first one's header; its activations are zero-padded
         // below, so its term is (+0.0) and leaves its lane unchanged.
-        let hdr: [*const u8; 8] =
-            std::array::from_fn(|j| rp.add(((b0 + if j < n { j } else { 0 }) >> shift) * bb));
-        let (dw, mw) = scales_biases(m.float, hdr);
+        let (dw, mw) = if m.float != MlxFloat::F32 && shift >= 1 {
+            // 2 or 4 distinct groups: load their headers once, then spread them over the sub-blocks.
+            let per = 1usize << shift;
+            let g0 = b0 >> shift;
+            let valid = n.div_ceil(per);
+            let h = |k: usize| {
+                let k = if k < valid { k } else { 0 };
+                (rp.add((g0 + k) * bb) as *const i32).read_unaligned()
+            };
+            let v = _mm_setr_epi32(h(0), h(1), h(2), h(3));
+            let idx = if shift == 1 {
+                _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
+            } else {
+                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)
+            };
+            split_halves(m.float, _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(v), idx))
+        } else {
+            let hdr: [*const u8; 8] =
+                std::array::from_fn(|j| rp.add(((b0 + if j < n { j } else { 0 }) >> shift) * bb));
+            scales_biases(m.float, hdr)
+        };
         let at = |b: usize| rp.add((b >> shift) * bb + hb + (b & low) * sub);
         if BITS == 4 && shift >= 1 {
             // Groups of 64 or 128: sub-blocks 2i and 2i+1 share a group and 32 contiguous code bytes,
