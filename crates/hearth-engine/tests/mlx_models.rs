@@ -137,3 +137,101 @@ fn qwen3() {
 fn gemma3() {
     check_arch("gemma3");
 }
+
+/// A copy of a fixture folder with its config.json and safetensors header edited by `edit`.
+fn edited_copy(name: &str, edit: impl Fn(String, Vec<u8>) -> (String, Vec<u8>)) -> PathBuf {
+    let src = fixtures().join("llama/q4-g32");
+    let dst = std::env::temp_dir().join(format!("hearth-mlx-bad-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    let (cfg, st) = edit(
+        std::fs::read_to_string(src.join("config.json")).unwrap(),
+        std::fs::read(src.join("model.safetensors")).unwrap(),
+    );
+    std::fs::write(dst.join("config.json"), cfg).unwrap();
+    std::fs::write(dst.join("model.safetensors"), st).unwrap();
+    dst
+}
+
+/// Replaces `from` with `to` (same length) inside the safetensors header.
+fn rename_in_header(st: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let hlen = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(st[8..8 + hlen].to_vec()).unwrap();
+    assert!(header.contains(from), "{from} not in header");
+    let mut out = st[..8].to_vec();
+    out.extend_from_slice(header.replace(from, to).as_bytes());
+    out.extend_from_slice(&st[8 + hlen..]);
+    out
+}
+
+#[test]
+fn bad_checkpoints_are_refused_with_the_reason() {
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "bits",
+            edited_copy("bits", |c, s| (c.replace("\"bits\": 4", "\"bits\": 8"), s)),
+            "scales have shape",
+        ),
+        (
+            "mode",
+            edited_copy("mode", |c, s| {
+                (c.replace("\"mode\": \"affine\"", "\"mode\": \"mxfp4\""), s)
+            }),
+            "mxfp4",
+        ),
+        (
+            "unknown mode",
+            edited_copy("unknown", |c, s| {
+                (
+                    c.replace("\"mode\": \"affine\"", "\"mode\": \"q4_magic\""),
+                    s,
+                )
+            }),
+            "q4_magic",
+        ),
+        (
+            "no biases",
+            edited_copy("biases", |c, s| {
+                (
+                    c,
+                    rename_in_header(
+                        s,
+                        "model.layers.0.mlp.up_proj.biases",
+                        "model.layers.0.mlp.up_proj.biasez",
+                    ),
+                )
+            }),
+            "needs biases",
+        ),
+        (
+            "no quantization section",
+            edited_copy("noquant", |c, s| {
+                let mut v: serde_json::Value = serde_json::from_str(&c).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("quantization");
+                o.remove("quantization_config");
+                (v.to_string(), s)
+            }),
+            "no `quantization` section",
+        ),
+        (
+            "module listed as float",
+            edited_copy("false", |c, s| {
+                let mut v: serde_json::Value = serde_json::from_str(&c).unwrap();
+                v["quantization"]["model.layers.1.self_attn.o_proj"] =
+                    serde_json::Value::Bool(false);
+                (v.to_string(), s)
+            }),
+            "not quantized",
+        ),
+    ];
+    for (what, dir, want) in cases {
+        let err = match Model::open(&dir) {
+            Ok(_) => panic!("{what}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{what}: {err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

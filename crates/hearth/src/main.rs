@@ -305,7 +305,7 @@ fn info(path: &Path) -> Result<()> {
     println!("weights by type:");
     for (ty, n, bytes) in model.weights.bytes_by_type() {
         println!(
-            "  {ty:>5}: {n:>12} weights, {:>10.2} MB",
+            "  {ty:>15}: {n:>12} weights, {:>10.2} MB",
             bytes as f64 / 1e6
         );
     }

@@ -27,7 +27,10 @@ use weights::Weights;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Gguf,
+    /// A Hugging Face folder of float safetensors.
     Safetensors,
+    /// A Hugging Face folder quantized by MLX (config.json `quantization`).
+    Mlx,
 }
 
 /// Which positions' logits a forward call returns.
@@ -159,7 +162,13 @@ impl Model {
             .map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
         let config = ModelConfig::from_hf_config(&cfg_path, &root)?;
         let files = safetensors::open_folder(dir)?;
-        let (all, leftover) = match mlx::QuantConfig::from_config(&cfg_path, &root)? {
+        let quant = mlx::QuantConfig::from_config(&cfg_path, &root)?;
+        let format = if quant.is_some() {
+            Format::Mlx
+        } else {
+            Format::Safetensors
+        };
+        let (all, leftover) = match quant {
             Some(q) => mlx::combine(dir, &q, files)?,
             None => {
                 let mut all = Vec::new();
@@ -206,7 +215,7 @@ impl Model {
         } else {
             0.0
         };
-        Self::build(config, weights, Format::Safetensors, dir, None, offset)
+        Self::build(config, weights, format, dir, None, offset)
     }
 
     fn build(
