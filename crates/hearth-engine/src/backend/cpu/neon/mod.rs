@@ -66,6 +66,7 @@ macro_rules! block_kernels {
 }
 
 mod blocks;
+mod mlx;
 mod qdot;
 
 /// Proof that this CPU runs NEON (and that `HEARTH_KERNELS` allows it); `dotprod` says whether the integer

@@ -76,14 +76,14 @@ impl Neon {
 }
 
 /// How a kernel sums products of signed bytes exactly into i32 lanes.
-trait ByteDot {
+pub(super) trait ByteDot {
     /// `acc` plus the sixteen products `a[i] * b[i]`, spread over its four lanes (which lane holds which
     /// product differs between implementations; the lanes' total is exact in both).
     unsafe fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
 /// `sdot` (the `dotprod` extension): four products per lane in one instruction.
-struct Sdot;
+pub(super) struct Sdot;
 
 impl ByteDot for Sdot {
     /// Only inlined into `#[target_feature(enable = "neon,dotprod")]` functions (the `*_sdot` entry points).
@@ -103,7 +103,7 @@ impl ByteDot for Sdot {
 
 /// Base NEON: `smull` (each i8 x i8 product fits an i16, even -128 x -128), then `sadalp` adds pairs into
 /// the i32 lanes.
-struct Widening;
+pub(super) struct Widening;
 
 impl ByteDot for Widening {
     #[inline(always)]
@@ -115,7 +115,7 @@ impl ByteDot for Widening {
 
 /// Partial sums of 32 codes (`c[0]`: 0..16, `c[1]`: 16..32) times the 32 activations at `x`.
 #[inline(always)]
-unsafe fn dot32<D: ByteDot>(c: [int8x16_t; 2], x: *const i8) -> int32x4_t {
+pub(super) unsafe fn dot32<D: ByteDot>(c: [int8x16_t; 2], x: *const i8) -> int32x4_t {
     let acc = D::dot16(vdupq_n_s32(0), c[0], vld1q_s8(x));
     D::dot16(acc, c[1], vld1q_s8(x.add(16)))
 }

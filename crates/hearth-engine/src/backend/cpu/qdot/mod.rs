@@ -403,12 +403,11 @@ impl QdotKernels {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512(a) => a.qdot_multi(dtype, row, xq, out),
             // One token at a time: the NEON kernels have no multi-token form yet.
-            // MLX weights run the scalar reference on NEON (no NEON MLX kernels yet; the same numbers).
             #[cfg(target_arch = "aarch64")]
             Level::Neon(n) => {
                 for (o, q) in out.iter_mut().zip(xq) {
                     *o = match dtype {
-                        DType::Mlx(m) => qdot_mlx(m, row, q),
+                        DType::Mlx(m) => n.qdot_mlx(m, row, q),
                         _ => n.qdot(dtype, row, q),
                     };
                 }
