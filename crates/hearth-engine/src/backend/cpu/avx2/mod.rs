@@ -69,8 +69,6 @@ mod qdot;
 
 pub(in crate::backend::cpu) use mlx_float::deq_mlx;
 
-pub(super) use qdot::qdot_mlx_multi;
-
 /// Proof that this CPU runs AVX2, FMA and F16C; its methods are the safe entry points to the kernels.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx2(());

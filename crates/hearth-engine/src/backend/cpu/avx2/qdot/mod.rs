@@ -11,7 +11,7 @@ mod blocks32;
 mod kquants;
 mod mlx;
 
-pub(in crate::backend::cpu) use mlx::qdot_mlx_multi;
+use mlx::qdot_mlx_multi;
 
 use std::arch::x86_64::*;
 

@@ -239,6 +239,8 @@ macro_rules! blocks32_kernels {
             |p| codes5(p.add(4), p.add(8)),
             |u, x| udot64(u, x)
         );
+
+        mlx_kernels!($feat);
     };
 }
 

@@ -9,6 +9,8 @@
 //! once per block (or group of blocks) and runs every token against them with the single-token operations.
 //! `blocks32.rs` holds the 32-weight block types, `kquants.rs` the K-quants.
 
+#[macro_use]
+mod mlx;
 mod blocks32;
 mod kquants;
 
@@ -46,15 +48,19 @@ impl Avx512 {
                 }
             };
         }
-        // MLX weights run the AVX2 kernels (every AVX-512 CPU has AVX2; the same numbers at every level).
         if let DType::Mlx(m) = dtype {
-            match crate::backend::cpu::avx2::Avx2::detect() {
-                // SAFETY: the token proves AVX2/FMA/F16C; the caller checked `row` and the tokens.
-                Some(_) => unsafe { crate::backend::cpu::avx2::qdot_mlx_multi(m, row, xq, out) },
-                None => {
-                    for (o, q) in out.iter_mut().zip(xq) {
-                        *o = crate::backend::cpu::qdot::qdot_mlx(m, row, q);
-                    }
+            if !matches!(m.quant.bits(), 4 | 8) {
+                for (o, q) in out.iter_mut().zip(xq) {
+                    *o = crate::backend::cpu::qdot::qdot_mlx(m, row, q);
+                }
+                return;
+            }
+            // SAFETY: as below.
+            unsafe {
+                if self.vnni {
+                    blocks32::vnni::qdot_mlx_multi(m, row, xq, out)
+                } else {
+                    blocks32::bw::qdot_mlx_multi(m, row, xq, out)
                 }
             }
             return;
