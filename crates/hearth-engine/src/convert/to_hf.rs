@@ -110,6 +110,7 @@ pub(crate) fn gguf_hf_parts(g: &GgufFile, dtype: Option<MlxFloat>) -> Result<HfP
         ));
     }
     let tok = Tokenizer::from_gguf(g)?;
+    let requested = dtype;
     let dtype = dtype.unwrap_or_else(|| default_dtype(g, cfg.arch));
     let permute = matches!(cfg.arch, Arch::Llama | Arch::Mistral);
     let mut tensors = Vec::new();
@@ -139,8 +140,14 @@ pub(crate) fn gguf_hf_parts(g: &GgufFile, dtype: Option<MlxFloat>) -> Result<HfP
         } else {
             0.0
         };
-        // Every tensor takes the one chosen dtype, as transformers stores a checkpoint.
-        tensors.push(HfTensor::mapped(name, t.clone(), rows, offset, dtype)?);
+        // The chosen dtype applies to every tensor when asked for; by default 1-D tensors that the GGUF
+        // keeps in f32 (norms, biases: llama.cpp never rounds them) stay f32, so nothing is lost.
+        let this = if requested.is_none() && t.shape.len() == 1 && t.dtype == DType::F32 {
+            MlxFloat::F32
+        } else {
+            dtype
+        };
+        tensors.push(HfTensor::mapped(name, t.clone(), rows, offset, this)?);
     }
     sort_model_order(&mut tensors);
     let tied = !g.tensors.iter().any(|t| t.name == "output.weight");
@@ -169,7 +176,7 @@ pub(crate) fn gguf_hf_parts(g: &GgufFile, dtype: Option<MlxFloat>) -> Result<HfP
 }
 
 /// Converts the GGUF file `src` into a Hugging Face folder at `dst` with tensors in `dtype` (default: see
-/// [`default_dtype`]).
+/// [`default_dtype`], with f32 1-D tensors kept f32).
 pub fn gguf_to_hf(
     src: &Path,
     dst: &Path,
