@@ -1,7 +1,8 @@
 """`hearth convert --to mlx` against mlx-lm itself (mlx on CPU; skipped when mlx cannot be imported).
 
 - hearth's MLX folder from a tiny Hugging Face model equals `mlx_lm.convert`'s from the same input, tensor for
-  tensor (names, dtypes, shapes, every element) and in config.json's quantization section;
+  tensor (names, dtypes, shapes, every element) and in config.json's quantization section; hearth's SmolLM2
+  GGUF → MLX equals `mlx_lm.convert` of hearth's GGUF → Hugging Face folder;
 - `mlx_lm.load` loads hearth's output (tiny model and the real SmolLM2 GGUF → MLX 4-bit) and generates;
 - mlx-lm's greedy 16-token continuation of a prompt on hearth's MLX folder equals `hearth run --raw` on the same
   folder at temperature 0. hearth reading MLX folders lands separately; until then this test is an expected
@@ -100,6 +101,21 @@ def smol_mlx(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smol") / "smol-mlx-q4"
     hearth_convert(SMOL, out, "-q", "--bits", "4")
     return out
+
+
+def test_smollm2_gguf_to_mlx_equals_mlx_lm_on_the_same_tensors(smol_mlx: Path, tmp_path: Path) -> None:
+    """The real model: hearth's GGUF → MLX equals mlx_lm.convert run on hearth's GGUF → Hugging Face folder."""
+    hf = tmp_path / "smol-hf"
+    r = subprocess.run([str(HEARTH_BIN), "convert", str(SMOL), str(hf), "--to", "hf"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    theirs = tmp_path / "smol-mlx-lm"
+    mlx_lm_convert(hf, theirs, "-q", "--q-bits", "4")
+    a, b = load_weights(smol_mlx), load_weights(theirs)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        assert mx.array_equal(a[name], b[name]).item(), name
 
 
 def test_mlx_lm_generates_from_hearth_smollm2(smol_mlx: Path) -> None:

@@ -2,7 +2,8 @@
 //! scripts/make_mlx_convert_fixtures.py running `mlx_lm.convert` on the tiny Hugging Face models) is
 //! converted by hearth from the same input and must match exactly: every tensor's dtype, shape and bytes
 //! (sha256), config.json's `quantization` / `quantization_config` sections and `tie_word_embeddings`, and the
-//! index metadata (`total_size`, `total_parameters`).
+//! index metadata (`total_size`, `total_parameters`). Also: GGUF → MLX equals GGUF → HF → MLX, existing
+//! output needs `force`, bad options leave nothing, and an unquantized conversion only casts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -215,4 +216,40 @@ fn unquantized_conversion_only_casts() {
         assert_eq!(t.to_f32(), b.weights.tensors[n].to_f32(), "{n}");
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// GGUF → MLX directly equals GGUF → Hugging Face → MLX (the same mapping back, the same quantizer), for
+/// float and block-quantized GGUFs of every tiny architecture.
+#[test]
+fn gguf_to_mlx_equals_the_route_through_hf() {
+    use hearth_engine::convert::to_hf::{gguf_to_hf, gguf_to_mlx};
+    for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"] {
+        for variant in ["bf16", "q4_1"] {
+            let gguf = root()
+                .join("tests/fixtures/tiny")
+                .join(arch)
+                .join(format!("model-{variant}.gguf"));
+            let d = tmp(&format!("route-{arch}-{variant}"));
+            let opts = MlxOptions {
+                bits: Some(4),
+                group_size: Some(32),
+                ..MlxOptions::default()
+            };
+            gguf_to_mlx(&gguf, &d.join("direct"), &opts, false, &mut |_, _| {}).unwrap();
+            gguf_to_hf(&gguf, &d.join("hf"), None, false, &mut |_, _| {}).unwrap();
+            hf_to_mlx(&d.join("hf"), &d.join("via"), &opts, false, &mut |_, _| {}).unwrap();
+            let a = tensors(&d.join("direct/model.safetensors"));
+            let b = tensors(&d.join("via/model.safetensors"));
+            assert_eq!(a, b, "{arch} {variant}");
+            let ca: Value = serde_json::from_str(
+                &std::fs::read_to_string(d.join("direct/config.json")).unwrap(),
+            )
+            .unwrap();
+            let cb: Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("via/config.json")).unwrap())
+                    .unwrap();
+            assert_eq!(ca, cb, "{arch} {variant}: config.json");
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
 }

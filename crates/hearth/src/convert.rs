@@ -88,8 +88,8 @@ fn detect(src: &Path) -> Result<Source> {
             src.display()
         )
     })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", cfg.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", cfg.display()))?;
     Ok(if v.get("quantization").is_some() {
         Source::Mlx
     } else {
@@ -124,8 +124,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     let dtype: Option<MlxFloat> = match &a.dtype {
         None => None,
         Some(d) => Some(
-            parse_float(d)
-                .with_context(|| format!("--dtype {d:?}: expected f16, bf16 or f32"))?,
+            parse_float(d).with_context(|| format!("--dtype {d:?}: expected f16, bf16 or f32"))?,
         ),
     };
     let mlx_flags = a.quantize

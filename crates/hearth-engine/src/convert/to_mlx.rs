@@ -135,6 +135,14 @@ pub fn hf_to_mlx(
         ));
     }
     ModelConfig::from_hf_config(&cfg_path, &config)?;
+    if config.get("model_type").and_then(|v| v.as_str()) == Some("gemma3") {
+        // mlx-lm nests the text model under `language_model` and drops the vision tower; hearth does not
+        // rebuild that layout yet.
+        return Err(Error::unsupported(
+            src,
+            "multimodal Gemma 3 (model_type gemma3) → MLX is not supported yet; convert a gemma3_text checkpoint",
+        ));
+    }
     let mut tensors = Vec::new();
     for f in safetensors::open_folder(src)? {
         if let Some((name, ty)) = f.unsupported.first() {
