@@ -130,12 +130,11 @@ fn bad_inputs_exit_1_without_output() {
     )
     .unwrap();
     let out = d.join("out");
+    let missing = d.join("missing");
+    let deep = d.join("no/such/dir/out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![s(&junk), s(&out), "--to", "mlx"], "not a GGUF file"),
-        (
-            vec![s(&d.join("missing")), s(&out), "--to", "mlx"],
-            "missing",
-        ),
+        (vec![s(&missing), s(&out), "--to", "mlx"], "missing"),
         (vec![s(&bert), s(&out), "--to", "mlx", "-q"], "bert"),
         (
             vec![s(&hf), s(&out), "--to", "hf"],
@@ -165,10 +164,7 @@ fn bad_inputs_exit_1_without_output() {
             vec![s(&hf), s(&out), "--to", "gguf", "--outtype", "q8_0"],
             "not built",
         ),
-        (
-            vec![s(&hf), s(&d.join("no/such/dir/out")), "--to", "mlx"],
-            "does not exist",
-        ),
+        (vec![s(&hf), s(&deep), "--to", "mlx"], "does not exist"),
     ];
     for (args, needle) in cases {
         let mut full = vec!["convert"];
