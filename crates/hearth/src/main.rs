@@ -1,9 +1,10 @@
-//! The `hearth` command line: run, perplexity, info and bench over the engine, in-process.
+//! The `hearth` command line: run, perplexity, info, bench and convert over the engine, in-process.
 //!
 //! stdout carries only generated text (or, for info/perplexity/bench, the report); progress, timings and errors
 //! go to stderr. Errors exit with status 1 and never panic.
 
 mod bench;
+mod convert;
 mod progress;
 mod serve;
 
@@ -66,6 +67,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve models over OpenAI- and Anthropic-compatible HTTP APIs.
     Serve(serve::ServeArgs),
+    /// Convert a model: Hugging Face folder or GGUF file to an MLX folder (quantized with -q), GGUF file to a
+    /// Hugging Face folder, Hugging Face folder to GGUF.
+    Convert(convert::ConvertArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::Perplexity { model, file } => perplexity(&model, &file),
         Command::Info { model } => info(&model),
         Command::Bench(a) => bench::bench(a),
+        Command::Convert(a) => convert::convert(a),
         Command::Serve(a) => {
             init_logging();
             serve::serve(a)

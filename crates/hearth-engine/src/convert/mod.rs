@@ -5,8 +5,19 @@
 //! into a staging path that is renamed over the target only when everything is written ([`output`]).
 //!
 //! - [`output`]: the staging file or folder, `--force`, and the cleanup of a failed conversion.
+//! - [`source`]: a model's tensors under Hugging Face names and layout, read row by row from a safetensors
+//!   folder or mapped back from a GGUF file; the common input of both folder writers.
+//! - [`to_mlx`]: Hugging Face folder or GGUF file → MLX folder (mlx-lm's layout, affine/mxfp4/nvfp4/mxfp8,
+//!   mixed recipes), equal to `mlx_lm.convert`'s output tensor for tensor.
+//! - [`to_hf`]: GGUF file → Hugging Face folder (float safetensors, config.json, tokenizer.json).
+//! - [`hf_config`] and [`hf_tokenizer`]: config.json and tokenizer.json rebuilt from GGUF metadata.
 
+pub mod hf_config;
+pub mod hf_tokenizer;
 pub mod output;
+pub mod source;
+pub mod to_hf;
+pub mod to_mlx;
 
 /// Reports progress of a long step: `(done, total)` in the step's own unit (bytes or tensors). The CLI draws a
 /// progress bar from it; tests pass a no-op.

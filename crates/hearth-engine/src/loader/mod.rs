@@ -1,5 +1,7 @@
-//! Model file loading: GGUF and Hugging Face folders (float or MLX-quantized), memory-mapped and validated.
+//! Model file loading: GGUF and Hugging Face folders (float or MLX-quantized), memory-mapped and validated;
+//! and the safetensors writer that `hearth convert` uses.
 
 pub mod gguf;
 pub mod mlx;
 pub mod safetensors;
+pub mod safetensors_write;

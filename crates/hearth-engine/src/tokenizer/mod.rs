@@ -10,7 +10,7 @@
 //! stream of generated ids into text without ever emitting half a UTF-8 character; [`ChatTemplate`] renders
 //! conversations the way transformers does.
 
-mod bpe;
+pub(crate) mod bpe;
 pub mod chat_template;
 mod detok;
 mod hf;

@@ -1,0 +1,220 @@
+//! A model's tensors as Hugging Face names and lays them out, read one row at a time from wherever they live.
+//!
+//! Both writers of Hugging Face-style folders (plain safetensors and MLX) take their input in this one form,
+//! so a GGUF file is converted by describing how each of its tensors maps back (a new name, llama.cpp's q/k
+//! row order undone, Gemma's `1 + w` norm gains shifted back) rather than by materializing a Hugging Face
+//! copy first. Rows are dequantized on demand from the memory map: a tensor never sits in memory as f32.
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::loader::safetensors_write::StDtype;
+use crate::tensor::mlx::MlxFloat;
+use crate::tensor::{quants, DType, Tensor};
+
+/// How the rows of the stored tensor map onto the Hugging Face rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOrder {
+    /// Row `r` is stored row `r`.
+    Same,
+    /// llama.cpp's converter reorders each head's q/k rows so that rotary pairs are adjacent: within a head of
+    /// `d` rows, Hugging Face row `s * d/2 + i` (half `s`, index `i`) is stored at row `2 * i + s`. This is
+    /// the inverse, for `heads` heads.
+    Unpermute { heads: usize },
+}
+
+/// One output tensor: its Hugging Face name, shape and float dtype, and where its values come from.
+#[derive(Clone, Debug)]
+pub struct HfTensor {
+    pub name: String,
+    /// Row-major Hugging Face shape (`[out, in]` for a linear weight).
+    pub shape: Vec<usize>,
+    /// The dtype the tensor has in the output; every value read is exact in it.
+    pub dtype: MlxFloat,
+    src: Tensor,
+    rows: RowOrder,
+    /// Added to every value (Gemma's GGUF norm gains hold `1 + w`; Hugging Face holds `w`).
+    offset: f32,
+}
+
+/// The float dtype of a plain tensor, or None for block-quantized types.
+pub fn float_of(dtype: DType) -> Option<MlxFloat> {
+    match dtype {
+        DType::F32 => Some(MlxFloat::F32),
+        DType::F16 => Some(MlxFloat::F16),
+        DType::BF16 => Some(MlxFloat::BF16),
+        _ => None,
+    }
+}
+
+/// The safetensors dtype of a float dtype.
+pub fn st_dtype(f: MlxFloat) -> StDtype {
+    match f {
+        MlxFloat::F32 => StDtype::F32,
+        MlxFloat::F16 => StDtype::F16,
+        MlxFloat::BF16 => StDtype::BF16,
+    }
+}
+
+/// Parses `f32`/`float32`, `f16`/`float16`, `bf16`/`bfloat16` (CLI flags and config.json spellings).
+pub fn parse_float(name: &str) -> Option<MlxFloat> {
+    match name {
+        "f32" | "float32" | "F32" => Some(MlxFloat::F32),
+        "f16" | "float16" | "F16" => Some(MlxFloat::F16),
+        "bf16" | "bfloat16" | "BF16" => Some(MlxFloat::BF16),
+        _ => None,
+    }
+}
+
+/// transformers' name of a float dtype (`torch_dtype` / `dtype` in config.json).
+pub fn torch_name(f: MlxFloat) -> &'static str {
+    match f {
+        MlxFloat::F32 => "float32",
+        MlxFloat::F16 => "float16",
+        MlxFloat::BF16 => "bfloat16",
+    }
+}
+
+/// Appends `values` (exact in `f`, or rounded to nearest even) as little-endian `f` bytes.
+pub fn push_floats(f: MlxFloat, values: &[f32], out: &mut Vec<u8>) {
+    match f {
+        MlxFloat::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        MlxFloat::F16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        MlxFloat::BF16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+    }
+}
+
+impl HfTensor {
+    /// A tensor read as it is stored (a Hugging Face safetensors tensor), keeping its float dtype.
+    pub fn plain(name: impl Into<String>, src: Tensor) -> Result<HfTensor> {
+        let name = name.into();
+        let dtype = float_of(src.dtype).ok_or_else(|| {
+            Error::Other(format!(
+                "tensor {name}: {} is not a float type; only F32, F16 and BF16 convert",
+                src.dtype
+            ))
+        })?;
+        Ok(HfTensor {
+            name,
+            shape: src.shape.clone(),
+            dtype,
+            src,
+            rows: RowOrder::Same,
+            offset: 0.0,
+        })
+    }
+
+    /// A tensor of any stored type (GGUF block types are dequantized), mapped back by `rows` and `offset`,
+    /// output in `dtype`.
+    pub fn mapped(
+        name: impl Into<String>,
+        src: Tensor,
+        rows: RowOrder,
+        offset: f32,
+        dtype: MlxFloat,
+    ) -> Result<HfTensor> {
+        let name = name.into();
+        if let RowOrder::Unpermute { heads } = rows {
+            let n = src.shape.first().copied().unwrap_or(0);
+            if heads == 0 || n % heads != 0 || (n / heads) % 2 != 0 {
+                return Err(Error::Other(format!(
+                    "tensor {name}: {n} rows do not split into {heads} heads of an even size"
+                )));
+            }
+        }
+        Ok(HfTensor {
+            name,
+            shape: src.shape.clone(),
+            dtype,
+            src,
+            rows,
+            offset,
+        })
+    }
+
+    /// The same tensor converted to `dtype` (values rounded to nearest even, as `astype` does).
+    pub fn cast(mut self, dtype: MlxFloat) -> HfTensor {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Elements per row (the last dimension).
+    pub fn cols(&self) -> usize {
+        *self.shape.last().unwrap_or(&1)
+    }
+
+    /// Rows (the product of the other dimensions).
+    pub fn rows(&self) -> usize {
+        self.numel() / self.cols().max(1)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Hugging Face row `r` into `out` (`cols()` values), each exact in `self.dtype`.
+    pub fn read_row(&self, r: usize, out: &mut [f32]) {
+        let stored = match self.rows {
+            RowOrder::Same => r,
+            RowOrder::Unpermute { heads } => {
+                // The permutation acts on dimension 0; a 1-D tensor (a bias) is one row of values instead.
+                let d = self.src.shape[0] / heads;
+                let (h, j) = (r / d, r % d);
+                let (s, i) = (j / (d / 2), j % (d / 2));
+                h * d + 2 * i + s
+            }
+        };
+        if self.src.shape.len() == 1 && matches!(self.rows, RowOrder::Unpermute { .. }) {
+            let all = self.src.to_f32();
+            let heads = match self.rows {
+                RowOrder::Unpermute { heads } => heads,
+                RowOrder::Same => 1,
+            };
+            let d = all.len() / heads;
+            for (k, o) in out.iter_mut().enumerate() {
+                let (h, j) = (k / d, k % d);
+                let (s, i) = (j / (d / 2), j % (d / 2));
+                *o = all[h * d + 2 * i + s];
+            }
+        } else {
+            quants::dequantize_row(self.src.dtype, self.src.row(stored), out);
+        }
+        for v in out.iter_mut() {
+            *v = self.dtype.round(*v + self.offset);
+        }
+    }
+
+    /// The whole tensor as little-endian bytes of `self.dtype`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let cols = self.cols();
+        let mut row = vec![0f32; cols];
+        let mut out = Vec::with_capacity(self.numel() * self.dtype.size());
+        for r in 0..self.rows() {
+            self.read_row(r, &mut row);
+            push_floats(self.dtype, &row, &mut out);
+        }
+        out
+    }
+}
+
+/// Sorts tensors into the order mlx-lm and transformers list a decoder's parameters: embeddings, then each
+/// layer in numeric order, then the rest (final norm, output head); by name within each.
+pub fn sort_model_order(tensors: &mut [HfTensor]) {
+    fn key(name: &str) -> (u8, usize, String) {
+        let parts: Vec<&str> = name.split('.').collect();
+        if let Some(p) = parts.iter().position(|p| *p == "layers") {
+            if let Some(n) = parts.get(p + 1).and_then(|s| s.parse::<usize>().ok()) {
+                return (1, n, name.to_string());
+            }
+        }
+        let group = if name.contains("embed_tokens") { 0 } else { 2 };
+        (group, 0, name.to_string())
+    }
+    tensors.sort_by_key(|t| key(&t.name));
+}
