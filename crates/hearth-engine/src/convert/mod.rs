@@ -7,6 +7,7 @@
 //! - [`output`]: the staging file or folder, `--force`, and the cleanup of a failed conversion.
 
 pub mod output;
+pub mod to_gguf;
 
 /// Reports progress of a long step: `(done, total)` in the step's own unit (bytes or tensors). The CLI draws a
 /// progress bar from it; tests pass a no-op.
