@@ -121,7 +121,8 @@ fn check_against_llama_cpp(file: &str) -> usize {
             e_mine / e_theirs
         );
         assert_eq!(
-            same, blocks,
+            same,
+            blocks,
             "{} {}: only {same} of {blocks} blocks equal llama.cpp's (RMS error ratio {})",
             t.name,
             t.dtype,

@@ -66,10 +66,7 @@ impl GgufHeader {
 
     /// A metadata value set earlier.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// Metadata in insertion order.
@@ -132,9 +129,11 @@ impl GgufHeader {
         buf.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut buf, k);
-            let ty = value_type(v).map_err(|m| Error::format(path, format!("metadata {k}: {m}")))?;
+            let ty =
+                value_type(v).map_err(|m| Error::format(path, format!("metadata {k}: {m}")))?;
             buf.extend_from_slice(&ty.to_le_bytes());
-            put_value(&mut buf, v).map_err(|m| Error::format(path, format!("metadata {k}: {m}")))?;
+            put_value(&mut buf, v)
+                .map_err(|m| Error::format(path, format!("metadata {k}: {m}")))?;
         }
         let (offsets, _) = self.data_layout();
         for (t, off) in self.tensors.iter().zip(&offsets) {
@@ -295,11 +294,7 @@ impl<W: Write> GgufWriter<W> {
             return Err(Error::tensor(
                 &self.path,
                 &t.name,
-                format!(
-                    "only {} of {} bytes written",
-                    self.written,
-                    t.nbytes()
-                ),
+                format!("only {} of {} bytes written", self.written, t.nbytes()),
             ));
         }
         self.out.flush().map_err(|e| Error::io(&self.path, e))?;
@@ -363,7 +358,7 @@ mod tests {
             h.set(k, v);
         }
         h.set("u8", MetaValue::U8(201)); // replaced in place
-        // [3, 5] f32 (60 bytes: padded), [2, 64] Q8_0 (136 bytes), [7] f16 (14 bytes), [2, 3, 32] Q4_0.
+                                         // [3, 5] f32 (60 bytes: padded), [2, 64] Q8_0 (136 bytes), [7] f16 (14 bytes), [2, 3, 32] Q4_0.
         let specs = [
             ("a", DType::F32, vec![3, 5]),
             ("b", DType::Q8_0, vec![2, 64]),

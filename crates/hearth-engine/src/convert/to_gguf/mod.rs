@@ -116,7 +116,13 @@ pub fn use_more_bits(layer: usize, n_layers: usize) -> bool {
 /// Fallbacks for rows that are not whole blocks: the converter's F16 for the 32-weight types (as
 /// `convert_hf_to_gguf.py` does); Q8_0 (or F16 if even that does not fit) for the 256-weight K-quants, where
 /// llama-quantize would pick Q5_0 — hearth has no Q5_0 quantizer, and such tensors are rare and small.
-pub fn tensor_type(outtype: OutType, name: &str, shape: &[usize], n_layers: usize, tied: bool) -> DType {
+pub fn tensor_type(
+    outtype: OutType,
+    name: &str,
+    shape: &[usize],
+    n_layers: usize,
+    tied: bool,
+) -> DType {
     if shape.len() < 2 || name.ends_with("_norm.weight") || !name.ends_with(".weight") {
         return DType::F32;
     }
@@ -129,7 +135,8 @@ pub fn tensor_type(outtype: OutType, name: &str, shape: &[usize], n_layers: usiz
         let is_output = name == "output.weight" || (tied && name == "token_embd.weight");
         let more = |l: Option<usize>| l.is_some_and(|l| use_more_bits(l, n_layers));
         if is_output
-            || ((name.ends_with(".attn_v.weight") || name.ends_with(".ffn_down.weight")) && more(layer))
+            || ((name.ends_with(".attn_v.weight") || name.ends_with(".ffn_down.weight"))
+                && more(layer))
         {
             ty = DType::Q6_K;
         }
@@ -147,13 +154,21 @@ pub fn tensor_type(outtype: OutType, name: &str, shape: &[usize], n_layers: usiz
 
 /// Converts the Hugging Face folder `src` (config.json, model.safetensors or shards, tokenizer files) to the
 /// GGUF file `dst`. Progress is reported in output bytes.
-pub fn hf_to_gguf(src: &Path, dst: &Path, opts: &GgufOptions, progress: Progress) -> Result<PathBuf> {
+pub fn hf_to_gguf(
+    src: &Path,
+    dst: &Path,
+    opts: &GgufOptions,
+    progress: Progress,
+) -> Result<PathBuf> {
     let files = safetensors::open_folder(src)?;
     let mut tensors = Vec::new();
     for f in files {
         if let Some((name, ty)) = f.unsupported.first() {
             if hf_to_gguf_name(Arch::Llama, name).is_some() {
-                return Err(Error::unsupported(&f.path, format!("tensor {name} of type {ty}")));
+                return Err(Error::unsupported(
+                    &f.path,
+                    format!("tensor {name} of type {ty}"),
+                ));
             }
         }
         tensors.extend(f.tensors);
@@ -248,7 +263,13 @@ fn text_config(root: &Value) -> &Value {
     }
 }
 
-fn add_model_metadata(h: &mut GgufHeader, cfg: &ModelConfig, root: &Value, name: &str, outtype: OutType) {
+fn add_model_metadata(
+    h: &mut GgufHeader,
+    cfg: &ModelConfig,
+    root: &Value,
+    name: &str,
+    outtype: OutType,
+) {
     let arch = gguf_arch(cfg.arch);
     let c = text_config(root);
     let u32v = |v: usize| MetaValue::U32(v as u32);
@@ -265,7 +286,10 @@ fn add_model_metadata(h: &mut GgufHeader, cfg: &ModelConfig, root: &Value, name:
     h.set(key("attention.head_count"), u32v(cfg.n_heads));
     h.set(key("attention.head_count_kv"), u32v(cfg.n_kv_heads));
     h.set(key("rope.freq_base"), MetaValue::F32(cfg.rope_theta));
-    h.set(key("attention.layer_norm_rms_epsilon"), MetaValue::F32(cfg.rms_eps));
+    h.set(
+        key("attention.layer_norm_rms_epsilon"),
+        MetaValue::F32(cfg.rms_eps),
+    );
     if c.get("head_dim").is_some_and(|v| v.is_u64()) || cfg.head_dim != cfg.hidden / cfg.n_heads {
         h.set(key("attention.key_length"), u32v(cfg.head_dim));
         h.set(key("attention.value_length"), u32v(cfg.head_dim));
@@ -286,7 +310,10 @@ fn add_model_metadata(h: &mut GgufHeader, cfg: &ModelConfig, root: &Value, name:
     }
     if cfg.rope_linear_factor != 1.0 {
         h.set(key("rope.scaling.type"), MetaValue::String("linear".into()));
-        h.set(key("rope.scaling.factor"), MetaValue::F32(cfg.rope_linear_factor));
+        h.set(
+            key("rope.scaling.factor"),
+            MetaValue::F32(cfg.rope_linear_factor),
+        );
     }
     for (k, v) in [
         ("attn_logit_softcapping", cfg.attn_logit_softcap),
@@ -334,7 +361,11 @@ fn plan_tensors(
             continue;
         }
         if plan.iter().any(|p: &Planned| p.info.name == name) {
-            return Err(Error::tensor(dir, &t.name, format!("maps to {name}, which appears twice")));
+            return Err(Error::tensor(
+                dir,
+                &t.name,
+                format!("maps to {name}, which appears twice"),
+            ));
         }
         let transform = if permute && name.contains(".attn_q.") {
             Transform::RopePermute(cfg.n_heads)
@@ -515,26 +546,53 @@ mod tests {
         // llama.cpp's choice for 2 and 32 layers.
         assert!(!use_more_bits(0, 2) && use_more_bits(1, 2));
         let picked: Vec<usize> = (0..32).filter(|&l| use_more_bits(l, 32)).collect();
-        assert_eq!(picked, vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]);
+        assert_eq!(
+            picked,
+            vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
     }
 
     #[test]
     fn types_and_fallbacks() {
         let t = |o, n: &str, s: &[usize]| tensor_type(o, n, s, 2, false);
-        assert_eq!(t(OutType::Q4_0, "blk.0.attn_norm.weight", &[64]), DType::F32);
+        assert_eq!(
+            t(OutType::Q4_0, "blk.0.attn_norm.weight", &[64]),
+            DType::F32
+        );
         assert_eq!(t(OutType::Q4_0, "blk.0.attn_q.bias", &[64]), DType::F32);
-        assert_eq!(t(OutType::Q4_0, "blk.0.attn_q.weight", &[64, 64]), DType::Q4_0);
-        assert_eq!(t(OutType::Q8_0, "blk.0.attn_q.weight", &[64, 48]), DType::F16);
-        assert_eq!(t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 64]), DType::Q8_0);
-        assert_eq!(t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 256]), DType::Q4_K);
-        assert_eq!(t(OutType::Q4KM, "blk.1.attn_v.weight", &[64, 256]), DType::Q6_K);
+        assert_eq!(
+            t(OutType::Q4_0, "blk.0.attn_q.weight", &[64, 64]),
+            DType::Q4_0
+        );
+        assert_eq!(
+            t(OutType::Q8_0, "blk.0.attn_q.weight", &[64, 48]),
+            DType::F16
+        );
+        assert_eq!(
+            t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 64]),
+            DType::Q8_0
+        );
+        assert_eq!(
+            t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 256]),
+            DType::Q4_K
+        );
+        assert_eq!(
+            t(OutType::Q4KM, "blk.1.attn_v.weight", &[64, 256]),
+            DType::Q6_K
+        );
         assert_eq!(t(OutType::Q4KM, "output.weight", &[64, 256]), DType::Q6_K);
-        assert_eq!(t(OutType::Q4KM, "token_embd.weight", &[64, 256]), DType::Q4_K);
+        assert_eq!(
+            t(OutType::Q4KM, "token_embd.weight", &[64, 256]),
+            DType::Q4_K
+        );
         assert_eq!(
             tensor_type(OutType::Q4KM, "token_embd.weight", &[64, 256], 2, true),
             DType::Q6_K
         );
-        assert_eq!(sliding_pattern(&[true, true, false, true, true, false]), Some(3));
+        assert_eq!(
+            sliding_pattern(&[true, true, false, true, true, false]),
+            Some(3)
+        );
         assert_eq!(sliding_pattern(&[true, false, false]), None);
     }
 }

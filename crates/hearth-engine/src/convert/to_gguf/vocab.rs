@@ -77,13 +77,20 @@ pub(crate) fn pre_tokenizer_name(pre: &Value) -> Option<&'static str> {
     fn ty(v: &Value) -> &str {
         v.get("type").and_then(Value::as_str).unwrap_or("")
     }
-    let flag = |v: &Value, k: &str, default: bool| v.get(k).and_then(Value::as_bool).unwrap_or(default);
+    let flag =
+        |v: &Value, k: &str, default: bool| v.get(k).and_then(Value::as_bool).unwrap_or(default);
     let byte_level_ok = |v: &Value, regex: bool| {
-        ty(v) == "ByteLevel" && flag(v, "use_regex", true) == regex && !flag(v, "add_prefix_space", false)
+        ty(v) == "ByteLevel"
+            && flag(v, "use_regex", true) == regex
+            && !flag(v, "add_prefix_space", false)
     };
     match steps.as_slice() {
         [b] if byte_level_ok(b, true) => Some("gpt-2"),
-        [d, b] if ty(d) == "Digits" && flag(d, "individual_digits", false) && byte_level_ok(b, true) => {
+        [d, b]
+            if ty(d) == "Digits"
+                && flag(d, "individual_digits", false)
+                && byte_level_ok(b, true) =>
+        {
             Some("smollm")
         }
         [s, b] if ty(s) == "Split" && byte_level_ok(b, false) => {
@@ -124,7 +131,9 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
     if mtype != "BPE" {
         return Err(Error::unsupported(
             &tj_path,
-            format!("tokenizer model {mtype:?} (hearth converts byte-level BPE tokenizers to GGUF)"),
+            format!(
+                "tokenizer model {mtype:?} (hearth converts byte-level BPE tokenizers to GGUF)"
+            ),
         ));
     }
     let pre = tj.get("pre_tokenizer").unwrap_or(&Value::Null);
@@ -171,7 +180,10 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             continue;
         };
         by_id.insert(id as usize, content.to_string());
-        added.insert(id as usize, t.get("special").and_then(Value::as_bool) == Some(true));
+        added.insert(
+            id as usize,
+            t.get("special").and_then(Value::as_bool) == Some(true),
+        );
     }
     let n = vocab_size.max(by_id.keys().next_back().map_or(0, |&m| m + 1));
     let mut tokens = Vec::with_capacity(n);
@@ -200,7 +212,9 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
         .flatten()
         .filter_map(|m| match m {
             Value::String(s) => Some(s.clone()),
-            Value::Array(p) if p.len() == 2 => Some(format!("{} {}", p[0].as_str()?, p[1].as_str()?)),
+            Value::Array(p) if p.len() == 2 => {
+                Some(format!("{} {}", p[0].as_str()?, p[1].as_str()?))
+            }
             _ => None,
         })
         .map(MetaValue::String)
@@ -240,10 +254,7 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
     let ids = [
         ("tokenizer.ggml.bos_token_id", tok.bos_id()),
         ("tokenizer.ggml.eos_token_id", eos),
-        (
-            "tokenizer.ggml.unknown_token_id",
-            token_field("unk_token"),
-        ),
+        ("tokenizer.ggml.unknown_token_id", token_field("unk_token")),
         (
             "tokenizer.ggml.padding_token_id",
             token_field("pad_token").or_else(|| config_id("pad_token_id")),
@@ -254,7 +265,10 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             h.set(key, MetaValue::U32(id));
         }
     }
-    h.set("tokenizer.ggml.add_bos_token", MetaValue::Bool(tok.add_bos()));
+    h.set(
+        "tokenizer.ggml.add_bos_token",
+        MetaValue::Bool(tok.add_bos()),
+    );
     if let Some(add_eos) = cfg
         .as_ref()
         .and_then(|c| c.get("add_eos_token"))

@@ -246,7 +246,11 @@ fn q4_k(x: &[f32], y: &mut [u8]) {
     }
     let max_scale = scales.iter().fold(0f32, |a, &s| if s > a { s } else { a });
     let max_min = mins.iter().fold(0f32, |a, &s| if s > a { s } else { a });
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
@@ -423,7 +427,13 @@ mod tests {
     #[test]
     fn zeros_stay_zero() {
         let x = vec![0f32; 256];
-        for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K] {
+        for dt in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q4_K,
+            DType::Q6_K,
+        ] {
             let mut q = vec![0u8; dt.bytes_for(256).unwrap()];
             quantize_row(dt, &x, &mut q);
             let mut back = vec![1f32; 256];
