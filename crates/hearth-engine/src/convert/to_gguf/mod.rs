@@ -107,7 +107,7 @@ pub struct GgufOptions {
 /// last eighth of the layers and every third layer between.
 pub fn use_more_bits(layer: usize, n_layers: usize) -> bool {
     let eighth = n_layers / 8;
-    layer < eighth || layer >= 7 * n_layers / 8 || (layer >= eighth && (layer - eighth) % 3 == 2)
+    layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2
 }
 
 /// The type a tensor gets in a file of `outtype`. `name` is its GGUF name, `shape` row-major, `tied` whether
@@ -331,7 +331,7 @@ fn sliding_pattern(sliding: &[bool]) -> Option<usize> {
     let ok = sliding
         .iter()
         .enumerate()
-        .all(|(i, &s)| s == !(i + 1).is_multiple_of(first_global));
+        .all(|(i, &s)| s != (i + 1).is_multiple_of(first_global));
     ok.then_some(first_global)
 }
 
