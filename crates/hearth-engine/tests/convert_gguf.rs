@@ -482,3 +482,117 @@ fn existing_output_needs_force() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A copy of a tiny model's f32 folder with config.json edited by `edit` and, when `add_biases`, random q/k/v
+/// projection biases added to the weights.
+fn variant_folder(
+    arch: &str,
+    dir: &Path,
+    add_biases: bool,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let src = fixtures().join("tiny").join(arch).join("hf-f32");
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    if add_biases {
+        let files = hearth_engine::loader::safetensors::open_folder(dir).unwrap();
+        let mut out = Vec::new();
+        let mut x = 7u32;
+        for t in files.into_iter().flat_map(|f| f.tensors) {
+            if let Some(prefix) = t.name.strip_suffix("_proj.weight") {
+                if [".q", ".k", ".v"].iter().any(|p| prefix.ends_with(p)) {
+                    let b: Vec<u8> = (0..t.shape[0])
+                        .flat_map(|_| {
+                            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                            (((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4).to_le_bytes()
+                        })
+                        .collect();
+                    out.push((format!("{prefix}_proj.bias"), "F32", vec![t.shape[0]], b));
+                }
+            }
+            out.push((t.name.clone(), "F32", t.shape.clone(), t.bytes().to_vec()));
+        }
+        let _ = std::fs::remove_file(dir.join("model.safetensors.index.json"));
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        write_safetensors(&dir.join("model.safetensors"), &out);
+    }
+}
+
+/// Settings the fixtures do not cover, checked as "hearth on the Hugging Face folder equals hearth on the
+/// converted f32 GGUF" (every logit within 1e-4): Llama 3 rope scaling (written as `rope_freqs.weight`), linear
+/// rope scaling, q/k/v biases on a llama (the q and k biases must be permuted like their rows), a Mistral
+/// sliding window shorter than the sequence, and Gemma 3 with linear rope scaling (query_pre_attn_scalar set
+/// to head_dim, the only value GGUF can express).
+#[test]
+fn config_variants_keep_hearths_logits() {
+    let tmp = tmp_dir("variants");
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let variants: Vec<(&str, &str, bool, Edit)> = vec![
+        (
+            "llama3-rope",
+            "llama",
+            false,
+            Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+                    "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+            }),
+        ),
+        (
+            "linear-rope",
+            "llama",
+            false,
+            Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0})),
+        ),
+        (
+            "llama-bias",
+            "llama",
+            true,
+            Box::new(|c| c["attention_bias"] = serde_json::json!(true)),
+        ),
+        (
+            "mistral-window",
+            "mistral",
+            false,
+            Box::new(|c| c["sliding_window"] = serde_json::json!(8)),
+        ),
+        (
+            "gemma3-linear",
+            "gemma3",
+            false,
+            Box::new(|c| {
+                c["query_pre_attn_scalar"] = serde_json::json!(16);
+                c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 4.0});
+            }),
+        ),
+    ];
+    for (name, arch, biases, edit) in variants {
+        let dir = tmp.join(name);
+        variant_folder(arch, &dir, biases, edit);
+        let out = tmp.join(format!("{name}.gguf"));
+        convert(&dir, &out, "f32");
+        let tokens = ref_tokens(arch);
+        let want = logits(&dir, &tokens);
+        let base = read_f32(&fixtures().join("tiny").join(arch).join("logits-hf-f32.f32"));
+        let (changed, _) = worst(&want, &base);
+        assert!(
+            changed > 1e-3,
+            "{name}: the edit did not change the model ({changed})"
+        );
+        let (d, at) = worst(&logits(&out, &tokens), &want);
+        eprintln!("{name}: converted GGUF within {d:e} of the folder (the edit moved logits by {changed})");
+        assert!(d <= TOL, "{name}: logit {at} off by {d}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
