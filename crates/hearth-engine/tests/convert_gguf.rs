@@ -17,8 +17,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hearth_engine::convert::to_gguf::{hf_to_gguf, GgufOptions, OutType};
+use hearth_engine::convert::to_gguf::{add_tokenizer_metadata, hf_to_gguf, GgufOptions, OutType};
 use hearth_engine::loader::gguf::GgufFile;
+use hearth_engine::loader::gguf_write::GgufHeader;
 use hearth_engine::models::{Logits, Model};
 use hearth_engine::tensor::DType;
 use hearth_engine::tokenizer::Tokenizer;
@@ -594,5 +595,37 @@ fn config_variants_keep_hearths_logits() {
         eprintln!("{name}: converted GGUF within {d:e} of the folder (the edit moved logits by {changed})");
         assert!(d <= TOL, "{name}: logit {at} off by {d}");
     }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A SentencePiece-style tokenizer.json (tests/fixtures/tokenizer/spm-bpe, made by
+/// scripts/make_spm_tokenizer_fixture.py: byte fallback, `▁` escaping, a prepended `▁`, added specials) becomes
+/// a `"llama"` GGUF vocabulary with scores, whose tokenizer encodes the test strings exactly as the file does.
+#[test]
+fn sentencepiece_style_vocabulary() {
+    let dir = fixtures().join("tokenizer/spm-bpe");
+    let tmp = tmp_dir("spm");
+    let path = tmp.join("vocab.gguf");
+    let mut h = GgufHeader::new();
+    h.set(
+        "general.architecture",
+        hearth_engine::loader::gguf::MetaValue::String("llama".into()),
+    );
+    add_tokenizer_metadata(&mut h, &dir, 0).unwrap();
+    let w = h
+        .write(std::fs::File::create(&path).unwrap(), &path)
+        .unwrap();
+    w.finish().unwrap();
+    let g = GgufFile::open(&path).unwrap();
+    assert_eq!(g.get_str("tokenizer.ggml.model"), Some("llama"));
+    assert_eq!(
+        g.get("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.as_bool()),
+        Some(true)
+    );
+    let types = g.get("tokenizer.ggml.token_type").unwrap();
+    assert_eq!(types.i64_at(0), Some(2), "<unk> is UNKNOWN");
+    assert_eq!(types.i64_at(3 + 0x41), Some(6), "<0x41> is BYTE");
+    check_tokenizer(&dir, &path);
     let _ = std::fs::remove_dir_all(&tmp);
 }

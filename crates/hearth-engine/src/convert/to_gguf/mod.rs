@@ -176,6 +176,13 @@ pub fn hf_to_gguf(
     tensors_to_gguf(src, tensors, dst, opts, progress)
 }
 
+/// Adds the `tokenizer.*` metadata of the Hugging Face folder `dir` to `h` (see the `vocab` module's notes for
+/// the two tokenizer families); the token list is padded to `vocab_size` entries. Public so that a
+/// vocabulary can be converted and checked on its own.
+pub fn add_tokenizer_metadata(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -> Result<()> {
+    vocab::add_tokenizer(h, dir, vocab_size)
+}
+
 /// Transform applied to a tensor's rows on the way out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Transform {

@@ -1,10 +1,15 @@
 //! The `tokenizer.*` GGUF metadata of a Hugging Face folder, as llama.cpp's converter writes it.
 //!
-//! Supported: byte-level BPE `tokenizer.json` files (GPT-2, SmolLM, Llama 3, Qwen 2, ... style), written as
-//! `tokenizer.ggml.model = "gpt2"` with tokens, token types, merges and the llama.cpp pre-tokenizer name whose
-//! split rules equal the file's `pre_tokenizer` (see [`pre_tokenizer_name`]). SentencePiece-style files (BPE
-//! with byte fallback and a `▁` normalizer, e.g. Gemma 3 and Llama 2) are refused with a clear error for now:
-//! llama.cpp writes those from `tokenizer.model` scores, which a `tokenizer.json` does not carry.
+//! Two families of `tokenizer.json` (model type BPE):
+//! - byte-level BPE (GPT-2, SmolLM, Llama 3, Qwen 2, ... style): `tokenizer.ggml.model = "gpt2"` with tokens,
+//!   token types, merges and the llama.cpp pre-tokenizer name whose split rules equal the file's
+//!   `pre_tokenizer` (see [`pre_tokenizer_name`]).
+//! - SentencePiece-style BPE (byte fallback over `▁`-escaped text: Llama 2, Mistral v0.1, Gemma):
+//!   `tokenizer.ggml.model = "llama"` with tokens, scores and types, and `add_space_prefix`. llama.cpp takes
+//!   the scores from `tokenizer.model`; from a `tokenizer.json` they are derived from the merge ranks (a token's
+//!   score is minus the rank of the first merge that makes it), which orders merges exactly as the file does
+//!   when, as in every tokenizer.json made from a SentencePiece model, the merge list holds every split of
+//!   every token ordered by the merged token's rank.
 //!
 //! Special ids, `add_bos_token` and the chat template come from hearth's own Hugging Face tokenizer
 //! ([`Tokenizer::from_hf_dir`]), so the GGUF tokenizer reproduces exactly what hearth does with the folder.
@@ -21,9 +26,11 @@ use crate::tokenizer::Tokenizer;
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
+const BYTE: i32 = 6;
 
 /// GPT-2's split regex as Hugging Face's `ByteLevel(use_regex=true)` applies it.
 const GPT2_REGEX: &str =
@@ -111,6 +118,83 @@ pub(crate) fn pre_tokenizer_name(pre: &Value) -> Option<&'static str> {
     }
 }
 
+/// Which kind of vocabulary a tokenizer.json holds.
+enum Family {
+    /// Byte-level BPE with this llama.cpp pre-tokenizer name.
+    ByteLevel(&'static str),
+    /// SentencePiece-style BPE; `add_space_prefix`: a `▁` is put before the text.
+    SentencePiece { add_space_prefix: bool },
+}
+
+fn is_byte_token(t: &str) -> bool {
+    t.len() == 6
+        && t.starts_with("<0x")
+        && t.ends_with('>')
+        && t[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// For a SentencePiece-style tokenizer.json (BPE with byte fallback whose text is `▁`-escaped whole, by a
+/// `Replace(" ", "▁")` normalizer or an unsplit `Metaspace` pre-tokenizer): whether a `▁` is prepended.
+/// None when the file is not of that kind.
+fn spm_style(tj: &Value) -> Option<bool> {
+    let model = tj.get("model")?;
+    if model.get("byte_fallback").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let steps = |v: Option<&Value>| -> Vec<Value> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Vec::new();
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("Sequence") => v
+                .get("normalizers")
+                .or_else(|| v.get("pretokenizers"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![v.clone()],
+        }
+    };
+    let norm = steps(tj.get("normalizer"));
+    let pre = steps(tj.get("pre_tokenizer"));
+    let ty = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
+    let mut escapes = false;
+    let mut prefix = false;
+    for n in &norm {
+        match ty(n).as_deref() {
+            Some("Replace") => {
+                let from = n
+                    .get("pattern")
+                    .and_then(|p| p.get("String"))
+                    .and_then(Value::as_str);
+                let to = n.get("content").and_then(Value::as_str);
+                if from == Some(" ") && to == Some("\u{2581}") {
+                    escapes = true;
+                } else {
+                    return None;
+                }
+            }
+            Some("Prepend") if n.get("prepend").and_then(Value::as_str) == Some("\u{2581}") => {
+                prefix = true
+            }
+            Some("NFKC") | Some("NFC") => {}
+            _ => return None,
+        }
+    }
+    for p in &pre {
+        match ty(p).as_deref() {
+            Some("Metaspace") if p.get("split").and_then(Value::as_bool) != Some(true) => {
+                escapes = true;
+                let scheme = p.get("prepend_scheme").and_then(Value::as_str);
+                let legacy = p.get("add_prefix_space").and_then(Value::as_bool);
+                prefix |= matches!(scheme, Some("always") | Some("first")) || legacy == Some(true);
+            }
+            _ => return None,
+        }
+    }
+    escapes.then_some(prefix)
+}
+
 /// Tokens llama.cpp's converter treats as control tokens by their look even when not marked special.
 fn looks_special(s: &str) -> bool {
     (s.starts_with("<|") && s.ends_with("|>") && s.len() > 4)
@@ -137,21 +221,20 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
         ));
     }
     let pre = tj.get("pre_tokenizer").unwrap_or(&Value::Null);
-    let pre_name = match pre_tokenizer_name(pre) {
-        Some(n) => n,
-        None if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) => {
-            return Err(Error::unsupported(
-                &tj_path,
-                "SentencePiece-style tokenizer (BPE with byte fallback): GGUF conversion of these is not \
-                 implemented yet (llama.cpp takes their scores from tokenizer.model)",
-            ))
-        }
-        None => {
-            return Err(Error::unsupported(
-                &tj_path,
-                format!("pre-tokenizer {pre} has no llama.cpp equivalent that hearth knows"),
-            ))
-        }
+    let family = match pre_tokenizer_name(pre) {
+        Some(n) => Family::ByteLevel(n),
+        None => match spm_style(&tj) {
+            Some(add_space_prefix) => Family::SentencePiece { add_space_prefix },
+            None => {
+                return Err(Error::unsupported(
+                    &tj_path,
+                    format!(
+                        "pre-tokenizer {pre} / normalizer {} has no llama.cpp equivalent that hearth knows",
+                        tj.get("normalizer").unwrap_or(&Value::Null)
+                    ),
+                ))
+            }
+        },
     };
 
     // Tokens by id: the model vocabulary, then added tokens (which may repeat vocabulary entries).
@@ -185,6 +268,7 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             t.get("special").and_then(Value::as_bool) == Some(true),
         );
     }
+    let unk = model.get("unk_token").and_then(Value::as_str);
     let n = vocab_size.max(by_id.keys().next_back().map_or(0, |&m| m + 1));
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -195,9 +279,12 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
                 types.push(MetaValue::I32(UNUSED));
             }
             Some(tok) => {
+                let spm = matches!(family, Family::SentencePiece { .. });
                 let ty = match added.get(&id) {
                     Some(&special) if special || looks_special(tok) => CONTROL,
                     Some(_) => USER_DEFINED,
+                    None if spm && Some(tok.as_str()) == unk => UNKNOWN,
+                    None if spm && is_byte_token(tok) => BYTE,
                     None => NORMAL,
                 };
                 tokens.push(MetaValue::String(tok.clone()));
@@ -205,27 +292,68 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             }
         }
     }
-    let merges: Vec<MetaValue> = model
+    // Merges as (left, right) pairs, in rank order.
+    let merges: Vec<(String, String)> = model
         .get("merges")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|m| match m {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => {
+                // "left right": the separator is the first space after the first character.
+                let first = s.chars().next()?.len_utf8();
+                let pos = s[first..].find(' ')? + first;
+                Some((s[..pos].to_string(), s[pos + 1..].to_string()))
+            }
             Value::Array(p) if p.len() == 2 => {
-                Some(format!("{} {}", p[0].as_str()?, p[1].as_str()?))
+                Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))
             }
             _ => None,
         })
-        .map(MetaValue::String)
         .collect();
 
     let tok = Tokenizer::from_hf_dir(dir)?;
-    h.set("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
-    h.set("tokenizer.ggml.pre", MetaValue::String(pre_name.into()));
-    h.set("tokenizer.ggml.tokens", MetaValue::Array(tokens));
-    h.set("tokenizer.ggml.token_type", MetaValue::Array(types));
-    h.set("tokenizer.ggml.merges", MetaValue::Array(merges));
+    match family {
+        Family::ByteLevel(pre_name) => {
+            h.set("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+            h.set("tokenizer.ggml.pre", MetaValue::String(pre_name.into()));
+            h.set("tokenizer.ggml.tokens", MetaValue::Array(tokens));
+            h.set("tokenizer.ggml.token_type", MetaValue::Array(types));
+            let merges = merges
+                .into_iter()
+                .map(|(l, r)| MetaValue::String(format!("{l} {r}")))
+                .collect();
+            h.set("tokenizer.ggml.merges", MetaValue::Array(merges));
+        }
+        Family::SentencePiece { add_space_prefix } => {
+            // A token's score: minus the rank of the first merge that makes it (0 for the rest).
+            let index: HashMap<&str, usize> = vocab
+                .iter()
+                .filter_map(|(t, id)| Some((t.as_str(), id.as_u64()? as usize)))
+                .collect();
+            let mut scores = vec![0f32; n];
+            let mut scored = vec![false; n];
+            for (rank, (l, r)) in merges.iter().enumerate() {
+                if let Some(&id) = index.get(format!("{l}{r}").as_str()) {
+                    if id < n && !scored[id] {
+                        scores[id] = -(rank as f32) - 1.0;
+                        scored[id] = true;
+                    }
+                }
+            }
+            h.set("tokenizer.ggml.model", MetaValue::String("llama".into()));
+            h.set("tokenizer.ggml.tokens", MetaValue::Array(tokens));
+            h.set(
+                "tokenizer.ggml.scores",
+                MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
+            );
+            h.set("tokenizer.ggml.token_type", MetaValue::Array(types));
+            h.set(
+                "tokenizer.ggml.add_space_prefix",
+                MetaValue::Bool(add_space_prefix),
+            );
+        }
+    }
 
     let cfg = read_json(&dir.join("tokenizer_config.json"))?;
     let model_cfg = read_json(&dir.join("config.json"))?;
