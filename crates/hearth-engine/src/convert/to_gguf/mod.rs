@@ -160,16 +160,20 @@ pub fn hf_to_gguf(
     opts: &GgufOptions,
     progress: Progress,
 ) -> Result<PathBuf> {
-    let files = safetensors::open_folder(src)?;
+    let cfg_path = src.join("config.json");
+    let arch = read_config(&cfg_path)?.0.arch;
     let mut tensors = Vec::new();
-    for f in files {
-        if let Some((name, ty)) = f.unsupported.first() {
-            if hf_to_gguf_name(Arch::Llama, name).is_some() {
-                return Err(Error::unsupported(
-                    &f.path,
-                    format!("tensor {name} of type {ty}"),
-                ));
-            }
+    for f in safetensors::open_folder(src)? {
+        // A tensor of a type hearth cannot read is an error only if the model needs it.
+        if let Some((name, ty)) = f
+            .unsupported
+            .iter()
+            .find(|(n, _)| hf_to_gguf_name(arch, n).is_some())
+        {
+            return Err(Error::unsupported(
+                &f.path,
+                format!("tensor {name} has type {ty}"),
+            ));
         }
         tensors.extend(f.tensors);
     }
@@ -209,11 +213,7 @@ pub fn tensors_to_gguf(
     opts: &GgufOptions,
     progress: Progress,
 ) -> Result<PathBuf> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let root: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
-    let cfg = ModelConfig::from_hf_config(&cfg_path, &root)?;
+    let (cfg, root) = read_config(&dir.join("config.json"))?;
 
     let mut header = GgufHeader::new();
     let name = opts.name.clone().unwrap_or_else(|| {
@@ -250,6 +250,14 @@ pub fn tensors_to_gguf(
         .map_err(|e| Error::io(staged.path(), e))?;
     progress(total, total);
     staged.commit()
+}
+
+/// config.json as hearth's model config and as JSON (for the keys GGUF writes beyond it).
+fn read_config(path: &Path) -> Result<(ModelConfig, Value)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let root: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    Ok((ModelConfig::from_hf_config(path, &root)?, root))
 }
 
 /// The GGUF architecture name llama.cpp uses (Mistral checkpoints convert to `llama`).

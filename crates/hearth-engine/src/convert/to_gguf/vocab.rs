@@ -249,7 +249,8 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             .ok_or_else(|| Error::format(&tj_path, format!("vocab[{tok:?}] is not an id")))?;
         by_id.insert(id as usize, tok.clone());
     }
-    let mut added: HashMap<usize, bool> = HashMap::new(); // id -> special
+    // id -> (special, normalized); Hugging Face's default for `normalized` is "not special".
+    let mut added: HashMap<usize, (bool, bool)> = HashMap::new();
     for t in tj
         .get("added_tokens")
         .and_then(Value::as_array)
@@ -263,10 +264,12 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             continue;
         };
         by_id.insert(id as usize, content.to_string());
-        added.insert(
-            id as usize,
-            t.get("special").and_then(Value::as_bool) == Some(true),
-        );
+        let special = t.get("special").and_then(Value::as_bool) == Some(true);
+        let normalized = t
+            .get("normalized")
+            .and_then(Value::as_bool)
+            .unwrap_or(!special);
+        added.insert(id as usize, (special, normalized));
     }
     let unk = model.get("unk_token").and_then(Value::as_str);
     let n = vocab_size.max(by_id.keys().next_back().map_or(0, |&m| m + 1));
@@ -280,14 +283,22 @@ pub(crate) fn add_tokenizer(h: &mut GgufHeader, dir: &Path, vocab_size: usize) -
             }
             Some(tok) => {
                 let spm = matches!(family, Family::SentencePiece { .. });
+                let mut text = tok.clone();
                 let ty = match added.get(&id) {
-                    Some(&special) if special || looks_special(tok) => CONTROL,
-                    Some(_) => USER_DEFINED,
+                    Some(&(special, _)) if special || looks_special(tok) => CONTROL,
+                    Some(&(_, normalized)) => {
+                        // GGUF matches user-defined tokens in the raw text, before `▁` escaping; one that
+                        // Hugging Face matches after normalization is written with spaces (as llama.cpp does).
+                        if spm && normalized {
+                            text = text.replace('\u{2581}', " ");
+                        }
+                        USER_DEFINED
+                    }
                     None if spm && Some(tok.as_str()) == unk => UNKNOWN,
                     None if spm && is_byte_token(tok) => BYTE,
                     None => NORMAL,
                 };
-                tokens.push(MetaValue::String(tok.clone()));
+                tokens.push(MetaValue::String(text));
                 types.push(MetaValue::I32(ty));
             }
         }
