@@ -10,7 +10,7 @@ Two modes:
       bits, NaN and Inf included). Deterministic (fixed seed). DIR defaults to tests/fixtures/quants.
 
   make_quant_fixtures.py --quantize [--out DIR]
-      Inputs for the quantizers the `gguf` package implements (F16, BF16, Q8_0, Q4_0, Q4_1): writes
+      Inputs for the quantizers the `gguf` package implements (F16, BF16, Q8_0, Q5_0, Q4_0, Q4_1): writes
       DIR/quantize/input.f32 (little-endian f32: random normal blocks of several scales plus edge blocks, see
       quantize_inputs) and DIR/quantize/TYPE.bin (gguf.quants.quantize of them, as one row). The Rust side,
       crates/hearth-engine/tests/quantize.rs, asserts hearth's quantizers write the same bytes.
@@ -95,7 +95,7 @@ def write_random_fixtures(out: Path) -> None:
 
 
 # The types gguf.quants.quantize implements (0.19) among those hearth writes.
-QUANTIZE_TYPES = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q4_1": T.Q4_1}
+QUANTIZE_TYPES = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q5_0": T.Q5_0, "Q4_0": T.Q4_0, "Q4_1": T.Q4_1}
 
 
 def quantize_inputs(rng: np.random.Generator) -> np.ndarray:

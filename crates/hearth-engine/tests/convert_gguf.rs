@@ -26,7 +26,7 @@ use hearth_engine::tokenizer::Tokenizer;
 
 const TOL: f32 = 1e-4;
 /// The types with a committed converter-style GGUF to compare with.
-const FIXTURE_TYPES: [&str; 6] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"];
+const FIXTURE_TYPES: [&str; 7] = ["f32", "f16", "bf16", "q8_0", "q5_0", "q4_0", "q4_1"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -154,10 +154,34 @@ fn check_arch(arch: &str) {
             "{arch} hf-f32 -> {ty}: tensors identical to model-{ty}.gguf, logits within {d:e}"
         );
     }
-    // q4_k: 64-wide rows fit no 256-weight block, so every matrix falls back to Q8_0.
+    // q4_k: 64-wide rows fit no 256-weight block, so matrices fall back as llama-quantize's do: Q4_K to
+    // Q5_0, Q6_K (output, tied embedding, attn_v/ffn_down of layer 1) to Q8_0; each equals that fixture.
     let out = tmp.join("q4_k.gguf");
     convert(&dir.join("hf-f32"), &out, "q4_k");
-    assert_same_tensors(&out, &dir.join("model-q8_0.gguf"));
+    let q5 = GgufFile::open(&dir.join("model-q5_0.gguf")).unwrap();
+    let q8 = GgufFile::open(&dir.join("model-q8_0.gguf")).unwrap();
+    let ours = GgufFile::open(&out).unwrap();
+    let mut by_type = BTreeMap::new();
+    for t in &ours.tensors {
+        let want = match t.dtype {
+            DType::Q5_0 => &q5,
+            DType::Q8_0 => &q8,
+            DType::F32 => &q8,
+            other => panic!("{arch} q4_k: {} is {other}", t.name),
+        };
+        let u = want.tensors.iter().find(|u| u.name == t.name).unwrap();
+        assert_eq!(
+            (u.dtype, u.bytes()),
+            (t.dtype, t.bytes()),
+            "{arch} q4_k {}",
+            t.name
+        );
+        *by_type.entry(t.dtype.name()).or_insert(0) += 1;
+    }
+    assert!(
+        by_type.contains_key("Q5_0") && by_type.contains_key("Q8_0"),
+        "{by_type:?}"
+    );
     // f32 GGUF against transformers on the Hugging Face model.
     if arch != "gemma3" {
         let (d, at) = worst(

@@ -1,6 +1,6 @@
 //! hearth's quantizers against their references.
 //!
-//! - F16, BF16, Q8_0, Q4_0, Q4_1: the bytes equal `gguf.quants.quantize` of the `gguf` package exactly
+//! - F16, BF16, Q8_0, Q5_0, Q4_0, Q4_1: the bytes equal `gguf.quants.quantize` of the `gguf` package exactly
 //!   (fixtures `tests/fixtures/quants/quantize/`, made by `scripts/make_quant_fixtures.py --quantize`).
 //! - Q4_K, Q6_K: the `gguf` package has no quantizer for them, so llama.cpp is the reference: it quantized the
 //!   tiny F16 model `tests/fixtures/tiny/llama256/model-f16.gguf` (`scripts/make_kquant_fixtures.py`), and
@@ -67,6 +67,11 @@ fn bf16_matches_gguf_quantize() {
 #[test]
 fn q8_0_matches_gguf_quantize() {
     check_exact(DType::Q8_0);
+}
+
+#[test]
+fn q5_0_matches_gguf_quantize() {
+    check_exact(DType::Q5_0);
 }
 
 #[test]

@@ -37,6 +37,7 @@ pub enum OutType {
     F16,
     BF16,
     Q8_0,
+    Q5_0,
     Q4_0,
     Q4_1,
     /// llama.cpp's Q4_K_M mixture: Q4_K matrices; Q6_K for the output matrix (or the tied embedding) and for
@@ -46,13 +47,14 @@ pub enum OutType {
 }
 
 impl OutType {
-    /// Parses an `--outtype` name: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k (= q4_k_m), q6_k.
+    /// Parses an `--outtype` name: f32, f16, bf16, q8_0, q5_0, q4_0, q4_1, q4_k (= q4_k_m), q6_k.
     pub fn from_name(s: &str) -> Option<OutType> {
         Some(match s.to_ascii_lowercase().as_str() {
             "f32" => OutType::F32,
             "f16" => OutType::F16,
             "bf16" => OutType::BF16,
             "q8_0" => OutType::Q8_0,
+            "q5_0" => OutType::Q5_0,
             "q4_0" => OutType::Q4_0,
             "q4_1" => OutType::Q4_1,
             "q4_k" | "q4_k_m" => OutType::Q4KM,
@@ -62,7 +64,7 @@ impl OutType {
     }
 
     /// Every accepted name, for help texts.
-    pub const NAMES: &'static str = "f32, f16, bf16, q8_0, q4_0, q4_1, q4_k (q4_k_m), q6_k";
+    pub const NAMES: &'static str = "f32, f16, bf16, q8_0, q5_0, q4_0, q4_1, q4_k (q4_k_m), q6_k";
 
     /// The type most matrices get.
     pub fn base(self) -> DType {
@@ -71,6 +73,7 @@ impl OutType {
             OutType::F16 => DType::F16,
             OutType::BF16 => DType::BF16,
             OutType::Q8_0 => DType::Q8_0,
+            OutType::Q5_0 => DType::Q5_0,
             OutType::Q4_0 => DType::Q4_0,
             OutType::Q4_1 => DType::Q4_1,
             OutType::Q4KM => DType::Q4_K,
@@ -86,6 +89,7 @@ impl OutType {
             OutType::Q4_0 => 2,
             OutType::Q4_1 => 3,
             OutType::Q8_0 => 7,
+            OutType::Q5_0 => 8,
             OutType::Q4KM => 15,
             OutType::Q6K => 18,
             OutType::BF16 => 32,
@@ -113,9 +117,10 @@ pub fn use_more_bits(layer: usize, n_layers: usize) -> bool {
 /// The type a tensor gets in a file of `outtype`. `name` is its GGUF name, `shape` row-major, `tied` whether
 /// `token_embd.weight` doubles as the output matrix.
 ///
-/// Fallbacks for rows that are not whole blocks: the converter's F16 for the 32-weight types (as
-/// `convert_hf_to_gguf.py` does); Q8_0 (or F16 if even that does not fit) for the 256-weight K-quants, where
-/// llama-quantize would pick Q5_0 — hearth has no Q5_0 quantizer, and such tensors are rare and small.
+/// Fallbacks for rows that are not whole blocks, as llama.cpp chooses them: F16 for the 32-weight types (as
+/// `convert_hf_to_gguf.py` does); for the 256-weight K-quants `llama-quantize`'s Q5_0 in place of Q4_K and
+/// Q8_0 in place of Q6_K (and F16 if rows are not even whole 32-weight blocks). Small models hit this often:
+/// Gemma 3 270M's 640-wide rows, SmolLM2's 576.
 pub fn tensor_type(
     outtype: OutType,
     name: &str,
@@ -143,11 +148,14 @@ pub fn tensor_type(
     }
     let cols = shape[shape.len() - 1];
     if ty.bytes_for(cols).is_none() {
-        ty = if ty.block_elems() == 256 && DType::Q8_0.bytes_for(cols).is_some() {
-            DType::Q8_0
-        } else {
-            DType::F16
+        ty = match ty {
+            DType::Q4_K => DType::Q5_0,
+            DType::Q6_K => DType::Q8_0,
+            _ => DType::F16,
         };
+        if ty.bytes_for(cols).is_none() {
+            ty = DType::F16;
+        }
     }
     ty
 }
@@ -585,7 +593,15 @@ mod tests {
         );
         assert_eq!(
             t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 64]),
+            DType::Q5_0
+        );
+        assert_eq!(
+            t(OutType::Q4KM, "blk.1.attn_v.weight", &[64, 64]),
             DType::Q8_0
+        );
+        assert_eq!(
+            t(OutType::Q6K, "blk.0.attn_q.weight", &[64, 48]),
+            DType::F16
         );
         assert_eq!(
             t(OutType::Q4KM, "blk.0.attn_q.weight", &[64, 256]),

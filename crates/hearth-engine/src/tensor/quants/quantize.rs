@@ -1,7 +1,7 @@
 //! Quantization: f32 rows to GGML blocks, the inverse of [`super::dequantize_row`], for writing GGUF files.
 //!
 //! Two standards are followed, one per family:
-//! - F16, BF16, Q8_0, Q4_0, Q4_1 reproduce `gguf.quants.quantize` of the Python `gguf` package (0.19) bit for
+//! - F16, BF16, Q8_0, Q5_0, Q4_0, Q4_1 reproduce `gguf.quants.quantize` of the Python `gguf` package (0.19) bit for
 //!   bit: the same f32 operations in the same order (checked against fixtures written by
 //!   `scripts/make_quant_fixtures.py --quantize`). These are the types llama.cpp's own converter writes, so a
 //!   hearth-converted file holds the same bytes as a `convert_hf_to_gguf.py` one.
@@ -27,6 +27,7 @@ pub fn can_quantize(dtype: DType) -> bool {
             | DType::F16
             | DType::BF16
             | DType::Q8_0
+            | DType::Q5_0
             | DType::Q4_0
             | DType::Q4_1
             | DType::Q4_K
@@ -64,6 +65,7 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) {
             return;
         }
         DType::Q8_0 => q8_0,
+        DType::Q5_0 => q5_0,
         DType::Q4_0 => q4_0,
         DType::Q4_1 => q4_1,
         DType::Q4_K => q4_k,
@@ -125,6 +127,22 @@ fn q4_0(x: &[f32], y: &mut [u8]) {
     for i in 0..16 {
         y[2 + i] = code(x[i]) | (code(x[i + 16]) << 4);
     }
+}
+
+/// Q5_0 (22 bytes per 32): like Q4_0 with 5-bit codes: d = (signed max-magnitude value) / -16,
+/// q = min(31, trunc(x / d + 16.5)); low nibbles as Q4_0, bit 4 of weight i is bit i of the u32 `qh`.
+fn q5_0(x: &[f32], y: &mut [u8]) {
+    let d = signed_absmax(x) / -16.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    put_f16(y, d);
+    let code = |v: f32| ((v * id + 16.5).trunc() as u8).min(31);
+    let mut qh = 0u32;
+    for i in 0..16 {
+        let (a, b) = (code(x[i]), code(x[i + 16]));
+        y[6 + i] = (a & 0x0f) | ((b & 0x0f) << 4);
+        qh |= ((a >> 4) as u32) << i | ((b >> 4) as u32) << (i + 16);
+    }
+    y[2..6].copy_from_slice(&qh.to_le_bytes());
 }
 
 /// Q4_1 (20 bytes per 32): d = (max - min) / 15, m = min; q = min(15, trunc((x - min) / d + 0.5)).
@@ -414,6 +432,7 @@ mod tests {
             (DType::F16, 1e-3),
             (DType::BF16, 4e-3),
             (DType::Q8_0, 0.01),
+            (DType::Q5_0, 0.06),
             (DType::Q6_K, 0.03),
             (DType::Q4_K, 0.09),
             (DType::Q4_1, 0.09),
