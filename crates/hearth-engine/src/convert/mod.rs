@@ -9,6 +9,8 @@
 //!   folder or mapped back from a GGUF file; the common input of both folder writers.
 //! - [`to_mlx`]: Hugging Face folder or GGUF file → MLX folder (mlx-lm's layout, affine/mxfp4/nvfp4/mxfp8,
 //!   mixed recipes), equal to `mlx_lm.convert`'s output tensor for tensor.
+//! - [`to_gguf`]: Hugging Face (or MLX) folder → GGUF file (f32/f16/bf16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K),
+//!   loadable by llama.cpp.
 //! - [`to_hf`]: GGUF file → Hugging Face folder (float safetensors, config.json, tokenizer.json).
 //! - [`hf_config`] and [`hf_tokenizer`]: config.json and tokenizer.json rebuilt from GGUF metadata.
 
@@ -16,6 +18,7 @@ pub mod hf_config;
 pub mod hf_tokenizer;
 pub mod output;
 pub mod source;
+pub mod to_gguf;
 pub mod to_hf;
 pub mod to_mlx;
 

@@ -8,6 +8,7 @@
 
 mod kquants;
 mod legacy;
+pub mod quantize;
 
 use super::DType;
 
