@@ -142,7 +142,13 @@ impl GgufHeader {
             for &d in t.shape.iter().rev() {
                 buf.extend_from_slice(&(d as u64).to_le_bytes());
             }
-            buf.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
+            let id = t.dtype.ggml_id().ok_or_else(|| {
+                Error::format(
+                    path,
+                    format!("tensor {}: GGUF cannot hold {} weights", t.name, t.dtype),
+                )
+            })?;
+            buf.extend_from_slice(&id.to_le_bytes());
             buf.extend_from_slice(&off.to_le_bytes());
         }
         let a = self.alignment();

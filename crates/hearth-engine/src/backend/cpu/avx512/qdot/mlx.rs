@@ -109,32 +109,36 @@ macro_rules! mlx_kernels {
                     );
                     // b0 is a multiple of 16, so of the group size in sub-blocks: group b0 >> shift starts it.
                     let base = rp.add((b0 >> shift) * bb);
-                    let gather = |off: usize| {
-                        _mm512_mask_i32gather_epi32::<1>(
-                            _mm512_setzero_si512(),
-                            mask,
-                            idx,
-                            base.add(off) as *const _,
-                        )
-                    };
+                    // A macro, not a closure: a closure would not inherit the target features, and the
+                    // gather would become a call.
+                    macro_rules! gather {
+                        ($off:expr) => {
+                            _mm512_mask_i32gather_epi32::<1>(
+                                _mm512_setzero_si512(),
+                                mask,
+                                idx,
+                                base.add($off) as *const _,
+                            )
+                        };
+                    }
                     let (dw, mw) = match m.float {
                         MlxFloat::BF16 => {
-                            let g = gather(0);
+                            let g = gather!(0);
                             (
                                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(g)),
                                 _mm512_castsi512_ps(_mm512_and_si512(g, _mm512_set1_epi32(-65536))),
                             )
                         }
                         MlxFloat::F16 => {
-                            let g = gather(0);
+                            let g = gather!(0);
                             (
                                 _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)),
                                 _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(g))),
                             )
                         }
                         MlxFloat::F32 => (
-                            _mm512_castsi512_ps(gather(0)),
-                            _mm512_castsi512_ps(gather(4)),
+                            _mm512_castsi512_ps(gather!(0)),
+                            _mm512_castsi512_ps(gather!(4)),
                         ),
                     };
                     for t in 0..N {
