@@ -227,6 +227,8 @@ pub fn tensors_to_gguf(
     progress: Progress,
 ) -> Result<PathBuf> {
     let (cfg, root) = read_config(&dir.join("config.json"))?;
+    // Refuse an existing output (without --force) before any real work.
+    let staged = Staged::new(dst, Kind::File, opts.force)?;
 
     let mut header = GgufHeader::new();
     let name = opts.name.clone().unwrap_or_else(|| {
@@ -244,7 +246,6 @@ pub fn tensors_to_gguf(
     }
     let (_, total) = header.data_layout();
 
-    let staged = Staged::new(dst, Kind::File, opts.force)?;
     let file = std::fs::File::create(staged.path()).map_err(|e| Error::io(staged.path(), e))?;
     let out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut w = header.write(out, staged.path())?;
