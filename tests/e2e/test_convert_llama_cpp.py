@@ -2,7 +2,8 @@
 way there as in `hearth perplexity`.
 
 For every tiny Hugging Face model of tests/fixtures/tiny (llama, mistral, qwen2, qwen3, gemma3; random weights,
-a 320-token byte-level BPE vocabulary, a 256-token context) and the types q8_0 and q4_0 (plus f32 for llama):
+a 320-token byte-level BPE vocabulary, a 256-token context) and the types q8_0 and q4_0 (plus f32, q4_k and q5_0 for some; on 64-wide rows q4_k is
+llama-quantize's Q4_K_M fallback mix of Q5_0 and Q8_0):
 
   1. convert with `hearth convert SRC DST --to gguf --outtype TYPE --force`;
   2. llama.cpp loads the file; its tokenization of the text must equal hearth's token count, and its
@@ -42,7 +43,7 @@ TINY = ROOT / "tests" / "fixtures" / "tiny"
 PPL_TEXT = ROOT / "tests" / "fixtures" / "real" / "ppl.txt"
 EXAMPLE = Path(os.environ.get("HEARTH_CONVERT_EXAMPLE", ROOT / "target" / "release" / "examples" / "hf_to_gguf"))
 CASES = [(arch, ty) for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"] for ty in ["q8_0", "q4_0"]]
-CASES.append(("llama", "f32"))
+CASES += [("llama", "f32"), ("llama", "q4_k"), ("gemma3", "q4_k"), ("qwen2", "q5_0")]
 REL_TOL = 0.01
 
 
@@ -54,15 +55,24 @@ def _has_convert_cli() -> bool:
 
 
 def convert(src: Path, dst: Path, outtype: str) -> None:
+    """`hearth convert --to gguf`; while the binary's command still lacks the GGUF writer (it says "not built
+    into this hearth"), the engine's hf_to_gguf example instead."""
+    attempts = []
     if _has_convert_cli():
-        cmd = [str(HEARTH_BIN), "convert", str(src), str(dst), "--to", "gguf", "--outtype", outtype, "--force"]
-    elif EXAMPLE.exists():
-        cmd = [str(EXAMPLE), str(src), str(dst), outtype, "--force"]
-    else:
+        attempts.append([str(HEARTH_BIN), "convert", str(src), str(dst), "--to", "gguf", "--outtype", outtype,
+                         "--force"])
+    if EXAMPLE.exists():
+        attempts.append([str(EXAMPLE), str(src), str(dst), outtype, "--force"])
+    if not attempts:
         pytest.skip(f"{HEARTH_BIN} has no `convert` command yet and {EXAMPLE} is not built")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
-    assert dst.exists()
+    for cmd in attempts:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0 and "not built into this hearth" in r.stderr and cmd is not attempts[-1]:
+            continue
+        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
+        assert dst.exists()
+        return
+    pytest.skip(f"{HEARTH_BIN} convert has no GGUF writer yet and {EXAMPLE} is not built")
 
 
 def llama_cpp_perplexity(path: Path, text: str) -> tuple[int, float]:

@@ -8,9 +8,11 @@
 //!   in the folder and `+ 1` again on the way back, within 2 ulp);
 //! - tokenizer: the converted file's tokenizer, the original GGUF's and the tokenizer.json agree on ppl.txt
 //!   and 320 varied strings;
-//! - perplexity of tests/fixtures/real/ppl.txt (transformers' token ids) within 1% of transformers' on the
-//!   original weights (tests/fixtures/real/*.json), for f32, q8_0 and q4_k conversions — the bound the real
-//!   model tests use; re-quantizing already-quantized weights to q8_0 moves it by far less.
+//! - perplexity of tests/fixtures/real/ppl.txt (transformers' token ids) against transformers' on the original
+//!   weights (tests/fixtures/real/*.json): f32 within 0.1% (the same weights; float order only), q8_0 within 1%
+//!   (the real-model tests' bound), q4_k within 5%: a Q4_K_M re-quantization of weights already quantized
+//!   once moves SmolLM2's by 3.7% (hearth's file is byte-identical to llama-quantize's Q4_K_M of the same f32
+//!   file, so this is llama.cpp's own loss, not a converter error).
 //!
 //! Needs HEARTH_MODELS_DIR (scripts/fetch_models.sh), like tests/real_models.rs. Also prints the conversion
 //! speed. With HEARTH_KEEP_CONVERTED set, the folder and the converted files are kept (path printed), e.g. to
@@ -301,7 +303,7 @@ fn round_trip(file: &str, fixture: &str) {
         .collect();
     let want_ppl = reference["ppl"].as_f64().unwrap();
 
-    for ty in ["f32", "q8_0", "q4_k"] {
+    for (ty, bound) in [("f32", 0.001), ("q8_0", 0.01), ("q4_k", 0.05)] {
         let out = tmp.join(format!("{ty}.gguf"));
         let opts = GgufOptions {
             outtype: OutType::from_name(ty).unwrap(),
@@ -340,7 +342,7 @@ fn round_trip(file: &str, fixture: &str) {
             mb / secs,
             rel * 100.0
         );
-        assert!(rel < 0.01, "{file} {ty}: perplexity {p} vs {want_ppl}");
+        assert!(rel < bound, "{file} {ty}: perplexity {p} vs {want_ppl}");
     }
     if std::env::var_os("HEARTH_KEEP_CONVERTED").is_some() {
         eprintln!("kept {}", tmp.display());

@@ -9,6 +9,11 @@
 //! - Types ([`tensor_type`]): 1-D tensors, `*_norm.weight` and anything not a `.weight` stay F32; matrices take
 //!   the target type, or a fallback when their rows are not whole blocks of it.
 //!
+//! Measured (tests/convert_gguf.rs, tests/convert_gguf_real.rs, scripts/compare_q4_k_m.py): f32, f16, bf16,
+//! q8_0, q5_0, q4_0 and q4_1 files hold the same tensor bytes as gguf-py writes from the same weights (the
+//! converter's own code path); q4_k and q6_k files equal `llama-quantize`'s Q4_K_M / Q6_K of the same weights
+//! tensor for tensor, types included (SmolLM2-135M, Gemma 3 270M, the tiny llama256).
+//!
 //! Streaming: tensors are converted one at a time, each in slices of rows (about 16 MB of f32 at once),
 //! quantized on all cores, and written straight to the output through [`GgufWriter`]; the header is written
 //! first with precomputed offsets. Output goes through [`Staged`] (atomic rename, `--force`).
@@ -222,6 +227,8 @@ pub fn tensors_to_gguf(
     progress: Progress,
 ) -> Result<PathBuf> {
     let (cfg, root) = read_config(&dir.join("config.json"))?;
+    // Refuse an existing output (without --force) before any real work.
+    let staged = Staged::new(dst, Kind::File, opts.force)?;
 
     let mut header = GgufHeader::new();
     let name = opts.name.clone().unwrap_or_else(|| {
@@ -239,7 +246,6 @@ pub fn tensors_to_gguf(
     }
     let (_, total) = header.data_layout();
 
-    let staged = Staged::new(dst, Kind::File, opts.force)?;
     let file = std::fs::File::create(staged.path()).map_err(|e| Error::io(staged.path(), e))?;
     let out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut w = header.write(out, staged.path())?;
