@@ -163,7 +163,8 @@ fn main() {
         MULTI.map(|t| format!("{t} tok ns/tok (x)")).join(" | ")
     );
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let (rows, cols) = (512, 2048);
+    let cols: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2048);
+    let rows = 512;
     let types = [
         DType::Q8_0,
         DType::Q4_0,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use hearth_engine::convert::source::parse_float;
+use hearth_engine::convert::to_gguf::{hf_to_gguf, GgufOptions, OutType};
 use hearth_engine::convert::to_hf::{gguf_to_hf, gguf_to_mlx};
 use hearth_engine::convert::to_mlx::{hf_to_mlx, MlxOptions, Recipe};
 use hearth_engine::tensor::mlx::{MlxFloat, MlxMode};
@@ -97,16 +98,25 @@ fn detect(src: &Path) -> Result<Source> {
     })
 }
 
-/// The GGUF writer lives on another branch (`convert::to_gguf::hf_to_gguf`); until it is merged, `--to gguf`
-/// says so. The merge replaces this function's body with the call.
+/// `--to gguf`: a Hugging Face or MLX folder to one GGUF file of `outtype` (default f16, as llama.cpp's
+/// converter).
 fn to_gguf(
-    _src: &Path,
-    _dst: &Path,
-    _outtype: Option<&str>,
-    _force: bool,
-    _progress: hearth_engine::convert::Progress,
+    src: &Path,
+    dst: &Path,
+    outtype: Option<&str>,
+    force: bool,
+    progress: hearth_engine::convert::Progress,
 ) -> Result<PathBuf> {
-    bail!("--to gguf is not built into this hearth yet (the GGUF writer lands separately)")
+    let name = outtype.unwrap_or("f16");
+    let outtype = OutType::from_name(name).with_context(|| {
+        format!("--outtype {name:?}: expected f32, f16, bf16, q8_0, q5_0, q4_0, q4_1, q4_k or q6_k")
+    })?;
+    let opts = GgufOptions {
+        outtype,
+        force,
+        name: None,
+    };
+    Ok(hf_to_gguf(src, dst, &opts, progress)?)
 }
 
 /// A bar over tensors written, drawn on stderr.
@@ -175,7 +185,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             "{} is already a Hugging Face-style folder; --to hf converts GGUF files",
             a.src.display()
         ),
-        (Target::Gguf, Source::Hf) => {
+        (Target::Gguf, Source::Hf | Source::Mlx) => {
             if dtype.is_some() {
                 bail!("--dtype does not apply to --to gguf (use --outtype)");
             }
@@ -188,9 +198,6 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             )?
         }
         (Target::Gguf, Source::Gguf) => bail!("{} is already a GGUF file", a.src.display()),
-        (Target::Gguf, Source::Mlx) => {
-            bail!("--to gguf reads Hugging Face folders; MLX-quantized folders are not converted to GGUF")
-        }
     };
     pb.finish_and_clear();
     eprintln!("wrote {}", out.display());

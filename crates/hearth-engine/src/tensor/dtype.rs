@@ -168,10 +168,14 @@ impl DType {
 
     /// Bytes taken by `n` elements, or None when `n` is not a whole number of blocks (or overflows).
     pub fn bytes_for(self, n: usize) -> Option<usize> {
-        if !n.is_multiple_of(self.block_elems()) {
+        // Every block size is a power of two (1, 16, 32, 64, 128, 256): shifts, not divisions, since the
+        // kernels' checks call this once per row or tile.
+        let be = self.block_elems();
+        debug_assert!(be.is_power_of_two());
+        if n & (be - 1) != 0 {
             return None;
         }
-        (n / self.block_elems()).checked_mul(self.block_bytes())
+        (n >> be.trailing_zeros()).checked_mul(self.block_bytes())
     }
 
     /// Bits per weight, for reports.

@@ -165,8 +165,9 @@ pub fn tensor_type(
     ty
 }
 
-/// Converts the Hugging Face folder `src` (config.json, model.safetensors or shards, tokenizer files) to the
-/// GGUF file `dst`. Progress is reported in output bytes.
+/// Converts the Hugging Face folder `src` (config.json, model.safetensors or shards, tokenizer files; float or
+/// MLX-quantized, whose weights are dequantized first) to the GGUF file `dst`. Progress is reported in output
+/// bytes.
 pub fn hf_to_gguf(
     src: &Path,
     dst: &Path,
@@ -174,7 +175,23 @@ pub fn hf_to_gguf(
     progress: Progress,
 ) -> Result<PathBuf> {
     let cfg_path = src.join("config.json");
-    let arch = read_config(&cfg_path)?.0.arch;
+    let (cfg, root) = read_config(&cfg_path)?;
+    let arch = cfg.arch;
+    // An MLX folder: quantized modules come back as one dequantizable tensor each.
+    if let Some(q) = crate::loader::mlx::QuantConfig::from_config(&cfg_path, &root)? {
+        let (tensors, leftover) =
+            crate::loader::mlx::combine(src, &q, safetensors::open_folder(src)?)?;
+        if let Some((name, ty)) = leftover
+            .iter()
+            .find(|(n, _)| hf_to_gguf_name(arch, n).is_some())
+        {
+            return Err(Error::unsupported(
+                src,
+                format!("tensor {name} has type {ty}"),
+            ));
+        }
+        return tensors_to_gguf(src, tensors, dst, opts, progress);
+    }
     let mut tensors = Vec::new();
     for f in safetensors::open_folder(src)? {
         // A tensor of a type hearth cannot read is an error only if the model needs it.
@@ -216,8 +233,8 @@ struct Planned {
     transform: Transform,
 }
 
-/// The converter over already-opened tensors with Hugging Face names (safetensors here; MLX folders through
-/// their loader once it lands), with `dir` holding config.json and the tokenizer files. Each tensor must
+/// The converter over already-opened tensors with Hugging Face names (float safetensors, or MLX modules
+/// combined by `loader::mlx`), with `dir` holding config.json and the tokenizer files. Each tensor must
 /// dequantize row by row ([`dequantize_row`]).
 pub fn tensors_to_gguf(
     dir: &Path,

@@ -79,6 +79,8 @@ fn pre_steps(v: &Value) -> Vec<&Value> {
 /// - `ByteLevel(use_regex)` alone: GPT-2's regex, `"gpt-2"`.
 /// - `Digits(individual)` then `ByteLevel(use_regex)`: digits split, then GPT-2's regex, `"smollm"`.
 /// - `Split(regex R)` then `ByteLevel(no regex)`: the name of R (Llama 3, Qwen 2, Tekken, GPT-4o ...).
+/// - `Split(\p{N})`, `Split(GPT-2's regex)`, then `ByteLevel(no regex)`: `"smollm"` again, as `hearth convert
+///   --to hf` writes it.
 pub(crate) fn pre_tokenizer_name(pre: &Value) -> Option<&'static str> {
     let steps = pre_steps(pre);
     fn ty(v: &Value) -> &str {
@@ -113,6 +115,23 @@ pub(crate) fn pre_tokenizer_name(pre: &Value) -> Option<&'static str> {
                 .iter()
                 .find(|(r, _)| *r == regex)
                 .map(|(_, name)| *name)
+        }
+        // Several regex splits, then the bytes (how `hearth convert --to hf` writes llama.cpp's multi-regex
+        // pre-tokenizers): digits one by one, then GPT-2's regex, is SmolLM's.
+        [d, s, b] if ty(d) == "Split" && ty(s) == "Split" && byte_level_ok(b, false) => {
+            let regex = |v: &Value| {
+                v.get("pattern")
+                    .and_then(|p| p.get("Regex"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let isolated =
+                |v: &Value| v.get("behavior").and_then(Value::as_str) == Some("Isolated");
+            (isolated(d)
+                && isolated(s)
+                && regex(d)?.as_str() == r"\p{N}"
+                && regex(s)?.as_str() == GPT2_REGEX)
+                .then_some("smollm")
         }
         _ => None,
     }

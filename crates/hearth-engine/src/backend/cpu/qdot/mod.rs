@@ -492,6 +492,17 @@ impl QdotKernels {
         for q in xq {
             check(dtype, &bytes[..row_bytes], q);
         }
+        // MLX rows go to the kernels as one run (their per-call setup is paid once).
+        #[cfg(target_arch = "x86_64")]
+        match (self.0, dtype) {
+            (Level::Avx512(a), DType::Mlx(m)) if matches!(m.quant.bits(), 4 | 8) => {
+                return a.qdot_mlx_rows(m, &bytes[..nr * row_bytes], row_bytes, xq, out);
+            }
+            (Level::Avx2(a), DType::Mlx(m)) => {
+                return a.qdot_mlx_rows(m, &bytes[..nr * row_bytes], row_bytes, xq, out);
+            }
+            _ => {}
+        }
         let rows = bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt));
         match self.0 {
             #[cfg(target_arch = "x86_64")]

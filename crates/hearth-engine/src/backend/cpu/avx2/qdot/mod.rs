@@ -11,7 +11,7 @@ mod blocks32;
 mod kquants;
 mod mlx;
 
-use mlx::qdot_mlx_multi;
+use mlx::qdot_mlx_rows;
 
 use std::arch::x86_64::*;
 
@@ -44,7 +44,10 @@ impl Avx2 {
                 DType::Q4_1 => by_token_groups!(TOKEN_GROUP, qdot_q4_1, row, xq, out),
                 DType::Q5_0 => by_token_groups!(TOKEN_GROUP, qdot_q5_0, row, xq, out),
                 DType::Q5_1 => by_token_groups!(TOKEN_GROUP, qdot_q5_1, row, xq, out),
-                DType::Mlx(m) => qdot_mlx_multi(m, row, xq, out),
+                DType::Mlx(m) => {
+                    let rb = dtype.bytes_for(xq[0].len()).expect("checked by the caller");
+                    qdot_mlx_rows(m, &row[..rb], rb, xq, out)
+                }
                 _ => unreachable!("qdot: unsupported {dtype}"),
             }
         }
@@ -72,6 +75,21 @@ impl Avx2 {
                 _ => unreachable!("qdot_k: unsupported {dtype}"),
             }
         }
+    }
+
+    /// `out[r * xq.len() + t] = qdot(Mlx(m), row r, &xq[t])` for a run of rows of `row_bytes` bytes (the
+    /// caller checked the rows and tokens, as for `qdot_multi_rows`).
+    pub(in crate::backend::cpu) fn qdot_mlx_rows(
+        self,
+        m: crate::tensor::mlx_blocks::MlxBlocks,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &[Q8Row],
+        out: &mut [f32],
+    ) {
+        debug_assert!(!xq.is_empty() && bytes.len() >= row_bytes * (out.len() / xq.len()));
+        // SAFETY: the token proves the features; the caller checked the rows and the tokens.
+        unsafe { qdot_mlx_rows(m, bytes, row_bytes, xq, out) }
     }
 
     /// `quantize_q8(x, out)` with `out` already sized for `x` (a multiple of 32 values).

@@ -40,6 +40,7 @@ macro_rules! mlx_kernels {
         }
 
         /// `out[t]` for `N` tokens; `BITS` is 4 or 8. The caller checked `row` and the tokens.
+        #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn qdot_mlx_n<const BITS: usize, const N: usize>(
             m: MlxBlocks,
@@ -188,39 +189,46 @@ macro_rules! mlx_kernels {
             }
         }
 
-        /// `out[t] = qdot_mlx(m, row, &xq[t])` for every token, eight at a time (then 4, 2, 1).
+        /// `out[r * xq.len() + t] = qdot_mlx(m, row r, &xq[t])` for the `out.len() / xq.len()` rows of
+        /// `row_bytes` bytes at the start of `bytes`, tokens eight at a time (then 4, 2, 1). One call per run
+        /// of rows, so the per-call setup is paid once per run, not per row (it was a third of a short row's
+        /// time).
         ///
         /// # Safety
-        /// The CPU has this module's features; `m` is affine with 4 or 8 bits; `row` holds the blocks of
-        /// every token (checked by the caller).
+        /// The CPU has this module's features; `m` is affine with 4 or 8 bits; `bytes` holds the rows and
+        /// each row the blocks of every token (checked by the caller).
         #[target_feature(enable = $feat)]
-        pub(in crate::backend::cpu::avx512) unsafe fn qdot_mlx_multi(
+        pub(in crate::backend::cpu::avx512) unsafe fn qdot_mlx_rows(
             m: MlxBlocks,
-            row: &[u8],
+            bytes: &[u8],
+            row_bytes: usize,
             xq: &[Q8Row],
             out: &mut [f32],
         ) {
             let eight = m.quant.bits() == 8;
-            let mut t = 0;
-            while t < xq.len() {
-                let n = match xq.len() - t {
-                    8.. => 8,
-                    4..=7 => 4,
-                    2 | 3 => 2,
-                    _ => 1,
-                };
-                let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
-                match (eight, n) {
-                    (false, 8) => qdot_mlx_n::<4, 8>(m, row, xs, o),
-                    (false, 4) => qdot_mlx_n::<4, 4>(m, row, xs, o),
-                    (false, 2) => qdot_mlx_n::<4, 2>(m, row, xs, o),
-                    (false, _) => qdot_mlx_n::<4, 1>(m, row, xs, o),
-                    (true, 8) => qdot_mlx_n::<8, 8>(m, row, xs, o),
-                    (true, 4) => qdot_mlx_n::<8, 4>(m, row, xs, o),
-                    (true, 2) => qdot_mlx_n::<8, 2>(m, row, xs, o),
-                    (true, _) => qdot_mlx_n::<8, 1>(m, row, xs, o),
+            let nt = xq.len();
+            for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt)) {
+                let mut t = 0;
+                while t < nt {
+                    let n = match nt - t {
+                        8.. => 8,
+                        4..=7 => 4,
+                        2 | 3 => 2,
+                        _ => 1,
+                    };
+                    let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
+                    match (eight, n) {
+                        (false, 8) => qdot_mlx_n::<4, 8>(m, row, xs, o),
+                        (false, 4) => qdot_mlx_n::<4, 4>(m, row, xs, o),
+                        (false, 2) => qdot_mlx_n::<4, 2>(m, row, xs, o),
+                        (false, _) => qdot_mlx_n::<4, 1>(m, row, xs, o),
+                        (true, 8) => qdot_mlx_n::<8, 8>(m, row, xs, o),
+                        (true, 4) => qdot_mlx_n::<8, 4>(m, row, xs, o),
+                        (true, 2) => qdot_mlx_n::<8, 2>(m, row, xs, o),
+                        (true, _) => qdot_mlx_n::<8, 1>(m, row, xs, o),
+                    }
+                    t += n;
                 }
-                t += n;
             }
         }
     };

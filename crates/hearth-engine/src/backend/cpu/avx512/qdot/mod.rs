@@ -25,6 +25,29 @@ use crate::tensor::DType;
 const TOKEN_GROUP: usize = 8;
 
 impl Avx512 {
+    /// `out[r * xq.len() + t] = qdot(Mlx(m), row r, &xq[t])` for a run of rows of `row_bytes` bytes (4- and
+    /// 8-bit affine; the caller checked the rows and tokens, as for `qdot_multi_rows`).
+    pub(in crate::backend::cpu) fn qdot_mlx_rows(
+        self,
+        m: crate::tensor::mlx_blocks::MlxBlocks,
+        bytes: &[u8],
+        row_bytes: usize,
+        xq: &[Q8Row],
+        out: &mut [f32],
+    ) {
+        debug_assert!(matches!(m.quant.bits(), 4 | 8) && !xq.is_empty());
+        debug_assert!(bytes.len() >= row_bytes * (out.len() / xq.len()));
+        // SAFETY: the token proves the features (VNNI only where `vnni` says so); the caller checked the rows
+        // and the tokens.
+        unsafe {
+            if self.vnni {
+                blocks32::vnni::qdot_mlx_rows(m, bytes, row_bytes, xq, out)
+            } else {
+                blocks32::bw::qdot_mlx_rows(m, bytes, row_bytes, xq, out)
+            }
+        }
+    }
+
     /// `out[t] = qdot(dtype, row, &xq[t])`; the caller has checked `dtype` is supported, the tokens agree
     /// in length, `out` has one slot per token and `row` holds the blocks.
     pub(in crate::backend::cpu) fn qdot_multi(
@@ -55,14 +78,8 @@ impl Avx512 {
                 }
                 return;
             }
-            // SAFETY: as below.
-            unsafe {
-                if self.vnni {
-                    blocks32::vnni::qdot_mlx_multi(m, row, xq, out)
-                } else {
-                    blocks32::bw::qdot_mlx_multi(m, row, xq, out)
-                }
-            }
+            let rb = dtype.bytes_for(xq[0].len()).expect("checked by the caller");
+            self.qdot_mlx_rows(m, &row[..rb], rb, xq, out);
             return;
         }
         // SAFETY: the token proves the features (VNNI only where `vnni` says so); the caller checked that
