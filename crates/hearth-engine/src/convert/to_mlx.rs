@@ -213,7 +213,7 @@ fn module_quant(
     if !opts.quantize || t.shape.len() != 2 || !t.name.ends_with(".weight") {
         return Ok(None);
     }
-    if t.cols() % base.group_size() != 0 {
+    if !t.cols().is_multiple_of(base.group_size()) {
         return Ok(None);
     }
     let path = t.name.trim_end_matches(".weight");
@@ -269,7 +269,8 @@ impl RecipeCtx {
         let v = ["v_proj", "v_a_proj", "v_b_proj"]
             .iter()
             .any(|k| path.contains(k));
-        if (v && more) || (path.contains("down_proj") && more) || path.contains("lm_head") {
+        let important = v || path.contains("down_proj");
+        if (important && more) || path.contains("lm_head") {
             high
         } else {
             low
@@ -411,8 +412,11 @@ pub(crate) fn write_mlx(
     Ok(())
 }
 
-/// Quantizes every row of `t`: (packed words as bytes, scales, biases if affine).
-fn quantize_tensor(t: &HfTensor, q: &MlxQuant) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> {
+/// One quantized weight's three tensors as bytes: packed words, scales, biases (affine only).
+type QuantizedBytes = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// Quantizes every row of `t`.
+fn quantize_tensor(t: &HfTensor, q: &MlxQuant) -> Result<QuantizedBytes> {
     let (rows, cols) = (t.rows(), t.cols());
     let err = |e: crate::tensor::mlx::MlxQuantError| Error::Other(format!("{}: {e}", t.name));
     let pb = 4 * q.packed_words_per_row(cols).map_err(err)?;
