@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hearth_engine::convert::source::parse_float;
+use hearth_engine::convert::to_hf::gguf_to_hf;
 use hearth_engine::convert::to_mlx::{hf_to_mlx, MlxOptions, Recipe};
 use hearth_engine::tensor::mlx::MlxMode;
 use serde_json::Value;
@@ -83,16 +84,25 @@ fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
 fn check_case(fixture: &Path) {
     let name = fixture.file_stem().unwrap().to_string_lossy().to_string();
     let rec: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    let src = root()
-        .join("tests/fixtures/tiny")
-        .join(rec["source"].as_str().unwrap());
+    let source = rec["source"].as_str().unwrap();
+    let tiny = root().join("tests/fixtures/tiny");
+    let work = tmp(&name);
+    // `gguf:PATH`: a tiny GGUF made into a Hugging Face folder first, as the fixture script does with hearth.
+    let src = match source.strip_prefix("gguf:") {
+        Some(gguf) => {
+            let hf = work.join("hf");
+            gguf_to_hf(&tiny.join(gguf), &hf, None, false, &mut |_, _| {}).unwrap();
+            hf
+        }
+        None => tiny.join(source),
+    };
     let args: Vec<String> = rec["mlx_lm_args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    let dst = tmp(&name).join("out");
+    let dst = work.join("out");
     hf_to_mlx(&src, &dst, &options(&args), false, &mut |_, _| {}).unwrap();
 
     let config: Value =
@@ -222,7 +232,7 @@ fn unquantized_conversion_only_casts() {
 /// float and block-quantized GGUFs of every tiny architecture.
 #[test]
 fn gguf_to_mlx_equals_the_route_through_hf() {
-    use hearth_engine::convert::to_hf::{gguf_to_hf, gguf_to_mlx};
+    use hearth_engine::convert::to_hf::gguf_to_mlx;
     for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"] {
         for variant in ["bf16", "q4_1"] {
             let gguf = root()
