@@ -190,17 +190,46 @@ impl HfTensor {
         }
     }
 
-    /// The whole tensor as little-endian bytes of `self.dtype`.
+    /// The whole tensor as little-endian bytes of `self.dtype` (rows converted in parallel).
     pub fn to_bytes(&self) -> Vec<u8> {
         let cols = self.cols();
-        let mut row = vec![0f32; cols];
-        let mut out = Vec::with_capacity(self.numel() * self.dtype.size());
-        for r in 0..self.rows() {
-            self.read_row(r, &mut row);
-            push_floats(self.dtype, &row, &mut out);
-        }
-        out
+        let parts = par_row_chunks(self.rows(), cols, |range| {
+            let mut row = vec![0f32; cols];
+            let mut out = Vec::with_capacity(range.len() * cols * self.dtype.size());
+            for r in range {
+                self.read_row(r, &mut row);
+                push_floats(self.dtype, &row, &mut out);
+            }
+            out
+        });
+        parts.concat()
     }
+}
+
+/// Runs `f` over consecutive ranges of `rows` (each about 1M values of `cols`-wide rows) on hearth's kernel
+/// pool and returns the results in row order: a conversion dequantizes and quantizes every weight once, which
+/// is worth all cores on a large model.
+pub(crate) fn par_row_chunks<T: Send>(
+    rows: usize,
+    cols: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let per = ((1usize << 20) / cols.max(1)).clamp(1, rows.max(1));
+    let n = rows.div_ceil(per);
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    crate::backend::cpu::pool::parallel_for(n, |i| {
+        let v = f(i * per..((i + 1) * per).min(rows));
+        *slots[i].lock().expect("no task panics while holding it") = Some(v);
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no task panics while holding it")
+                .expect("every chunk ran")
+        })
+        .collect()
 }
 
 /// Sorts tensors into the order mlx-lm and transformers list a decoder's parameters: embeddings, then each

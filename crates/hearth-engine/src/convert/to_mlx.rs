@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::convert::output::{Kind, Staged};
-use crate::convert::source::{parse_float, sort_model_order, st_dtype, HfTensor};
+use crate::convert::source::{par_row_chunks, parse_float, sort_model_order, st_dtype, HfTensor};
 use crate::convert::Progress;
 use crate::error::{Error, Result};
 use crate::loader::safetensors;
@@ -415,33 +415,40 @@ pub(crate) fn write_mlx(
 /// One quantized weight's three tensors as bytes: packed words, scales, biases (affine only).
 type QuantizedBytes = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
-/// Quantizes every row of `t`.
+/// Quantizes every row of `t` (chunks of rows in parallel).
 fn quantize_tensor(t: &HfTensor, q: &MlxQuant) -> Result<QuantizedBytes> {
     let (rows, cols) = (t.rows(), t.cols());
     let err = |e: crate::tensor::mlx::MlxQuantError| Error::Other(format!("{}: {e}", t.name));
     let pb = 4 * q.packed_words_per_row(cols).map_err(err)?;
     let sb = q.scale_bytes_per_row(cols, t.dtype).map_err(err)?;
     let bb = q.bias_bytes_per_row(cols, t.dtype).map_err(err)?;
-    let mut packed = vec![0u8; rows * pb];
-    let mut scales = vec![0u8; rows * sb];
-    let mut biases = vec![0u8; rows * bb];
-    let mut row = vec![0f32; cols];
-    for r in 0..rows {
-        t.read_row(r, &mut row);
-        let b = if q.has_biases() {
-            Some(&mut biases[r * bb..(r + 1) * bb])
-        } else {
-            None
-        };
-        quantize_row(
-            q,
-            t.dtype,
-            &row,
-            &mut packed[r * pb..(r + 1) * pb],
-            &mut scales[r * sb..(r + 1) * sb],
-            b,
-        )
-        .map_err(err)?;
+    let parts = par_row_chunks(rows, cols, |range| {
+        let n = range.len();
+        let mut packed = vec![0u8; n * pb];
+        let mut scales = vec![0u8; n * sb];
+        let mut biases = vec![0u8; n * bb];
+        let mut row = vec![0f32; cols];
+        for (i, r) in range.enumerate() {
+            t.read_row(r, &mut row);
+            let b = q.has_biases().then(|| &mut biases[i * bb..(i + 1) * bb]);
+            quantize_row(
+                q,
+                t.dtype,
+                &row,
+                &mut packed[i * pb..(i + 1) * pb],
+                &mut scales[i * sb..(i + 1) * sb],
+                b,
+            )
+            .map_err(err)?;
+        }
+        Ok((packed, scales, biases))
+    });
+    let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    for part in parts {
+        let (p, s, b) = part?;
+        packed.extend_from_slice(&p);
+        scales.extend_from_slice(&s);
+        biases.extend_from_slice(&b);
     }
     Ok((packed, scales, q.has_biases().then_some(biases)))
 }
