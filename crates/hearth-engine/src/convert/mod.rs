@@ -10,8 +10,10 @@
 //! - [`to_mlx`]: Hugging Face folder or GGUF file → MLX folder (mlx-lm's layout, affine/mxfp4/nvfp4/mxfp8,
 //!   mixed recipes), equal to `mlx_lm.convert`'s output tensor for tensor.
 //! - [`to_hf`]: GGUF file → Hugging Face folder (float safetensors, config.json, tokenizer.json).
+//! - [`from_mlx`]: MLX folder → Hugging Face folder, dequantized as `mlx_lm.convert -d` does.
 //! - [`hf_config`] and [`hf_tokenizer`]: config.json and tokenizer.json rebuilt from GGUF metadata.
 
+pub mod from_mlx;
 pub mod hf_config;
 pub mod hf_tokenizer;
 pub mod output;
