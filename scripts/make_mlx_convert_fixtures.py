@@ -5,14 +5,20 @@ hearth's `convert --to mlx` must lay out a folder exactly as mlx-lm does, so eac
 converter (mlx-lm 0.32.x, mlx 0.32.x; CPU is enough) on a committed tiny model and records, compactly:
   - every tensor of the output: dtype, shape and the sha256 of its bytes,
   - config.json's `quantization` and `quantization_config` sections and `tie_word_embeddings`,
-  - model.safetensors.index.json's metadata.
+  - model.safetensors.index.json's metadata;
+  - for the cases in DEQUANTIZE, the tensors of `mlx_lm.convert -d` run on that output (dequantized back).
 crates/hearth-engine/tests/convert_mlx.rs runs hearth on the same inputs and compares all of it exactly.
+
+A source written `gguf:PATH` is a tiny GGUF (llama256 has no Hugging Face folder: its 256-wide rows divide into
+groups of 128 everywhere) first turned into a Hugging Face folder by `hearth convert --to hf` (HEARTH_BIN,
+default target/release/hearth); the test does the same with hearth's library.
 
 Run with the mlx venv:  /work/venvs/mlx/bin/python scripts/make_mlx_convert_fixtures.py
 """
 
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -43,7 +49,15 @@ CASES = {
     "gemma3-bf16-mixed-3-6": ("gemma3/hf-bf16", ["--q-group-size", "64", "--quant-predicate", "mixed_3_6"]),
     "llama-f32-mixed-4-6": ("llama/hf-f32", ["--q-group-size", "32", "--quant-predicate", "mixed_4_6"]),
     "mistral-bf16-mixed-3-4": ("mistral/hf-bf16", ["--q-group-size", "64", "--quant-predicate", "mixed_3_4"]),
+    "llama256-q4k-affine-q4-g128": ("gguf:llama256/model-q4_k.gguf", ["--q-bits", "4", "--q-group-size", "128"]),
+    "llama256-q6k-mxfp8": ("gguf:llama256/model-q6_k.gguf", ["--q-mode", "mxfp8"]),
+    "llama256-f16-mixed-2-6": ("gguf:llama256/model-f16.gguf", ["--q-group-size", "128", "--quant-predicate",
+                                                               "mixed_2_6"]),
 }
+# Cases whose output is also dequantized back with `mlx_lm.convert -d` (hearth: convert MLX --to hf).
+DEQUANTIZE = {"llama-bf16-affine-q4-g32", "qwen2-bf16-affine-q6-g64", "mistral-f32-mxfp4", "gemma3-bf16-nvfp4",
+              "gemma3-f32-mxfp8", "qwen3-bf16-mixed-2-6", "llama-bf16-to-f16-affine-q4-g64"}
+HEARTH_BIN = Path(os.environ.get("HEARTH_BIN", ROOT / "target" / "release" / "hearth"))
 
 
 def tensors(path: Path) -> dict:
@@ -67,7 +81,12 @@ def main() -> int:
     for name, (src, args) in CASES.items():
         with tempfile.TemporaryDirectory() as tmp:
             dst = Path(tmp) / "out"
-            cmd = [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(TINY / src),
+            hf = TINY / src
+            if src.startswith("gguf:"):
+                hf = Path(tmp) / "hf"
+                subprocess.run([str(HEARTH_BIN), "convert", str(TINY / src[5:]), str(hf), "--to", "hf"], check=True,
+                               capture_output=True)
+            cmd = [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(hf),
                    "--mlx-path", str(dst), "-q", *args]
             subprocess.run(cmd, check=True, capture_output=True)
             config = json.loads((dst / "config.json").read_text())
@@ -85,6 +104,15 @@ def main() -> int:
                 "files": sorted(p.name for p in dst.iterdir()),
                 "tensors": dict(sorted(all_tensors.items())),
             }
+            if name in DEQUANTIZE:
+                deq = Path(tmp) / "deq"
+                subprocess.run([sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(dst), "--mlx-path",
+                                str(deq), "-d"], check=True, capture_output=True)
+                dq_index = json.loads((deq / "model.safetensors.index.json").read_text())
+                dq = {}
+                for shard in sorted(set(dq_index["weight_map"].values())):
+                    dq.update(tensors(deq / shard))
+                record["dequantized"] = dict(sorted(dq.items()))
         (OUT / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
         print(name, len(record["tensors"]), "tensors")
     return 0

@@ -2,13 +2,16 @@
 //! scripts/make_mlx_convert_fixtures.py running `mlx_lm.convert` on the tiny Hugging Face models) is
 //! converted by hearth from the same input and must match exactly: every tensor's dtype, shape and bytes
 //! (sha256), config.json's `quantization` / `quantization_config` sections and `tie_word_embeddings`, and the
-//! index metadata (`total_size`, `total_parameters`). Also: GGUF → MLX equals GGUF → HF → MLX, existing
+//! index metadata (`total_size`, `total_parameters`); where the fixture has it, hearth's MLX → Hugging Face
+//! dequantization equals `mlx_lm.convert -d` byte for byte. Also: GGUF → MLX equals GGUF → HF → MLX, existing
 //! output needs `force`, bad options leave nothing, and an unquantized conversion only casts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use hearth_engine::convert::from_mlx::mlx_to_hf;
 use hearth_engine::convert::source::parse_float;
+use hearth_engine::convert::to_hf::gguf_to_hf;
 use hearth_engine::convert::to_mlx::{hf_to_mlx, MlxOptions, Recipe};
 use hearth_engine::tensor::mlx::MlxMode;
 use serde_json::Value;
@@ -52,6 +55,10 @@ fn options(args: &[String]) -> MlxOptions {
 /// name -> (dtype, shape, sha256) of every tensor of a safetensors file (read directly: the loader does not
 /// hand out u32/u8 tensors).
 fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
+    tensors_of(path, "mlx")
+}
+
+fn tensors_of(path: &Path, format: &str) -> BTreeMap<String, (String, Vec<u64>, String)> {
     let raw = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, Value> = serde_json::from_slice(&raw[8..8 + n]).unwrap();
@@ -59,7 +66,7 @@ fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
     let mut out = BTreeMap::new();
     for (name, e) in header {
         if name == "__metadata__" {
-            assert_eq!(e["format"], "mlx", "{}", path.display());
+            assert_eq!(e["format"], format, "{}", path.display());
             continue;
         }
         let off: Vec<usize> = e["data_offsets"]
@@ -83,16 +90,25 @@ fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
 fn check_case(fixture: &Path) {
     let name = fixture.file_stem().unwrap().to_string_lossy().to_string();
     let rec: Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
-    let src = root()
-        .join("tests/fixtures/tiny")
-        .join(rec["source"].as_str().unwrap());
+    let source = rec["source"].as_str().unwrap();
+    let tiny = root().join("tests/fixtures/tiny");
+    let work = tmp(&name);
+    // `gguf:PATH`: a tiny GGUF made into a Hugging Face folder first, as the fixture script does with hearth.
+    let src = match source.strip_prefix("gguf:") {
+        Some(gguf) => {
+            let hf = work.join("hf");
+            gguf_to_hf(&tiny.join(gguf), &hf, None, false, &mut |_, _| {}).unwrap();
+            hf
+        }
+        None => tiny.join(source),
+    };
     let args: Vec<String> = rec["mlx_lm_args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    let dst = tmp(&name).join("out");
+    let dst = work.join("out");
     hf_to_mlx(&src, &dst, &options(&args), false, &mut |_, _| {}).unwrap();
 
     let config: Value =
@@ -135,6 +151,38 @@ fn check_case(fixture: &Path) {
         assert_eq!(shape, &wshape, "{name}: {t} shape");
         assert_eq!(sha, w["sha256"].as_str().unwrap(), "{name}: {t} bytes");
     }
+    // Dequantized back (hearth: MLX → Hugging Face; mlx-lm: `convert -d`): the same float tensors.
+    if let Some(deq) = rec.get("dequantized").and_then(|v| v.as_object()) {
+        let hf = work.join("dequantized");
+        mlx_to_hf(&dst, &hf, None, false, &mut |_, _| {}).unwrap();
+        let got = tensors_of(&hf.join("model.safetensors"), "pt");
+        let names: Vec<&String> = got.keys().collect();
+        assert_eq!(
+            names,
+            deq.keys().collect::<Vec<_>>(),
+            "{name}: dequantized names"
+        );
+        for (t, (dtype, _, sha)) in &got {
+            assert_eq!(
+                dtype,
+                deq[t]["dtype"].as_str().unwrap(),
+                "{name}: dequantized {t} dtype"
+            );
+            assert_eq!(
+                sha,
+                deq[t]["sha256"].as_str().unwrap(),
+                "{name}: dequantized {t} bytes"
+            );
+        }
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert!(
+            config.get("quantization").is_none() && config.get("quantization_config").is_none()
+        );
+        // hearth runs the dequantized folder.
+        hearth_engine::models::Model::open(&hf).unwrap();
+    }
     // The files mlx-lm loads from (its README card and re-saved chat_template.jinja aside; hearth copies the
     // tokenizer_config.json that holds the template).
     for f in rec["files"].as_array().unwrap() {
@@ -144,7 +192,7 @@ fn check_case(fixture: &Path) {
         }
         assert!(dst.join(f).exists(), "{name}: {f} missing");
     }
-    let _ = std::fs::remove_dir_all(dst.parent().unwrap());
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]
@@ -222,7 +270,7 @@ fn unquantized_conversion_only_casts() {
 /// float and block-quantized GGUFs of every tiny architecture.
 #[test]
 fn gguf_to_mlx_equals_the_route_through_hf() {
-    use hearth_engine::convert::to_hf::{gguf_to_hf, gguf_to_mlx};
+    use hearth_engine::convert::to_hf::gguf_to_mlx;
     for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"] {
         for variant in ["bf16", "q4_1"] {
             let gguf = root()

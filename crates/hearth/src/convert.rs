@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use hearth_engine::convert::from_mlx::mlx_to_hf;
 use hearth_engine::convert::source::parse_float;
 use hearth_engine::convert::to_gguf::{hf_to_gguf, GgufOptions, OutType};
 use hearth_engine::convert::to_hf::{gguf_to_hf, gguf_to_mlx};
@@ -20,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum Target {
     /// An MLX folder (mlx-lm's layout), quantized with -q.
     Mlx,
-    /// A Hugging Face folder of float safetensors.
+    /// A Hugging Face folder of float safetensors (from a GGUF file, or an MLX folder dequantized).
     Hf,
     /// A GGUF file.
     Gguf,
@@ -181,8 +182,9 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
             }
         }
         (Target::Hf, Source::Gguf) => gguf_to_hf(&a.src, &a.dst, dtype, a.force, &mut progress)?,
+        (Target::Hf, Source::Mlx) => mlx_to_hf(&a.src, &a.dst, dtype, a.force, &mut progress)?,
         (Target::Hf, _) => bail!(
-            "{} is already a Hugging Face-style folder; --to hf converts GGUF files",
+            "{} is already a Hugging Face folder; --to hf converts GGUF files and MLX folders",
             a.src.display()
         ),
         (Target::Gguf, Source::Hf | Source::Mlx) => {

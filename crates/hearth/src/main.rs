@@ -67,8 +67,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve models over OpenAI- and Anthropic-compatible HTTP APIs.
     Serve(serve::ServeArgs),
-    /// Convert a model: Hugging Face folder or GGUF file to an MLX folder (quantized with -q), GGUF file to a
-    /// Hugging Face folder, Hugging Face folder to GGUF.
+    /// Convert a model: Hugging Face folder or GGUF file to an MLX folder (quantized with -q), GGUF file or MLX
+    /// folder to a Hugging Face folder, Hugging Face folder to GGUF.
     Convert(convert::ConvertArgs),
 }
 

@@ -110,8 +110,14 @@ fn converts_and_refuses_to_overwrite_without_force() {
         "mixed_3_6",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Nothing but the three outputs: no staging folders left behind.
-    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
+    // And back: the MLX folder dequantized into a Hugging Face folder that hearth runs.
+    let back = d.join("back");
+    let o = hearth(&["convert", s(&out), s(&back), "--to", "hf"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = hearth(&["info", "--model", s(&back)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Nothing but the four outputs: no staging folders left behind.
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 4);
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -138,7 +144,7 @@ fn bad_inputs_exit_1_without_output() {
         (vec![s(&bert), s(&out), "--to", "mlx", "-q"], "bert"),
         (
             vec![s(&hf), s(&out), "--to", "hf"],
-            "already a Hugging Face",
+            "already a Hugging Face folder",
         ),
         (vec![s(&gguf), s(&out), "--to", "hf", "-q"], "--to mlx only"),
         (

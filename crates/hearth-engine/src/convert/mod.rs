@@ -12,8 +12,10 @@
 //! - [`to_gguf`]: Hugging Face (or MLX) folder → GGUF file (f32/f16/bf16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K),
 //!   loadable by llama.cpp.
 //! - [`to_hf`]: GGUF file → Hugging Face folder (float safetensors, config.json, tokenizer.json).
+//! - [`from_mlx`]: MLX folder → Hugging Face folder, dequantized as `mlx_lm.convert -d` does.
 //! - [`hf_config`] and [`hf_tokenizer`]: config.json and tokenizer.json rebuilt from GGUF metadata.
 
+pub mod from_mlx;
 pub mod hf_config;
 pub mod hf_tokenizer;
 pub mod output;

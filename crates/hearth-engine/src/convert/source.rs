@@ -9,8 +9,8 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::loader::safetensors_write::StDtype;
-use crate::tensor::mlx::MlxFloat;
-use crate::tensor::{quants, DType, Tensor};
+use crate::tensor::mlx::{dequantize_row, MlxFloat, MlxQuant};
+use crate::tensor::{quants, DType, Storage, Tensor};
 
 /// How the rows of the stored tensor map onto the Hugging Face rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,10 +31,43 @@ pub struct HfTensor {
     pub shape: Vec<usize>,
     /// The dtype the tensor has in the output; every value read is exact in it.
     pub dtype: MlxFloat,
-    src: Tensor,
+    src: Src,
     rows: RowOrder,
     /// Added to every value (Gemma's GGUF norm gains hold `1 + w`; Hugging Face holds `w`).
     offset: f32,
+}
+
+/// Where a tensor's values are stored.
+#[derive(Clone, Debug)]
+enum Src {
+    /// A tensor of a type hearth reads (floats, GGML blocks).
+    Stored(Tensor),
+    /// An MLX-quantized weight: its packed words, scales and biases.
+    Mlx(std::sync::Arc<MlxWeight>),
+}
+
+/// The three parts of an MLX-quantized `[rows, cols]` weight, as stored bytes.
+pub struct MlxWeight {
+    pub quant: MlxQuant,
+    /// The dtype of affine scales and biases (and of the dequantized values).
+    pub float: MlxFloat,
+    /// `rows * cols * bits / 32` u32 words, little-endian.
+    pub packed: Storage,
+    pub scales: Storage,
+    pub biases: Option<Storage>,
+}
+
+impl std::fmt::Debug for MlxWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MlxWeight({:?}, {:?})", self.quant, self.float)
+    }
+}
+
+fn storage_bytes(s: &Storage) -> &[u8] {
+    match s {
+        Storage::Mapped { map, range } => &map[range.clone()],
+        Storage::Owned(v) => v,
+    }
 }
 
 /// The float dtype of a plain tensor, or None for block-quantized types.
@@ -104,7 +137,63 @@ impl HfTensor {
             name,
             shape: src.shape.clone(),
             dtype,
-            src,
+            src: Src::Stored(src),
+            rows: RowOrder::Same,
+            offset: 0.0,
+        })
+    }
+
+    /// An MLX-quantized weight of Hugging Face shape `[rows, cols]`, dequantized as `mx.dequantize` does
+    /// (into `w.float` for affine mode) and output in `dtype`. The byte sizes are checked here.
+    pub fn mlx(
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        w: MlxWeight,
+        dtype: MlxFloat,
+    ) -> Result<HfTensor> {
+        let name = name.into();
+        let q = &w.quant;
+        let bad = |what: &str, got: usize, want: usize| {
+            Error::Other(format!(
+                "tensor {name}: {what} holds {got} bytes, {rows}x{cols} at {q:?} needs {want}"
+            ))
+        };
+        let err =
+            |e: crate::tensor::mlx::MlxQuantError| Error::Other(format!("tensor {name}: {e}"));
+        let pb = 4 * q.packed_words_per_row(cols).map_err(err)?;
+        let sb = q.scale_bytes_per_row(cols, w.float).map_err(err)?;
+        let bb = q.bias_bytes_per_row(cols, w.float).map_err(err)?;
+        let check = |what: &str, s: &Storage, per: usize| {
+            let got = storage_bytes(s).len();
+            if got == rows * per {
+                Ok(())
+            } else {
+                Err(bad(what, got, rows * per))
+            }
+        };
+        check("weight", &w.packed, pb)?;
+        check("scales", &w.scales, sb)?;
+        match (&w.biases, q.has_biases()) {
+            (Some(b), true) => check("biases", b, bb)?,
+            (None, false) => {}
+            _ => {
+                return Err(Error::Other(format!(
+                    "tensor {name}: biases {} for {} mode",
+                    if w.biases.is_some() {
+                        "present"
+                    } else {
+                        "missing"
+                    },
+                    q.mode().name()
+                )))
+            }
+        }
+        Ok(HfTensor {
+            name,
+            shape: vec![rows, cols],
+            dtype,
+            src: Src::Mlx(std::sync::Arc::new(w)),
             rows: RowOrder::Same,
             offset: 0.0,
         })
@@ -132,7 +221,7 @@ impl HfTensor {
             name,
             shape: src.shape.clone(),
             dtype,
-            src,
+            src: Src::Stored(src),
             rows,
             offset,
         })
@@ -160,18 +249,47 @@ impl HfTensor {
 
     /// Hugging Face row `r` into `out` (`cols()` values), each exact in `self.dtype`.
     pub fn read_row(&self, r: usize, out: &mut [f32]) {
+        let src = match &self.src {
+            Src::Stored(t) => t,
+            Src::Mlx(w) => {
+                let cols = out.len();
+                let q = &w.quant;
+                let pb = 4 * q
+                    .packed_words_per_row(cols)
+                    .expect("checked in HfTensor::mlx");
+                let sb = q.scale_bytes_per_row(cols, w.float).expect("checked");
+                let bb = q.bias_bytes_per_row(cols, w.float).expect("checked");
+                let biases = w
+                    .biases
+                    .as_ref()
+                    .map(|b| &storage_bytes(b)[r * bb..(r + 1) * bb]);
+                dequantize_row(
+                    q,
+                    w.float,
+                    &storage_bytes(&w.packed)[r * pb..(r + 1) * pb],
+                    &storage_bytes(&w.scales)[r * sb..(r + 1) * sb],
+                    biases,
+                    out,
+                )
+                .expect("sizes checked in HfTensor::mlx");
+                for v in out.iter_mut() {
+                    *v = self.dtype.round(*v);
+                }
+                return;
+            }
+        };
         let stored = match self.rows {
             RowOrder::Same => r,
             RowOrder::Unpermute { heads } => {
                 // The permutation acts on dimension 0; a 1-D tensor (a bias) is one row of values instead.
-                let d = self.src.shape[0] / heads;
+                let d = src.shape[0] / heads;
                 let (h, j) = (r / d, r % d);
                 let (s, i) = (j / (d / 2), j % (d / 2));
                 h * d + 2 * i + s
             }
         };
-        if self.src.shape.len() == 1 && matches!(self.rows, RowOrder::Unpermute { .. }) {
-            let all = self.src.to_f32();
+        if src.shape.len() == 1 && matches!(self.rows, RowOrder::Unpermute { .. }) {
+            let all = src.to_f32();
             let heads = match self.rows {
                 RowOrder::Unpermute { heads } => heads,
                 RowOrder::Same => 1,
@@ -183,24 +301,53 @@ impl HfTensor {
                 *o = all[h * d + 2 * i + s];
             }
         } else {
-            quants::dequantize_row(self.src.dtype, self.src.row(stored), out);
+            quants::dequantize_row(src.dtype, src.row(stored), out);
         }
         for v in out.iter_mut() {
             *v = self.dtype.round(*v + self.offset);
         }
     }
 
-    /// The whole tensor as little-endian bytes of `self.dtype`.
+    /// The whole tensor as little-endian bytes of `self.dtype` (rows converted in parallel).
     pub fn to_bytes(&self) -> Vec<u8> {
         let cols = self.cols();
-        let mut row = vec![0f32; cols];
-        let mut out = Vec::with_capacity(self.numel() * self.dtype.size());
-        for r in 0..self.rows() {
-            self.read_row(r, &mut row);
-            push_floats(self.dtype, &row, &mut out);
-        }
-        out
+        let parts = par_row_chunks(self.rows(), cols, |range| {
+            let mut row = vec![0f32; cols];
+            let mut out = Vec::with_capacity(range.len() * cols * self.dtype.size());
+            for r in range {
+                self.read_row(r, &mut row);
+                push_floats(self.dtype, &row, &mut out);
+            }
+            out
+        });
+        parts.concat()
     }
+}
+
+/// Runs `f` over consecutive ranges of `rows` (each about 1M values of `cols`-wide rows) on hearth's kernel
+/// pool and returns the results in row order: a conversion dequantizes and quantizes every weight once, which
+/// is worth all cores on a large model.
+pub(crate) fn par_row_chunks<T: Send>(
+    rows: usize,
+    cols: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let per = ((1usize << 20) / cols.max(1)).clamp(1, rows.max(1));
+    let n = rows.div_ceil(per);
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    crate::backend::cpu::pool::parallel_for(n, |i| {
+        let v = f(i * per..((i + 1) * per).min(rows));
+        *slots[i].lock().expect("no task panics while holding it") = Some(v);
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no task panics while holding it")
+                .expect("every chunk ran")
+        })
+        .collect()
 }
 
 /// Sorts tensors into the order mlx-lm and transformers list a decoder's parameters: embeddings, then each

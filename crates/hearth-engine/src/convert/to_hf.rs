@@ -187,18 +187,35 @@ pub fn gguf_to_hf(
     let g = GgufFile::open(src)?;
     let parts = gguf_hf_parts(&g, dtype)?;
     let staged = Staged::new(dst, Kind::Folder, force)?;
-    let dir = staged.path();
-    write_json(&dir.join("config.json"), &parts.config)?;
-    for (name, bytes) in &parts.files {
+    write_hf_folder(
+        staged.path(),
+        &parts.config,
+        &parts.tensors,
+        &parts.files,
+        progress,
+    )?;
+    staged.commit()
+}
+
+/// Writes a Hugging Face folder into `dir` (an empty staging folder): config.json, `files` (`(name, bytes)`),
+/// and the tensors as `"pt"` safetensors (5 GiB shards with an index when larger).
+pub(crate) fn write_hf_folder(
+    dir: &Path,
+    config: &Value,
+    tensors: &[HfTensor],
+    files: &[(String, Vec<u8>)],
+    progress: Progress,
+) -> Result<()> {
+    write_json(&dir.join("config.json"), config)?;
+    for (name, bytes) in files {
         let p = dir.join(name);
         std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
     }
-    let plan = parts
-        .tensors
+    let plan = tensors
         .iter()
         .map(|t| TensorSpec::new(&t.name, st_dtype(t.dtype), t.shape.clone()))
         .collect();
-    let total_parameters: usize = parts.tensors.iter().map(HfTensor::numel).sum();
+    let total_parameters: usize = tensors.iter().map(HfTensor::numel).sum();
     let mut meta = Map::new();
     meta.insert("total_parameters".into(), json!(total_parameters));
     let opts = WriteOptions {
@@ -208,13 +225,13 @@ pub fn gguf_to_hf(
         index_metadata: meta,
     };
     let mut w = ShardedWriter::new(dir, plan, opts)?;
-    let total = parts.tensors.len() as u64;
-    for (i, t) in parts.tensors.iter().enumerate() {
+    let total = tensors.len() as u64;
+    for (i, t) in tensors.iter().enumerate() {
         w.write(&t.name, &t.to_bytes())?;
         progress(i as u64 + 1, total);
     }
     w.finish()?;
-    staged.commit()
+    Ok(())
 }
 
 /// Converts the GGUF file `src` straight into an MLX folder at `dst`: the tensors are mapped back as for

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::convert::output::{Kind, Staged};
-use crate::convert::source::{parse_float, sort_model_order, st_dtype, HfTensor};
+use crate::convert::source::{par_row_chunks, parse_float, sort_model_order, st_dtype, HfTensor};
 use crate::convert::Progress;
 use crate::error::{Error, Result};
 use crate::loader::safetensors;
@@ -213,7 +213,7 @@ fn module_quant(
     if !opts.quantize || t.shape.len() != 2 || !t.name.ends_with(".weight") {
         return Ok(None);
     }
-    if t.cols() % base.group_size() != 0 {
+    if !t.cols().is_multiple_of(base.group_size()) {
         return Ok(None);
     }
     let path = t.name.trim_end_matches(".weight");
@@ -269,7 +269,8 @@ impl RecipeCtx {
         let v = ["v_proj", "v_a_proj", "v_b_proj"]
             .iter()
             .any(|k| path.contains(k));
-        if (v && more) || (path.contains("down_proj") && more) || path.contains("lm_head") {
+        let important = v || path.contains("down_proj");
+        if (important && more) || path.contains("lm_head") {
             high
         } else {
             low
@@ -411,33 +412,43 @@ pub(crate) fn write_mlx(
     Ok(())
 }
 
-/// Quantizes every row of `t`: (packed words as bytes, scales, biases if affine).
-fn quantize_tensor(t: &HfTensor, q: &MlxQuant) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> {
+/// One quantized weight's three tensors as bytes: packed words, scales, biases (affine only).
+type QuantizedBytes = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// Quantizes every row of `t` (chunks of rows in parallel).
+fn quantize_tensor(t: &HfTensor, q: &MlxQuant) -> Result<QuantizedBytes> {
     let (rows, cols) = (t.rows(), t.cols());
     let err = |e: crate::tensor::mlx::MlxQuantError| Error::Other(format!("{}: {e}", t.name));
     let pb = 4 * q.packed_words_per_row(cols).map_err(err)?;
     let sb = q.scale_bytes_per_row(cols, t.dtype).map_err(err)?;
     let bb = q.bias_bytes_per_row(cols, t.dtype).map_err(err)?;
-    let mut packed = vec![0u8; rows * pb];
-    let mut scales = vec![0u8; rows * sb];
-    let mut biases = vec![0u8; rows * bb];
-    let mut row = vec![0f32; cols];
-    for r in 0..rows {
-        t.read_row(r, &mut row);
-        let b = if q.has_biases() {
-            Some(&mut biases[r * bb..(r + 1) * bb])
-        } else {
-            None
-        };
-        quantize_row(
-            q,
-            t.dtype,
-            &row,
-            &mut packed[r * pb..(r + 1) * pb],
-            &mut scales[r * sb..(r + 1) * sb],
-            b,
-        )
-        .map_err(err)?;
+    let parts = par_row_chunks(rows, cols, |range| {
+        let n = range.len();
+        let mut packed = vec![0u8; n * pb];
+        let mut scales = vec![0u8; n * sb];
+        let mut biases = vec![0u8; n * bb];
+        let mut row = vec![0f32; cols];
+        for (i, r) in range.enumerate() {
+            t.read_row(r, &mut row);
+            let b = q.has_biases().then(|| &mut biases[i * bb..(i + 1) * bb]);
+            quantize_row(
+                q,
+                t.dtype,
+                &row,
+                &mut packed[i * pb..(i + 1) * pb],
+                &mut scales[i * sb..(i + 1) * sb],
+                b,
+            )
+            .map_err(err)?;
+        }
+        Ok((packed, scales, biases))
+    });
+    let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+    for part in parts {
+        let (p, s, b) = part?;
+        packed.extend_from_slice(&p);
+        scales.extend_from_slice(&s);
+        biases.extend_from_slice(&b);
     }
     Ok((packed, scales, q.has_biases().then_some(biases)))
 }

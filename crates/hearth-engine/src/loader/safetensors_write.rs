@@ -224,7 +224,7 @@ impl ShardedWriter {
             root.insert(k.to_string(), v);
         }
         let mut bytes = serde_json::to_vec(&Value::Object(root)).expect("JSON of plain values");
-        while bytes.len() % 8 != 0 {
+        while !bytes.len().is_multiple_of(8) {
             bytes.push(b' ');
         }
         bytes
