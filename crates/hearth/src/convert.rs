@@ -120,13 +120,15 @@ fn to_gguf(
     Ok(hf_to_gguf(src, dst, &opts, progress)?)
 }
 
-/// A bar over tensors written, drawn on stderr.
-fn bar() -> ProgressBar {
+/// A bar drawn on stderr, over tensors written (folders) or bytes written (GGUF, whose writer reports bytes).
+fn bar(bytes: bool) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {elapsed}")
-            .expect("static template"),
-    );
+    let template = if bytes {
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {elapsed}"
+    } else {
+        "{bar:40} {pos}/{len} tensors {elapsed}"
+    };
+    pb.set_style(ProgressStyle::with_template(template).expect("static template"));
     pb
 }
 
@@ -149,7 +151,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     if a.to != Target::Gguf && a.outtype.is_some() {
         bail!("--outtype applies to --to gguf only (use --dtype for hf and mlx)");
     }
-    let pb = bar();
+    let pb = bar(a.to == Target::Gguf);
     let mut progress = |done: u64, total: u64| {
         pb.set_length(total);
         pb.set_position(done);

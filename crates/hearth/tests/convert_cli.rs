@@ -116,8 +116,26 @@ fn converts_and_refuses_to_overwrite_without_force() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = hearth(&["info", "--model", s(&back)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Nothing but the four outputs: no staging folders left behind.
-    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 4);
+    // The MLX folder itself runs, and converts to GGUF (dequantized, then Q8_0) that hearth runs.
+    let o = hearth(&["info", "--model", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MLX_Q8_G64_BF16"));
+    let gguf_out = d.join("from-mlx.gguf");
+    let o = hearth(&[
+        "convert",
+        s(&out),
+        s(&gguf_out),
+        "--to",
+        "gguf",
+        "--outtype",
+        "q8_0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = hearth(&["info", "--model", s(&gguf_out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Q8_0"));
+    // Nothing but the five outputs: no staging folders left behind.
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 5);
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -167,8 +185,8 @@ fn bad_inputs_exit_1_without_output() {
         ),
         (vec![s(&hf), s(&out), "--to", "mlx", "--dtype", "f8"], "f8"),
         (
-            vec![s(&hf), s(&out), "--to", "gguf", "--outtype", "q8_0"],
-            "not built",
+            vec![s(&hf), s(&out), "--to", "gguf", "--outtype", "q9_9"],
+            "q9_9",
         ),
         (vec![s(&hf), s(&deep), "--to", "mlx"], "does not exist"),
     ];
