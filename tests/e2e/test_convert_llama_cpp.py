@@ -10,15 +10,17 @@ llama-quantize's Q4_K_M fallback mix of Q5_0 and Q8_0):
      perplexity (from all-position logits, f32 KV cache) is computed here in numpy;
   3. `hearth perplexity --activations f32` on the same file and text: within 1% of llama.cpp's.
 
+The real models go further: SmolLM2 (byte-level BPE) and Gemma 3 (SentencePiece) GGUF -> bf16 Hugging Face
+folder -> GGUF q8_0 / q4_k, and SmolLM2 GGUF -> 4-bit MLX folder -> GGUF q8_0, each scored over all of
+ppl.txt by both (measured: within 0.6%).
+
 The text is the longest prefix of tests/fixtures/real/ppl.txt (whole lines) that fits the tiny context. 1% is
 loose for identical weights (hearth's f32 activations differ from llama.cpp's 8-bit activation products on
 quantized weights by far less on these models), and tight enough to catch a wrong rope order, a missing norm
 offset or a wrong tokenizer, each of which moves a random-weight model's perplexity by far more.
 
-Needs: `llama_cpp` (pip install llama-cpp-python==0.3.36; skipped otherwise) and a hearth binary with the
-`convert` command (HEARTH_BIN). Until that command is merged, the engine's example
-`cargo build --release -p hearth-engine --example hf_to_gguf` (target/release/examples/hf_to_gguf, or
-HEARTH_CONVERT_EXAMPLE) is used for step 1 when present.
+Needs: `llama_cpp` (llama-cpp-python==0.3.36, in scripts/requirements-e2e.txt; skipped when absent) and the
+hearth binary (HEARTH_BIN).
 """
 
 from __future__ import annotations
@@ -41,43 +43,22 @@ from conftest import HEARTH_BIN, ROOT  # noqa: E402
 
 TINY = ROOT / "tests" / "fixtures" / "tiny"
 PPL_TEXT = ROOT / "tests" / "fixtures" / "real" / "ppl.txt"
-EXAMPLE = Path(os.environ.get("HEARTH_CONVERT_EXAMPLE", ROOT / "target" / "release" / "examples" / "hf_to_gguf"))
 CASES = [(arch, ty) for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma3"] for ty in ["q8_0", "q4_0"]]
 CASES += [("llama", "f32"), ("llama", "q4_k"), ("gemma3", "q4_k"), ("qwen2", "q5_0")]
 REL_TOL = 0.01
 
 
-def _has_convert_cli() -> bool:
-    if not HEARTH_BIN.exists():
-        return False
-    r = subprocess.run([str(HEARTH_BIN), "convert", "--help"], capture_output=True, text=True)
-    return r.returncode == 0 and "gguf" in (r.stdout + r.stderr).lower()
-
-
 def convert(src: Path, dst: Path, outtype: str) -> None:
-    """`hearth convert --to gguf`; while the binary's command still lacks the GGUF writer (it says "not built
-    into this hearth"), the engine's hf_to_gguf example instead."""
-    attempts = []
-    if _has_convert_cli():
-        attempts.append([str(HEARTH_BIN), "convert", str(src), str(dst), "--to", "gguf", "--outtype", outtype,
-                         "--force"])
-    if EXAMPLE.exists():
-        attempts.append([str(EXAMPLE), str(src), str(dst), outtype, "--force"])
-    if not attempts:
-        pytest.skip(f"{HEARTH_BIN} has no `convert` command yet and {EXAMPLE} is not built")
-    for cmd in attempts:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0 and "not built into this hearth" in r.stderr and cmd is not attempts[-1]:
-            continue
-        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
-        assert dst.exists()
-        return
-    pytest.skip(f"{HEARTH_BIN} convert has no GGUF writer yet and {EXAMPLE} is not built")
+    """`hearth convert SRC DST --to gguf --outtype OUTTYPE`."""
+    cmd = [str(HEARTH_BIN), "convert", str(src), str(dst), "--to", "gguf", "--outtype", outtype, "--force"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
+    assert dst.exists()
 
 
-def llama_cpp_perplexity(path: Path, text: str) -> tuple[int, float]:
+def llama_cpp_perplexity(path: Path, text: str, ctx: int = 256) -> tuple[int, float]:
     """(tokens, perplexity) of `text` in llama.cpp: BOS as the file says, every token after the first scored."""
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_batch=256, n_ubatch=256, logits_all=True, verbose=False,
+    llm = llama_cpp.Llama(str(path), n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, logits_all=True, verbose=False,
                           n_threads=2, seed=0, type_k=0, type_v=0, flash_attn=False, swa_full=True)
     try:
         toks = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
@@ -137,3 +118,34 @@ def test_converted_gguf_matches_llama_cpp(arch: str, outtype: str) -> None:
         print(f"{arch} {outtype}: {n_cpp} tokens, perplexity llama.cpp {ppl_cpp:.4f}, hearth {ppl_hearth:.4f} "
               f"({rel:.3%})")
         assert rel <= REL_TOL, f"{arch} {outtype}: hearth {ppl_hearth} vs llama.cpp {ppl_cpp} ({rel:.3%})"
+
+
+MODELS_DIR = Path(os.environ.get("HEARTH_MODELS_DIR", ROOT / "models"))
+SMOL = Path(os.environ.get("HEARTH_SMOLLM2_GGUF", MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+GEMMA = Path(os.environ.get("HEARTH_GEMMA3_GGUF", MODELS_DIR / "gemma-3-270m-q4_k_m.gguf"))
+REAL_CASES = [("smollm2", "hf", "q8_0"), ("smollm2", "hf", "q4_k"), ("smollm2", "mlx", "q8_0"),
+              ("gemma3", "hf", "q8_0")]
+
+
+@pytest.mark.skipif(not HEARTH_BIN.exists(), reason=f"no hearth binary at {HEARTH_BIN} (cargo build --release -p hearth)")
+@pytest.mark.parametrize("model,via,outtype", REAL_CASES)
+def test_real_model_gguf_written_by_hearth_matches_llama_cpp(model: str, via: str, outtype: str, tmp_path: Path) -> None:
+    """The real models, taken GGUF -> Hugging Face folder (or -> 4-bit MLX folder) -> GGUF by hearth: llama.cpp
+    loads the file, tokenizes ppl.txt to the same number of tokens as hearth and scores it within 1%."""
+    gguf = SMOL if model == "smollm2" else GEMMA
+    if not gguf.exists():
+        pytest.skip(f"{gguf} not found (scripts/fetch_models.sh)")
+    folder = tmp_path / via
+    extra = ["-q", "--bits", "4"] if via == "mlx" else ["--dtype", "bf16"]
+    r = subprocess.run([str(HEARTH_BIN), "convert", str(gguf), str(folder), "--to", via, *extra],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    dst = tmp_path / f"{model}-{outtype}.gguf"
+    convert(folder, dst, outtype)
+    n_cpp, ppl_cpp = llama_cpp_perplexity(dst, PPL_TEXT.read_text(), ctx=1024)
+    n_hearth, ppl_hearth = hearth_perplexity(dst, PPL_TEXT)
+    assert n_hearth == n_cpp, f"hearth tokenized to {n_hearth} tokens, llama.cpp to {n_cpp}"
+    rel = abs(ppl_hearth - ppl_cpp) / ppl_cpp
+    print(f"{model} via {via} {outtype}: {n_cpp} tokens, perplexity llama.cpp {ppl_cpp:.4f}, hearth {ppl_hearth:.4f} "
+          f"({rel:.3%})")
+    assert rel <= REL_TOL, f"hearth {ppl_hearth} vs llama.cpp {ppl_cpp} ({rel:.3%})"
