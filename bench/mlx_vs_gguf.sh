@@ -4,7 +4,8 @@
 #
 # usage: bench/mlx_vs_gguf.sh MODEL.gguf [THREADS] [ROUNDS]
 # Converts MODEL.gguf to a bf16 Hugging Face folder, then that folder to MLX 4-bit and to GGUF Q4_0 (all with
-# `hearth convert`, under target/mlx-vs-gguf/), and runs `hearth bench` on the two alternately, ROUNDS times.
+# `hearth convert`, under target/mlx-vs-gguf/), and runs `hearth bench` on the two, ROUNDS rounds in alternating
+# order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:?usage: bench/mlx_vs_gguf.sh MODEL.gguf [THREADS] [ROUNDS]}
@@ -18,7 +19,9 @@ mkdir -p "$out"
 "$hearth" convert "$out/hf-bf16" "$out/mlx-q4-g64" --to mlx -q --bits 4 --group-size 64 --force
 "$hearth" convert "$out/hf-bf16" "$out/q4_0.gguf" --to gguf --outtype q4_0 --force
 for r in $(seq "$rounds"); do
-  for m in "$out/mlx-q4-g64" "$out/q4_0.gguf"; do
+  # Alternate which runs first, so that drift (heat, other load) does not favour one side.
+  if [ $((r % 2)) -eq 1 ]; then order="$out/mlx-q4-g64 $out/q4_0.gguf"; else order="$out/q4_0.gguf $out/mlx-q4-g64"; fi
+  for m in $order; do
     echo "round $r $(basename "$m"): $("$hearth" bench --model "$m" --threads "$threads" --reps 3 \
       --prompt-tokens 256 --gen-tokens 128 2>&1 | grep -E '^(prefill|decode):' | tr '\n' ' ')"
   done
