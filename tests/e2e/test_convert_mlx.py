@@ -164,21 +164,45 @@ def test_greedy_continuation_matches_hearth_run(smol_mlx: Path) -> None:
 def test_smollm2_4bit_perplexity_equals_mlx_lm(smol_mlx: Path) -> None:
     """`hearth perplexity` on its 4-bit MLX SmolLM2 equals mlx-lm's perplexity on the same files and text
     (both in f32) within 0.5%: the MLX numerics, not only the bytes, agree on a real model."""
-    from mlx_lm import load
-
     ppl_file = ROOT / "tests" / "fixtures" / "real" / "ppl.txt"
-    model, tokenizer = load(str(smol_mlx))
-    model.set_dtype(mx.float32, lambda t: t not in (mx.uint32, mx.uint8))
-    ids = list(tokenizer.encode(ppl_file.read_text()))
-    logits = model(mx.array([ids]))[0].astype(mx.float32)
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    targets = mx.array(ids[1:])
-    nll = -mx.take_along_axis(logp[:-1], targets[:, None], axis=-1).sum().item()
-    theirs = math.exp(nll / (len(ids) - 1))
+    n, theirs = mlx_perplexity(smol_mlx, ppl_file.read_text())
     r = subprocess.run([str(HEARTH_BIN), *EXACT, "perplexity", "--model", str(smol_mlx), "--file", str(ppl_file)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     fields = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
-    assert int(fields["tokens"]) == len(ids)
+    assert int(fields["tokens"]) == n
     mine = float(fields["perplexity"])
     assert abs(mine / theirs - 1) <= 0.005, (mine, theirs)
+
+
+def mlx_perplexity(folder: Path, text: str) -> tuple[int, float]:
+    """(tokens, perplexity) of `text` under mlx-lm's model of `folder`, with every float parameter in f32."""
+    from mlx_lm import load
+
+    model, tokenizer = load(str(folder))
+    model.set_dtype(mx.float32, lambda t: t not in (mx.uint32, mx.uint8))
+    ids = list(tokenizer.encode(text))
+    logits = model(mx.array([ids]))[0].astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    targets = mx.array(ids[1:])
+    nll = -mx.take_along_axis(logp[:-1], targets[:, None], axis=-1).sum().item()
+    return len(ids), math.exp(nll / (len(ids) - 1))
+
+
+def test_keep_quant_folder_loads_in_mlx_lm_with_the_gguf_perplexity(tmp_path: Path) -> None:
+    """`--keep-quant` carries SmolLM2's Q4_1/Q8_0 blocks into MLX groups of 32 unchanged: mlx-lm loads the folder
+    (per-module 4- and 8-bit entries, f16 scales) and its perplexity over ppl.txt equals `hearth perplexity` on
+    the original GGUF within 0.1%."""
+    if not SMOL.exists():
+        pytest.skip(f"{SMOL} not found (scripts/fetch_models.sh, or set HEARTH_SMOLLM2_GGUF)")
+    out = tmp_path / "smol-keep"
+    hearth_convert(SMOL, out, "--keep-quant")
+    ppl_file = ROOT / "tests" / "fixtures" / "real" / "ppl.txt"
+    n, theirs = mlx_perplexity(out, ppl_file.read_text())
+    r = subprocess.run([str(HEARTH_BIN), *EXACT, "perplexity", "--model", str(SMOL), "--file", str(ppl_file)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    fields = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    assert int(fields["tokens"]) == n
+    mine = float(fields["perplexity"])
+    assert abs(theirs / mine - 1) <= 0.001, (theirs, mine)

@@ -249,6 +249,7 @@ fn unquantized_conversion_only_casts() {
     let opts = MlxOptions {
         quantize: false,
         dtype: parse_float("float32"),
+        keep_quant: false,
         ..MlxOptions::default()
     };
     hf_to_mlx(&src, &dst, &opts, false, &mut |_, _| {}).unwrap();

@@ -144,6 +144,7 @@ fn smollm2_mlx_perplexity_against_bf16() {
             mode: MlxMode::Affine,
             recipe: None,
             dtype: None,
+            keep_quant: false,
         };
         hf_to_mlx(&bf16, &out, &opts, false, &mut |_, _| {}).unwrap();
         let quant = ppl(&out);
@@ -155,5 +156,60 @@ fn smollm2_mlx_perplexity_against_bf16() {
         );
         assert!(rel.abs() <= bound, "{bits} bits: {base} vs {quant}");
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// SmolLM2's GGUF carried into MLX without requantizing (`--keep-quant`: its Q4_1 matrices become 4-bit groups
+/// of 32, its Q8_0 embedding 8-bit, scales f16): this 4-bit MLX form scores ppl.txt as the GGUF does (within
+/// 0.01%: the weights are equal, only summation order differs) and so within 3% of the bf16 folder.
+#[test]
+fn smollm2_carried_into_mlx_keeps_its_perplexity() {
+    use hearth_engine::convert::to_hf::gguf_to_mlx;
+    use hearth_engine::convert::to_mlx::MlxOptions;
+    use hearth_engine::generate::score_sequence;
+    use hearth_engine::tensor::DType;
+
+    let gguf = models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let d = tmp("smol-keep");
+    let out = d.join("mlx");
+    let opts = MlxOptions {
+        quantize: false,
+        keep_quant: true,
+        ..MlxOptions::default()
+    };
+    gguf_to_mlx(&gguf, &out, &opts, false, &mut |_, _| {}).unwrap();
+    let bf16 = d.join("hf-bf16");
+    gguf_to_hf(&gguf, &bf16, Some(MlxFloat::BF16), false, &mut |_, _| {}).unwrap();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/real/ppl.txt"),
+    )
+    .unwrap();
+    let ids = Tokenizer::from_gguf(&GgufFile::open(&gguf).unwrap())
+        .unwrap()
+        .encode(&text, true)
+        .unwrap();
+    let ppl = |p: &std::path::Path| {
+        let m = Model::open(p).unwrap();
+        let (nll, n) = score_sequence(&m, &ids, |_| {}).unwrap();
+        (m, (nll / n as f64).exp())
+    };
+    let (m, carried) = ppl(&out);
+    let four_bit = m
+        .weights
+        .tensors
+        .values()
+        .filter(|t| matches!(t.dtype, DType::Mlx(b) if b.quant.bits() == 4))
+        .count();
+    assert_eq!(four_bit, 30 * 7, "every layer matrix carried as 4-bit");
+    let (_, original) = ppl(&gguf);
+    let (_, base) = ppl(&bf16);
+    eprintln!(
+        "smollm2 perplexity: GGUF {original:.4}, carried MLX {carried:.4}, bf16 folder {base:.4}"
+    );
+    assert!(
+        (carried / original - 1.0).abs() <= 1e-4,
+        "{carried} vs {original}"
+    );
+    assert!((carried / base - 1.0).abs() <= 0.03, "{carried} vs {base}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -57,6 +57,10 @@ pub struct ConvertArgs {
     /// GGUF weight type (--to gguf): f32, f16, bf16, q8_0, q4_0, q4_k, ...
     #[arg(long)]
     outtype: Option<String>,
+    /// GGUF to MLX: carry Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K weights over exactly, as MLX affine
+    /// groups of 32 with their own scales (no second rounding); other weights follow -q or stay float.
+    #[arg(long)]
+    keep_quant: bool,
     /// Replace an existing output (the old one stays until the new one is complete).
     #[arg(long)]
     force: bool,
@@ -148,6 +152,9 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     if a.to != Target::Mlx && mlx_flags {
         bail!("-q, --bits, --group-size, --mode and --recipe apply to --to mlx only");
     }
+    if a.keep_quant && (a.to != Target::Mlx || src != Source::Gguf) {
+        bail!("--keep-quant carries GGUF blocks into an MLX folder: it needs a GGUF source and --to mlx");
+    }
     if a.to != Target::Gguf && a.outtype.is_some() {
         bail!("--outtype applies to --to gguf only (use --dtype for hf and mlx)");
     }
@@ -176,6 +183,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
                 mode,
                 recipe,
                 dtype,
+                keep_quant: a.keep_quant,
             };
             if src == Source::Gguf {
                 gguf_to_mlx(&a.src, &a.dst, &opts, a.force, &mut progress)?

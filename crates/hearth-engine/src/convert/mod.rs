@@ -11,6 +11,8 @@
 //!   mixed recipes), equal to `mlx_lm.convert`'s output tensor for tensor.
 //! - [`to_gguf`]: Hugging Face (or MLX) folder → GGUF file (f32/f16/bf16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K),
 //!   loadable by llama.cpp.
+//! - [`repack`]: GGUF blocks that are MLX affine groups of 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K),
+//!   carried over exactly (`--keep-quant`).
 //! - [`to_hf`]: GGUF file → Hugging Face folder (float safetensors, config.json, tokenizer.json).
 //! - [`from_mlx`]: MLX folder → Hugging Face folder, dequantized as `mlx_lm.convert -d` does.
 //! - [`hf_config`] and [`hf_tokenizer`]: config.json and tokenizer.json rebuilt from GGUF metadata.
@@ -19,6 +21,7 @@ pub mod from_mlx;
 pub mod hf_config;
 pub mod hf_tokenizer;
 pub mod output;
+pub mod repack;
 pub mod source;
 pub mod to_gguf;
 pub mod to_hf;

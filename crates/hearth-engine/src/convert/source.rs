@@ -247,6 +247,32 @@ impl HfTensor {
         self.shape.iter().product()
     }
 
+    /// The stored GGML block bytes of Hugging Face row `r` and their type: for a 2-D tensor kept in a GGUF
+    /// block type (None for floats and MLX sources), so that `convert::repack` can carry the blocks over.
+    pub fn stored_row(&self, r: usize) -> Option<(DType, &[u8])> {
+        match &self.src {
+            Src::Stored(t)
+                if t.shape.len() == 2 && float_of(t.dtype).is_none() && !t.dtype.is_mlx() =>
+            {
+                Some((t.dtype, t.row(self.stored_index(t, r))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The stored row holding Hugging Face row `r` (llama.cpp's q/k rows are permuted per head).
+    fn stored_index(&self, src: &Tensor, r: usize) -> usize {
+        match self.rows {
+            RowOrder::Same => r,
+            RowOrder::Unpermute { heads } => {
+                let d = src.shape[0] / heads;
+                let (h, j) = (r / d, r % d);
+                let (s, i) = (j / (d / 2), j % (d / 2));
+                h * d + 2 * i + s
+            }
+        }
+    }
+
     /// Hugging Face row `r` into `out` (`cols()` values), each exact in `self.dtype`.
     pub fn read_row(&self, r: usize, out: &mut [f32]) {
         let src = match &self.src {
@@ -278,15 +304,11 @@ impl HfTensor {
                 return;
             }
         };
-        let stored = match self.rows {
-            RowOrder::Same => r,
-            RowOrder::Unpermute { heads } => {
-                // The permutation acts on dimension 0; a 1-D tensor (a bias) is one row of values instead.
-                let d = src.shape[0] / heads;
-                let (h, j) = (r / d, r % d);
-                let (s, i) = (j / (d / 2), j % (d / 2));
-                h * d + 2 * i + s
-            }
+        // The permutation acts on dimension 0; a 1-D tensor (a bias) is one row of values instead.
+        let stored = if src.shape.len() == 1 {
+            r
+        } else {
+            self.stored_index(src, r)
         };
         if src.shape.len() == 1 && matches!(self.rows, RowOrder::Unpermute { .. }) {
             let all = src.to_f32();

@@ -237,7 +237,8 @@ pub(crate) fn write_hf_folder(
 /// Converts the GGUF file `src` straight into an MLX folder at `dst`: the tensors are mapped back as for
 /// [`gguf_to_hf`] and quantized as [`crate::convert::to_mlx::hf_to_mlx`] would quantize that Hugging Face
 /// folder, without writing it. Unquantized tensors and scales are in `opts.dtype` or the default of
-/// [`default_dtype`].
+/// [`default_dtype`]; with `opts.keep_quant` (and no `opts.dtype`) floats keep the dtypes [`gguf_to_hf`] maps
+/// them to, and carried weights their exact scales.
 pub fn gguf_to_mlx(
     src: &Path,
     dst: &Path,
@@ -248,11 +249,18 @@ pub fn gguf_to_mlx(
     let g = GgufFile::open(src)?;
     let parts = gguf_hf_parts(&g, opts.dtype)?;
     let staged = Staged::new(dst, Kind::Folder, force)?;
+    // With --keep-quant and no --dtype the float tensors keep their mapped dtypes (an f32 norm stays f32):
+    // the point is a folder equal to the GGUF, not to a bf16 Hugging Face checkpoint.
+    let cast = if opts.keep_quant && opts.dtype.is_none() {
+        None
+    } else {
+        Some(parts.dtype)
+    };
     write_mlx(
         staged.path(),
         parts.config,
         parts.tensors,
-        Some(parts.dtype),
+        cast,
         opts,
         &parts.files,
         progress,

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::convert::output::{Kind, Staged};
+use crate::convert::repack;
 use crate::convert::source::{par_row_chunks, parse_float, sort_model_order, st_dtype, HfTensor};
 use crate::convert::Progress;
 use crate::error::{Error, Result};
@@ -87,6 +88,9 @@ pub struct MlxOptions {
     /// Dtype of the unquantized tensors and affine scales (default: config.json's `torch_dtype`, else each
     /// tensor's own).
     pub dtype: Option<MlxFloat>,
+    /// GGUF sources: carry weights whose GGML type is an MLX affine format (`convert::repack`) over exactly,
+    /// as groups of 32 with their own scales, instead of dequantizing them; the others follow `quantize`.
+    pub keep_quant: bool,
 }
 
 impl Default for MlxOptions {
@@ -98,6 +102,7 @@ impl Default for MlxOptions {
             mode: MlxMode::Affine,
             recipe: None,
             dtype: None,
+            keep_quant: false,
         }
     }
 }
@@ -326,7 +331,27 @@ pub(crate) fn write_mlx(
     if let Value::Object(base_json) = quant_json(&base) {
         qsection = base_json;
     }
+    let mut carried: Vec<Option<(MlxQuant, MlxFloat)>> = Vec::with_capacity(tensors.len());
     for t in &tensors {
+        let carry = carried_form(t, opts);
+        carried.push(carry);
+        if let Some((q, float)) = carry {
+            let module = t.name.trim_end_matches(".weight");
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let words = q.packed_words_per_row(cols).expect("whole blocks");
+            let groups = q.groups_per_row(cols).expect("whole blocks");
+            plan.push(TensorSpec::new(&t.name, StDtype::U32, vec![rows, words]));
+            for part in ["scales", "biases"] {
+                plan.push(TensorSpec::new(
+                    format!("{module}.{part}"),
+                    st_dtype(float),
+                    vec![rows, groups],
+                ));
+            }
+            qsection.insert(module.to_string(), quant_json(&q));
+            quants.push(None);
+            continue;
+        }
         let q = module_quant(t, opts, &base, recipe.as_ref())?;
         match &q {
             None => plan.push(TensorSpec::new(&t.name, st_dtype(t.dtype), t.shape.clone())),
@@ -361,7 +386,7 @@ pub(crate) fn write_mlx(
         quants.push(q);
     }
 
-    if opts.quantize {
+    if opts.quantize || carried.iter().any(Option::is_some) {
         let obj = config
             .as_object_mut()
             .ok_or_else(|| Error::Other("config.json is not an object".into()))?;
@@ -390,6 +415,15 @@ pub(crate) fn write_mlx(
     let mut w = ShardedWriter::new(dir, plan, wopts)?;
     let total = tensors.len() as u64;
     for (i, (t, q)) in tensors.iter().zip(&quants).enumerate() {
+        if let Some((q, float)) = carried[i] {
+            let (packed, scales, biases) = repack_tensor(t, &q, float);
+            let module = t.name.trim_end_matches(".weight");
+            w.write(&t.name, &packed)?;
+            w.write(&format!("{module}.scales"), &scales)?;
+            w.write(&format!("{module}.biases"), &biases)?;
+            progress(i as u64 + 1, total);
+            continue;
+        }
         match q {
             None => w.write(&t.name, &t.to_bytes())?,
             Some(q) => {
@@ -410,6 +444,52 @@ pub(crate) fn write_mlx(
         std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
     }
     Ok(())
+}
+
+/// The exact MLX form of `t` when `--keep-quant` carries it over: a 2-D weight stored in a GGML type that
+/// `convert::repack` maps, with the scale dtype that holds every scale and bias of this tensor exactly (the
+/// form's own, or f32 when an f16 `-128 * d` would overflow).
+fn carried_form(t: &HfTensor, opts: &MlxOptions) -> Option<(MlxQuant, MlxFloat)> {
+    if !opts.keep_quant || t.shape.len() != 2 || !t.name.ends_with(".weight") {
+        return None;
+    }
+    let (dtype, _) = t.stored_row(0)?;
+    let (q, float) = repack::mlx_form(dtype)?;
+    let (pb, sb) = (
+        4 * q.packed_words_per_row(t.cols()).ok()?,
+        q.scale_bytes_per_row(t.cols(), float).ok()?,
+    );
+    let (mut p, mut s, mut b) = (vec![0u8; pb], vec![0u8; sb], vec![0u8; sb]);
+    let exact = (0..t.rows()).all(|r| {
+        let (dt, row) = t.stored_row(r).expect("stored");
+        repack::repack_row(dt, row, float, &mut p, &mut s, &mut b)
+    });
+    Some((q, if exact { float } else { MlxFloat::F32 }))
+}
+
+/// A carried weight's packed words, scales and biases, row by row in Hugging Face order.
+fn repack_tensor(t: &HfTensor, q: &MlxQuant, float: MlxFloat) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (rows, cols) = (t.rows(), t.cols());
+    let pb = 4 * q.packed_words_per_row(cols).expect("whole blocks");
+    let sb = q.scale_bytes_per_row(cols, float).expect("whole blocks");
+    let (mut packed, mut scales, mut biases) = (
+        vec![0u8; rows * pb],
+        vec![0u8; rows * sb],
+        vec![0u8; rows * sb],
+    );
+    for r in 0..rows {
+        let (dt, row) = t.stored_row(r).expect("stored");
+        let exact = repack::repack_row(
+            dt,
+            row,
+            float,
+            &mut packed[r * pb..(r + 1) * pb],
+            &mut scales[r * sb..(r + 1) * sb],
+            &mut biases[r * sb..(r + 1) * sb],
+        );
+        debug_assert!(exact, "carried_form chose a dtype that holds every scale");
+    }
+    (packed, scales, biases)
 }
 
 /// One quantized weight's three tensors as bytes: packed words, scales, biases (affine only).

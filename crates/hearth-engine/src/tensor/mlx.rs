@@ -379,7 +379,7 @@ pub(crate) fn read_code(packed: &[u8], bits: usize, i: usize) -> u32 {
 }
 
 /// ORs code `i` (already `bits` wide) into a little-endian bitstream.
-fn write_code(packed: &mut [u8], bits: usize, i: usize, code: u32) {
+pub(crate) fn write_code(packed: &mut [u8], bits: usize, i: usize, code: u32) {
     let bit = i * bits;
     let byte = bit / 8;
     let window = code << (bit % 8);
