@@ -29,7 +29,7 @@ pub enum Target {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// A GGUF file or a Hugging Face folder.
+    /// A GGUF file, or a Hugging Face or MLX folder.
     src: PathBuf,
     /// The output folder (or GGUF file); refused if it exists, unless --force.
     dst: PathBuf,

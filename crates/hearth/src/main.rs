@@ -23,7 +23,7 @@ use hearth_engine::tokenizer::{ChatMessage, Tokenizer};
 #[command(
     name = "hearth",
     version,
-    about = "Run local LLMs: GGUF and Hugging Face safetensors models on CPU"
+    about = "Run local LLMs: GGUF, Hugging Face safetensors and MLX models on CPU"
 )]
 struct Cli {
     /// Worker threads for the kernels (default: every core).
@@ -68,7 +68,7 @@ enum Command {
     /// Serve models over OpenAI- and Anthropic-compatible HTTP APIs.
     Serve(serve::ServeArgs),
     /// Convert a model: Hugging Face folder or GGUF file to an MLX folder (quantized with -q), GGUF file or MLX
-    /// folder to a Hugging Face folder, Hugging Face folder to GGUF.
+    /// folder to a Hugging Face folder, Hugging Face or MLX folder to GGUF.
     Convert(convert::ConvertArgs),
 }
 

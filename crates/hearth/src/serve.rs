@@ -13,7 +13,7 @@ pub struct ServeArgs {
     /// A TOML file with any of the settings below (flags and environment variables override it).
     #[arg(long, env = "HEARTH_CONFIG")]
     config: Option<PathBuf>,
-    /// A model to serve: PATH or PATH=ALIAS (repeatable). A GGUF file or a Hugging Face folder.
+    /// A model to serve: PATH or PATH=ALIAS (repeatable). A GGUF file, or a Hugging Face or MLX folder.
     #[arg(long = "model", env = "HEARTH_MODEL", value_delimiter = ',')]
     models: Vec<String>,
     /// A folder scanned for GGUF files and Hugging Face model folders.
