@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -19,7 +18,9 @@ use crate::convert::to_hf::write_hf_folder;
 use crate::convert::to_mlx::TOKENIZER_FILES;
 use crate::convert::Progress;
 use crate::error::{Error, Result};
-use crate::tensor::mlx::{MlxFloat, MlxMode, MlxQuant};
+use crate::loader::mlx::QuantConfig;
+use crate::loader::safetensors;
+use crate::tensor::mlx::MlxFloat;
 use crate::tensor::{DType, Storage, Tensor};
 
 /// One tensor of a safetensors file, any dtype, as stored.
@@ -29,118 +30,40 @@ struct Raw {
     storage: Storage,
 }
 
-fn dtype_size(d: &str) -> Option<usize> {
-    Some(match d {
-        "F32" | "U32" | "I32" => 4,
-        "F16" | "BF16" => 2,
-        "U8" | "I8" => 1,
-        _ => return None,
-    })
-}
-
-/// Every tensor of an MLX folder (`model*.safetensors`, as mlx-lm loads them), with offsets checked.
+/// Every tensor of an MLX folder (model.safetensors or the shards its index names), as stored: read by the
+/// engine's safetensors loader, which checks every offset and size.
 fn read_raw(dir: &Path) -> Result<BTreeMap<String, Raw>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n.starts_with("model") && n.ends_with(".safetensors")
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::format(dir, "no model*.safetensors in this folder"));
-    }
     let mut out = BTreeMap::new();
-    for path in files {
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: a read-only map of a model file that nothing writes while it is converted.
-        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
-        let bad = |m: String| Error::format(&path, m);
-        if map.len() < 8 {
-            return Err(bad("truncated: no safetensors header".into()));
-        }
-        let hlen = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-        if hlen > map.len() - 8 {
-            return Err(bad(format!(
-                "header length {hlen} past the end of the file"
-            )));
-        }
-        let header: serde_json::Map<String, Value> = serde_json::from_slice(&map[8..8 + hlen])
-            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-        let start = 8 + hlen;
-        for (name, e) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let dtype = e["dtype"].as_str().unwrap_or("").to_string();
-            let shape: Vec<usize> = e["shape"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_u64())
-                        .map(|v| v as usize)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let off: Vec<usize> = e["data_offsets"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_u64())
-                        .map(|v| v as usize)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let size = dtype_size(&dtype)
-                .ok_or_else(|| bad(format!("tensor {name}: dtype {dtype:?} is not converted")))?;
-            let need = shape.iter().product::<usize>() * size;
-            if off.len() != 2
-                || off[1] < off[0]
-                || off[1] - off[0] != need
-                || start + off[1] > map.len()
-            {
-                return Err(bad(format!(
-                    "tensor {name}: offsets {off:?} do not hold {shape:?} {dtype} in the file (truncated?)"
-                )));
-            }
-            let storage = Storage::Mapped {
-                map: map.clone(),
-                range: start + off[0]..start + off[1],
-            };
+    for f in safetensors::open_folder(dir)? {
+        for t in f.tensors {
+            let dtype = t.dtype.name().to_string();
             out.insert(
-                name,
+                t.name,
                 Raw {
                     dtype,
-                    shape,
-                    storage,
+                    shape: t.shape,
+                    storage: t.storage,
                 },
             );
         }
+        for r in f.raw {
+            out.insert(
+                r.name,
+                Raw {
+                    dtype: r.dtype,
+                    shape: r.shape,
+                    storage: r.storage,
+                },
+            );
+        }
+        if let Some((name, ty)) = f.unsupported.iter().find(|(n, _)| !out.contains_key(n)) {
+            return Err(Error::format(
+                &f.path,
+                format!("tensor {name}: dtype {ty:?} is not converted"),
+            ));
+        }
     }
     Ok(out)
-}
-
-/// The format of module `module`: its own entry in the `quantization` section, else the section's defaults.
-fn module_quant(section: &Value, module: &str) -> Result<MlxQuant> {
-    let entry = section
-        .get(module)
-        .filter(|v| v.is_object())
-        .unwrap_or(section);
-    let mode = entry
-        .get("mode")
-        .and_then(|v| v.as_str())
-        .map(MlxMode::from_name)
-        .transpose()
-        .map_err(|e| Error::Other(format!("{module}: {e}")))?
-        .unwrap_or(MlxMode::Affine);
-    let bits = entry.get("bits").and_then(|v| v.as_u64()).map(|b| b as u8);
-    let group = entry
-        .get("group_size")
-        .and_then(|v| v.as_u64())
-        .map(|g| g as usize);
-    MlxQuant::with_defaults(mode, bits, group).map_err(|e| Error::Other(format!("{module}: {e}")))
 }
 
 fn float_named(d: &str) -> Option<MlxFloat> {
@@ -160,7 +83,7 @@ pub fn mlx_to_hf(
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let mut config: Value = serde_json::from_str(&text)
         .map_err(|e| Error::format(&cfg_path, format!("not valid JSON: {e}")))?;
-    let section = config.get("quantization").cloned().ok_or_else(|| {
+    let section = QuantConfig::from_config(&cfg_path, &config)?.ok_or_else(|| {
         Error::format(
             &cfg_path,
             "no `quantization` section: not an MLX-quantized folder",
@@ -174,7 +97,12 @@ pub fn mlx_to_hf(
         .collect();
     let mut tensors = Vec::new();
     for module in modules {
-        let q = module_quant(&section, &module)?;
+        let q = section.module(&module).ok_or_else(|| {
+            Error::format(
+                src,
+                format!("{module} has scales, but config.json lists it as not quantized"),
+            )
+        })?;
         let take =
             |raw: &mut BTreeMap<String, Raw>, part: &str| raw.remove(&format!("{module}.{part}"));
         let (Some(w), Some(s)) = (take(&mut raw, "weight"), take(&mut raw, "scales")) else {

@@ -77,13 +77,12 @@ impl QuantConfig {
         Ok(Some(QuantConfig { default, modules }))
     }
 
-    /// The parameters of the module at `path` (a tensor name without `.weight`): its own entry or the default.
-    /// `Err` when the config says the module is not quantized.
-    fn for_module(&self, module: &str) -> std::result::Result<MlxQuant, ()> {
+    /// The parameters of the module at `module` (a tensor name without `.weight`): its own entry or the
+    /// default; None when the config lists the module as not quantized.
+    pub fn module(&self, module: &str) -> Option<MlxQuant> {
         match self.modules.get(module) {
-            Some(Some(q)) => Ok(*q),
-            Some(None) => Err(()),
-            None => Ok(self.default),
+            Some(q) => *q,
+            None => Some(self.default),
         }
     }
 }
@@ -141,7 +140,7 @@ pub fn combine(dir: &Path, config: &QuantConfig, files: Vec<SafetensorsFile>) ->
     let mut out = Vec::new();
     for scales_name in scale_names {
         let module = scales_name.trim_end_matches(".scales").to_string();
-        let quant = config.for_module(&module).map_err(|_| {
+        let quant = config.module(&module).ok_or_else(|| {
             Error::tensor(
                 dir,
                 &scales_name,
