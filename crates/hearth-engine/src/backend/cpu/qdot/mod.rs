@@ -251,11 +251,13 @@ fn check_tokens(n_out: usize, lens: impl Iterator<Item = usize> + Clone) {
 }
 
 /// Runs `$k::<N>(row, tokens, out)` over `$xq` in groups of `$group` (1, 2, 4 or 8) tokens, the remainder
-/// in groups of 4, 2 and 1, so that each SIMD kernel exists in four sizes only.
+/// in groups of 4, 2 and 1, so that each SIMD kernel exists in four sizes only. The second form passes
+/// leading const parameters and arguments: `$k::<C.., N>(args.., tokens, out)` (the MLX kernels' bit width
+/// and format).
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_token_groups {
-    ($group:expr, $k:ident, $row:expr, $xq:expr, $out:expr) => {{
-        let (row, xq, out) = ($row, $xq, $out);
+    ($group:expr, $k:ident::<$($c:literal),*>($($arg:expr),*), $xq:expr, $out:expr) => {{
+        let (xq, out) = ($xq, $out);
         let mut t = 0;
         while t < xq.len() {
             let left = xq.len() - t;
@@ -270,14 +272,17 @@ macro_rules! by_token_groups {
             };
             let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
             match n {
-                8 => $k::<8>(row, xs, o),
-                4 => $k::<4>(row, xs, o),
-                2 => $k::<2>(row, xs, o),
-                _ => $k::<1>(row, xs, o),
+                8 => $k::<$($c,)* 8>($($arg,)* xs, o),
+                4 => $k::<$($c,)* 4>($($arg,)* xs, o),
+                2 => $k::<$($c,)* 2>($($arg,)* xs, o),
+                _ => $k::<$($c,)* 1>($($arg,)* xs, o),
             }
             t += n;
         }
     }};
+    ($group:expr, $k:ident, $row:expr, $xq:expr, $out:expr) => {
+        by_token_groups!($group, $k::<>($row), $xq, $out)
+    };
 }
 #[cfg(target_arch = "x86_64")]
 pub(in crate::backend::cpu) use by_token_groups;

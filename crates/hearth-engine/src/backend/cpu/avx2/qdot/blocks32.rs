@@ -17,7 +17,7 @@ use crate::backend::cpu::qdot::{Q8Row, QK8};
 /// Lane `j` of the result is the sum of the eight lanes of `v[j]` (exact integer sums).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+pub(super) unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);
     let h23 = _mm256_hadd_epi32(v[2], v[3]);
     let h45 = _mm256_hadd_epi32(v[4], v[5]);

@@ -11,26 +11,12 @@
 
 use std::arch::x86_64::*;
 
+use super::blocks32::reduce8;
+use super::TOKEN_GROUP;
 use crate::backend::cpu::avx2::hsum;
-use crate::backend::cpu::qdot::{qdot_mlx, Q8Row, QK8};
+use crate::backend::cpu::qdot::{by_token_groups, qdot_mlx, Q8Row, QK8};
 use crate::tensor::mlx::MlxFloat;
 use crate::tensor::mlx_blocks::MlxBlocks;
-
-/// Lane `j` of the result is the sum of the eight lanes of `v[j]` (exact integer sums).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    let h0 = _mm256_hadd_epi32(h01, h23);
-    let h1 = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(h0, h1, 0x20),
-        _mm256_permute2x128_si256(h0, h1, 0x31),
-    )
-}
 
 /// 32 sequential 4-bit codes (16 bytes at `p`, low nibble first) as 32 bytes in order.
 #[inline]
@@ -239,7 +225,7 @@ unsafe fn qdot_mlx_n<const BITS: usize, const N: usize>(
 }
 
 /// `out[r * xq.len() + t] = qdot_mlx(m, row r, &xq[t])` for the `out.len() / xq.len()` rows of `row_bytes`
-/// bytes at the start of `bytes`: tokens eight at a time (then 4, 2, 1), each weight sub-block decoded once
+/// bytes at the start of `bytes`: tokens [`TOKEN_GROUP`] at a time (then 4, 2, 1), each weight sub-block decoded once
 /// per group of tokens. One call per run of rows: the per-call setup, paid per row, was a third of a short
 /// row's time (SmolLM2 decode went from 0.6x to 1.0x of Q4_0 at the AVX-512 level when this moved there).
 ///
@@ -257,32 +243,14 @@ pub(in crate::backend::cpu) unsafe fn qdot_mlx_rows(
     let bits = m.quant.bits();
     let nt = xq.len();
     for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt)) {
-        if bits != 4 && bits != 8 {
-            for (o, q) in out.iter_mut().zip(xq) {
-                *o = qdot_mlx(m, row, q);
+        match bits {
+            4 => by_token_groups!(TOKEN_GROUP, qdot_mlx_n::<4>(m, row), xq, out),
+            8 => by_token_groups!(TOKEN_GROUP, qdot_mlx_n::<8>(m, row), xq, out),
+            _ => {
+                for (o, q) in out.iter_mut().zip(xq) {
+                    *o = qdot_mlx(m, row, q);
+                }
             }
-            continue;
-        }
-        let mut t = 0;
-        while t < nt {
-            let n = match nt - t {
-                8.. => 8,
-                4..=7 => 4,
-                2 | 3 => 2,
-                _ => 1,
-            };
-            let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
-            match (bits, n) {
-                (4, 8) => qdot_mlx_n::<4, 8>(m, row, xs, o),
-                (4, 4) => qdot_mlx_n::<4, 4>(m, row, xs, o),
-                (4, 2) => qdot_mlx_n::<4, 2>(m, row, xs, o),
-                (4, _) => qdot_mlx_n::<4, 1>(m, row, xs, o),
-                (_, 8) => qdot_mlx_n::<8, 8>(m, row, xs, o),
-                (_, 4) => qdot_mlx_n::<8, 4>(m, row, xs, o),
-                (_, 2) => qdot_mlx_n::<8, 2>(m, row, xs, o),
-                _ => qdot_mlx_n::<8, 1>(m, row, xs, o),
-            }
-            t += n;
         }
     }
 }

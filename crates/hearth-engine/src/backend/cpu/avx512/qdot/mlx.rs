@@ -14,6 +14,8 @@
 
 macro_rules! mlx_kernels {
     ($feat:literal) => {
+        use crate::backend::cpu::avx512::qdot::TOKEN_GROUP;
+        use crate::backend::cpu::qdot::by_token_groups;
         use crate::tensor::mlx::MlxFloat;
         use crate::tensor::mlx_blocks::MlxBlocks;
 
@@ -190,7 +192,7 @@ macro_rules! mlx_kernels {
         }
 
         /// `out[r * xq.len() + t] = qdot_mlx(m, row r, &xq[t])` for the `out.len() / xq.len()` rows of
-        /// `row_bytes` bytes at the start of `bytes`, tokens eight at a time (then 4, 2, 1). One call per run
+        /// `row_bytes` bytes at the start of `bytes`, tokens `TOKEN_GROUP` at a time (then 4, 2, 1). One call per run
         /// of rows, so the per-call setup is paid once per run, not per row (it was a third of a short row's
         /// time).
         ///
@@ -205,29 +207,12 @@ macro_rules! mlx_kernels {
             xq: &[Q8Row],
             out: &mut [f32],
         ) {
-            let eight = m.quant.bits() == 8;
             let nt = xq.len();
             for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_exact_mut(nt)) {
-                let mut t = 0;
-                while t < nt {
-                    let n = match nt - t {
-                        8.. => 8,
-                        4..=7 => 4,
-                        2 | 3 => 2,
-                        _ => 1,
-                    };
-                    let (xs, o) = (&xq[t..t + n], &mut out[t..t + n]);
-                    match (eight, n) {
-                        (false, 8) => qdot_mlx_n::<4, 8>(m, row, xs, o),
-                        (false, 4) => qdot_mlx_n::<4, 4>(m, row, xs, o),
-                        (false, 2) => qdot_mlx_n::<4, 2>(m, row, xs, o),
-                        (false, _) => qdot_mlx_n::<4, 1>(m, row, xs, o),
-                        (true, 8) => qdot_mlx_n::<8, 8>(m, row, xs, o),
-                        (true, 4) => qdot_mlx_n::<8, 4>(m, row, xs, o),
-                        (true, 2) => qdot_mlx_n::<8, 2>(m, row, xs, o),
-                        (true, _) => qdot_mlx_n::<8, 1>(m, row, xs, o),
-                    }
-                    t += n;
+                if m.quant.bits() == 8 {
+                    by_token_groups!(TOKEN_GROUP, qdot_mlx_n::<8>(m, row), xq, out)
+                } else {
+                    by_token_groups!(TOKEN_GROUP, qdot_mlx_n::<4>(m, row), xq, out)
                 }
             }
         }
