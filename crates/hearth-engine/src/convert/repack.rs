@@ -34,6 +34,23 @@ pub fn mlx_form(dtype: DType) -> Option<(MlxQuant, MlxFloat)> {
     Some((MlxQuant::affine(bits, 32).expect("valid"), float))
 }
 
+/// Whether every scale and bias of `row`'s MLX form is exact in `float`, from the block headers alone. Every
+/// value is an f16, a power-of-two multiple of one, or (K-quants) an f32 product, so only the legacy types'
+/// biases `-8d`, `-16d` and `-128d` can fail, by overflowing f16.
+pub fn exact_in(dtype: DType, row: &[u8], float: MlxFloat) -> bool {
+    let k = match dtype {
+        DType::Q4_0 => 8.0,
+        DType::Q5_0 => 16.0,
+        DType::Q8_0 => 128.0,
+        _ => return true,
+    };
+    float == MlxFloat::F32
+        || row.chunks_exact(dtype.block_bytes()).all(|blk| {
+            let bias = -k * h(blk, 0);
+            float.round(bias) == bias
+        })
+}
+
 /// One group of 32: its codes (0..2^bits), scale and bias.
 struct Group {
     codes: [u32; 32],
@@ -125,8 +142,8 @@ fn groups(dtype: DType, blk: &[u8], out: &mut Vec<Group>) {
 }
 
 /// Rewrites one GGUF row of `dtype` (`cols` weights) as its MLX form's packed codes, scales and biases in
-/// `float` (the form's dtype, or f32). Returns false when a scale or bias is not exact in `float` (an f16
-/// `-128 * d` that overflows): the caller then uses f32.
+/// `float` (the form's dtype, or f32). Returns whether every scale and bias was exact in `float` (checked
+/// beforehand, cheaply, by [`exact_in`]).
 pub fn repack_row(
     dtype: DType,
     row: &[u8],
@@ -221,6 +238,23 @@ mod tests {
                 // Equal values; only a zero's sign may differ (`d * 0` against `d * 8 - 8 * d`).
                 assert!(a == b, "{dtype} weight {i}: {a} vs {b}");
             }
+        }
+    }
+
+    /// The header-only check agrees with writing the scales: a Q8_0 scale of 1000 makes `-128 * d` overflow
+    /// f16 (f32 is then used), a scale of 100 does not.
+    #[test]
+    fn exactness_is_decided_from_the_headers() {
+        for (d, want) in [(100.0f32, true), (1000.0, false)] {
+            let mut row = vec![0u8; 34];
+            row[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+            assert_eq!(exact_in(DType::Q8_0, &row, MlxFloat::F16), want, "d = {d}");
+            assert!(exact_in(DType::Q8_0, &row, MlxFloat::F32));
+            let (mut p, mut sc, mut b) = (vec![0u8; 32], vec![0u8; 2], vec![0u8; 2]);
+            assert_eq!(
+                repack_row(DType::Q8_0, &row, MlxFloat::F16, &mut p, &mut sc, &mut b),
+                want
+            );
         }
     }
 }

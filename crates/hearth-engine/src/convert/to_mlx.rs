@@ -121,6 +121,21 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "generation_config.json",
 ];
 
+/// The [`TOKENIZER_FILES`] present in `src`, as `(name, bytes)`, for copying into a converted folder.
+pub(crate) fn read_tokenizer_files(src: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for name in TOKENIZER_FILES {
+        let p = src.join(name);
+        if p.is_file() {
+            files.push((
+                name.to_string(),
+                std::fs::read(&p).map_err(|e| Error::io(&p, e))?,
+            ));
+        }
+    }
+    Ok(files)
+}
+
 /// Converts the Hugging Face folder `src` into an MLX folder at `dst` (replaced only with `force`).
 pub fn hf_to_mlx(
     src: &Path,
@@ -167,16 +182,7 @@ pub fn hf_to_mlx(
         .and_then(|v| v.as_str())
         .and_then(parse_float);
     let dtype = opts.dtype.or(default_dtype);
-    let mut files = Vec::new();
-    for name in TOKENIZER_FILES {
-        let p = src.join(name);
-        if p.is_file() {
-            files.push((
-                name.to_string(),
-                std::fs::read(&p).map_err(|e| Error::io(&p, e))?,
-            ));
-        }
-    }
+    let files = read_tokenizer_files(src)?;
     write_mlx(
         staged.path(),
         config,
@@ -455,14 +461,9 @@ fn carried_form(t: &HfTensor, opts: &MlxOptions) -> Option<(MlxQuant, MlxFloat)>
     }
     let (dtype, _) = t.stored_row(0)?;
     let (q, float) = repack::mlx_form(dtype)?;
-    let (pb, sb) = (
-        4 * q.packed_words_per_row(t.cols()).ok()?,
-        q.scale_bytes_per_row(t.cols(), float).ok()?,
-    );
-    let (mut p, mut s, mut b) = (vec![0u8; pb], vec![0u8; sb], vec![0u8; sb]);
     let exact = (0..t.rows()).all(|r| {
         let (dt, row) = t.stored_row(r).expect("stored");
-        repack::repack_row(dt, row, float, &mut p, &mut s, &mut b)
+        repack::exact_in(dt, row, float)
     });
     Some((q, if exact { float } else { MlxFloat::F32 }))
 }
