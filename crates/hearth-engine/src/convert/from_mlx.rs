@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::convert::output::{Kind, Staged};
 use crate::convert::source::{parse_float, sort_model_order, HfTensor, MlxWeight};
 use crate::convert::to_hf::write_hf_folder;
-use crate::convert::to_mlx::TOKENIZER_FILES;
+use crate::convert::to_mlx::read_tokenizer_files;
 use crate::convert::Progress;
 use crate::error::{Error, Result};
 use crate::loader::mlx::QuantConfig;
@@ -177,16 +177,7 @@ pub fn mlx_to_hf(
             );
         }
     }
-    let mut files = Vec::new();
-    for name in TOKENIZER_FILES {
-        let p = src.join(name);
-        if p.is_file() {
-            files.push((
-                name.to_string(),
-                std::fs::read(&p).map_err(|e| Error::io(&p, e))?,
-            ));
-        }
-    }
+    let files = read_tokenizer_files(src)?;
     let staged = Staged::new(dst, Kind::Folder, force)?;
     write_hf_folder(staged.path(), &config, &tensors, &files, progress)?;
     staged.commit()

@@ -95,18 +95,7 @@ pub fn gguf_to_hf_config(
     m.insert("initializer_range".into(), json!(0.02));
     m.insert("use_cache".into(), json!(true));
     m.insert("torch_dtype".into(), json!(torch_name(dtype)));
-    if let Some(b) = tok.bos_id() {
-        m.insert("bos_token_id".into(), json!(b));
-    }
-    match tok.eos_ids() {
-        [] => {}
-        [one] => {
-            m.insert("eos_token_id".into(), json!(one));
-        }
-        many => {
-            m.insert("eos_token_id".into(), json!(many));
-        }
-    }
+    insert_special_ids(&mut m, tok);
     if let Some(p) = g.get_u64("tokenizer.ggml.padding_token_id") {
         m.insert("pad_token_id".into(), json!(p));
     }
@@ -201,6 +190,13 @@ pub fn gguf_to_hf_config(
 /// generation_config.json: the ids generation starts and stops with.
 pub fn generation_config(tok: &Tokenizer) -> Value {
     let mut m = Map::new();
+    insert_special_ids(&mut m, tok);
+    Value::Object(m)
+}
+
+/// `bos_token_id` and `eos_token_id` (one id, or a list when there are several) as config.json and
+/// generation_config.json both carry them.
+fn insert_special_ids(m: &mut Map<String, Value>, tok: &Tokenizer) {
     if let Some(b) = tok.bos_id() {
         m.insert("bos_token_id".into(), json!(b));
     }
@@ -213,5 +209,4 @@ pub fn generation_config(tok: &Tokenizer) -> Value {
             m.insert("eos_token_id".into(), json!(many));
         }
     }
-    Value::Object(m)
 }

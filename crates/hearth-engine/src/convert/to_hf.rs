@@ -23,45 +23,10 @@ use crate::loader::safetensors_write::{
     write_json, ShardedWriter, TensorSpec, WriteOptions, DEFAULT_MAX_SHARD,
 };
 use crate::models::config::{Arch, ModelConfig};
+pub use crate::models::weights::gguf_to_hf_name;
 use crate::tensor::mlx::MlxFloat;
 use crate::tensor::DType;
 use crate::tokenizer::Tokenizer;
-
-#[cfg(doc)]
-use crate::models::weights::hf_to_gguf_name;
-
-/// Maps a GGUF tensor name back to its Hugging Face name, or None for a tensor with no Hugging Face
-/// counterpart (`rope_freqs.weight`, which becomes config.json's `rope_scaling`).
-pub fn gguf_to_hf_name(arch: Arch, name: &str) -> Option<String> {
-    match name {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let mapped = match module {
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "post_attention_norm" if arch == Arch::Gemma3 => "post_attention_layernorm",
-        "ffn_norm" if arch == Arch::Gemma3 => "pre_feedforward_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "post_ffw_norm" => "post_feedforward_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{mapped}.{kind}"))
-}
 
 /// The float dtype a GGUF converts to when none is asked for: the file's own for float files (f32, bf16),
 /// f16 for block-quantized ones (their scales are f16), except bf16 for Gemma 3 (whose activations overflow

@@ -104,6 +104,51 @@ fn check_shape(path: &Path, t: &Tensor, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Whole-model tensors: (Hugging Face name, GGUF name).
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// Per-layer modules every architecture names alike: (Hugging Face module under `model.layers.N.`, GGUF
+/// module under `blk.N.`). One table for both directions.
+const LAYER_MODULES: [(&str, &str); 11] = [
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// The norms whose names depend on the architecture. Llama-family models have one norm between attention
+/// and the MLP, which GGUF calls ffn_norm (mapped back to `post_attention_layernorm`, the first match);
+/// Gemma 3 has a norm after attention and another before the MLP.
+const LLAMA_NORMS: [(&str, &str); 2] = [
+    ("post_attention_layernorm", "ffn_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+];
+const GEMMA3_NORMS: [(&str, &str); 2] = [
+    ("post_attention_layernorm", "post_attention_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+];
+
+/// The (Hugging Face, GGUF) module pairs of `arch`, architecture-specific ones first.
+fn layer_modules(arch: Arch) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let norms = if arch == Arch::Gemma3 {
+        &GEMMA3_NORMS
+    } else {
+        &LLAMA_NORMS
+    };
+    norms.iter().chain(LAYER_MODULES.iter())
+}
+
 /// Maps a Hugging Face tensor name to the GGUF-style name, or None for tensors hearth ignores (a vision tower,
 /// rotary caches).
 pub fn hf_to_gguf_name(arch: Arch, name: &str) -> Option<String> {
@@ -112,32 +157,27 @@ pub fn hf_to_gguf_name(arch: Arch, name: &str) -> Option<String> {
         .map(|s| format!("model.{s}"))
         .unwrap_or_else(|| name.to_string());
     let name = name.strip_prefix("language_model.").unwrap_or(&name);
-    match name {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
+    if let Some((_, g)) = MODEL_TENSORS.iter().find(|(h, _)| *h == name) {
+        return Some(g.to_string());
     }
     let rest = name.strip_prefix("model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
-    let mapped = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "post_attention_layernorm" if arch == Arch::Gemma3 => "post_attention_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "pre_feedforward_layernorm" => "ffn_norm",
-        "post_feedforward_layernorm" => "post_ffw_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
+    let (_, mapped) = layer_modules(arch).find(|(h, _)| *h == module)?;
     Some(format!("blk.{layer}.{mapped}.{kind}"))
+}
+
+/// Maps a GGUF tensor name back to its Hugging Face name (the inverse of [`hf_to_gguf_name`]), or None for a
+/// tensor with no Hugging Face counterpart (`rope_freqs.weight`, which becomes config.json's `rope_scaling`).
+pub fn gguf_to_hf_name(arch: Arch, name: &str) -> Option<String> {
+    if let Some((h, _)) = MODEL_TENSORS.iter().find(|(_, g)| *g == name) {
+        return Some(h.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let (mapped, _) = layer_modules(arch).find(|(_, g)| *g == module)?;
+    Some(format!("model.layers.{layer}.{mapped}.{kind}"))
 }
