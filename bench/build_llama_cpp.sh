@@ -7,11 +7,13 @@
 #   bench/build_llama_cpp.sh                       # download the sdist with pip, build into the cache dir
 #   bench/build_llama_cpp.sh --pack DIR            # write DIR/llama.cpp-src-<version>.tar.xz (no build)
 #   bench/build_llama_cpp.sh --from-tarball FILE   # build from such a tarball, no network needed
+#   bench/build_llama_cpp.sh --print-source        # download and unpack only; print the source dir
 # options:
 #   --build-dir DIR   cache dir (default: <repo>/target/llama.cpp-build; /target is git-ignored)
 #   --jobs N          parallel compile jobs (default 2: the dev VM's 2 cores are shared)
 #   --version V       llama-cpp-python version whose vendored llama.cpp is built (default 0.3.36)
 #   --force           rebuild even when the tools for this source are already built
+#   --sdist FILE      use this already-downloaded llama-cpp-python sdist instead of fetching one with pip
 #
 # The tools land in BUILD_DIR/bin. A second run with the same source skips the build and just prints that path.
 # cmake and ninja come from PATH; when missing (and the network is there) they are installed from PyPI into
@@ -25,6 +27,8 @@ jobs=2
 pack_dir=""
 tarball=""
 force=0
+print_source=0
+sdist_given=""
 
 die() { echo "build_llama_cpp: $*" >&2; exit 1; }
 say() { echo "build_llama_cpp: $*" >&2; }
@@ -37,6 +41,8 @@ while [ $# -gt 0 ]; do
         --pack) pack_dir=$2; shift 2 ;;
         --from-tarball) tarball=$2; shift 2 ;;
         --force) force=1; shift ;;
+        --print-source) print_source=1; shift ;;
+        --sdist) sdist_given=$2; shift 2 ;;
         -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -98,6 +104,12 @@ fetch_sdist() {
     local sdist_dir="$build_dir/sdist"
     sdist="$sdist_dir/llama_cpp_python-$version.tar.gz"
     [ -f "$sdist" ] && return
+    if [ -n "$sdist_given" ]; then
+        [ -f "$sdist_given" ] || die "no such sdist: $sdist_given"
+        mkdir -p "$sdist_dir"
+        cp "$sdist_given" "$sdist.part" && mv "$sdist.part" "$sdist"
+        return
+    fi
     ensure_build_tools
     mkdir -p "$sdist_dir"
     say "downloading the llama-cpp-python==$version sdist"
@@ -186,7 +198,10 @@ build() {
     echo "$bin_dir"
 }
 
-if [ -n "$pack_dir" ]; then
+if [ "$print_source" = 1 ]; then
+    unpack_source
+    echo "$src_dir"
+elif [ -n "$pack_dir" ]; then
     pack
 else
     build
