@@ -29,6 +29,9 @@ pub enum Error {
     /// The request itself is wrong: a prompt longer than the context, a chat without a template.
     #[error("{0}")]
     BadRequest(String),
+    /// The device (a GPU's memory) cannot hold what was asked: a model's weights, a KV cache.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// Anything else: a tokenizer or template failure.
     #[error("{0}")]
     Other(String),

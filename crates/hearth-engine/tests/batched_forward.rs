@@ -49,7 +49,7 @@ fn check(model: &Model) {
         tables.push(order[next..next + n].to_vec());
         next += n;
     }
-    let mut kv = model.new_kv(bs, total);
+    let mut kv = model.new_kv(bs, total).unwrap();
     let mut batch = model.new_batch(64);
     // Step 1: first 5 tokens of every sequence (or all, if shorter). Step 2 onward: chunks of 3.
     let mut done = vec![0usize; seqs.len()];
@@ -116,7 +116,7 @@ fn gemma3_batched_equals_alone() {
 #[test]
 fn bad_tables_are_errors() {
     let m = tiny("llama/model-f32.gguf");
-    let mut kv = m.new_kv(4, 2);
+    let mut kv = m.new_kv(4, 2).unwrap();
     let mut b = m.new_batch(8);
     let short = [0u32];
     let inp = SeqInput {

@@ -44,7 +44,7 @@ fn batched(m: &Model, reqs: &[Request], n_blocks: usize, budget: usize) -> (Vec<
         n_blocks,
         model_key: 7,
     });
-    let mut kv = m.new_kv(bs, n_blocks);
+    let mut kv = m.new_kv(bs, n_blocks).unwrap();
     let mut batch = m.new_batch(budget.max(8));
     let mut out: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut preemptions = 0;

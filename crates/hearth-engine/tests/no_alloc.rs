@@ -107,7 +107,7 @@ fn batched(m: &Model) -> usize {
     const SEQS: usize = 4;
     const BLOCK: usize = 16;
     let per_seq = (20 + WARMUP + ARMED_STEPS).div_ceil(BLOCK);
-    let mut kv = m.new_kv(BLOCK, SEQS * per_seq);
+    let mut kv = m.new_kv(BLOCK, SEQS * per_seq).unwrap();
     let mut batch = m.new_batch(128);
     // Sequence i owns blocks i, i + SEQS, i + 2 * SEQS, ... (scattered, as the block manager hands them out).
     let tables: Vec<Vec<u32>> = (0..SEQS)

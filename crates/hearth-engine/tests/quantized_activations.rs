@@ -66,7 +66,7 @@ fn batched_equals_alone_with_quantized_activations() {
                 .to_vec()
         })
         .collect();
-    let mut kv = m.new_kv(4, 16);
+    let mut kv = m.new_kv(4, 16).unwrap();
     let mut b = m.new_batch(64);
     let tables: Vec<Vec<u32>> = vec![(0..3).collect(), (3..4).collect(), (4..9).collect()];
     let inputs: Vec<SeqInput> = seqs

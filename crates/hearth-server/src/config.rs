@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub aliases: BTreeMap<String, String>,
     /// The model used when a request names none.
     pub default_model: Option<String>,
+    /// Where models run (`auto`, `cpu`, `cuda`, `cuda:N`); `hearth serve` resolves `auto` once at start.
+    pub device: hearth_engine::backend::Device,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
             models: Vec::new(),
             models_dir: None,
             scan_hf_cache: true,
+            device: hearth_engine::backend::Device::Auto,
             memory_budget: default_memory_budget(),
             max_loaded_models: 4,
             idle_ttl_secs: 300,

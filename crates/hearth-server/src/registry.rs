@@ -517,6 +517,11 @@ impl Shared {
             .await
             .map_err(|e| ApiError::internal(format!("estimating model {}: {e}", entry.id)))?;
         let est = match est {
+            // Keys and values are f16 on a GPU: half the host (f32) cache.
+            Ok(mut e) if matches!(self.config.device, hearth_engine::backend::Device::Cuda(_)) => {
+                e.kv_bytes /= 2;
+                e
+            }
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("cannot load model {}: {e}", entry.id);

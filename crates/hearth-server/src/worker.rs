@@ -46,8 +46,18 @@ pub struct Worker {
 /// starts its worker. Blocking: call it from `spawn_blocking`.
 pub fn load(id: &str, path: &Path, cfg: WorkerConfig) -> Result<Worker, ApiError> {
     let t0 = Instant::now();
-    let model = Model::open(path)
-        .map_err(|e| ApiError::internal(format!("cannot load model {id}: {e}")))?;
+    let opts = hearth_engine::models::OpenOptions {
+        device: cfg.device,
+        progress: None,
+    };
+    let model = Model::open_with(path, &opts).map_err(|e| match e {
+        hearth_engine::Error::OutOfMemory(m) => ApiError::new(
+            crate::error::Kind::InsufficientStorage,
+            format!("cannot load model {id}: {m}"),
+        ),
+        e => ApiError::internal(format!("cannot load model {id}: {e}")),
+    })?;
+    tracing::info!(model = %id, device = %model.device.reason, "model device");
     let tokenizer = match &model.gguf {
         Some(g) => Tokenizer::from_gguf(g),
         None => Tokenizer::from_hf_dir(&model.path),
@@ -79,9 +89,11 @@ pub fn start(
         tx,
         in_flight.clone(),
     ));
+    // Built here, so a KV pool the device cannot hold fails the load instead of the worker.
+    let eng = Engine::new(&model, &cfg)?;
     let thread = std::thread::Builder::new()
         .name(format!("hearth-{id}"))
-        .spawn(move || run(id, model, tokenizer, cfg, rx, in_flight))
+        .spawn(move || run(id, model, tokenizer, cfg, rx, in_flight, eng))
         .map_err(|e| ApiError::internal(format!("cannot start a worker thread: {e}")))?;
     Ok(Worker { handle, thread })
 }
@@ -97,6 +109,8 @@ pub struct WorkerConfig {
     pub max_batch_tokens: usize,
     /// Sequences running at once.
     pub max_seqs: usize,
+    /// The device models run on (resolved: never `Auto` once the server has started).
+    pub device: hearth_engine::backend::Device,
 }
 
 impl WorkerConfig {
@@ -106,6 +120,7 @@ impl WorkerConfig {
             block_size: c.kv_block_size.max(1),
             max_batch_tokens: c.max_batch_tokens.max(1),
             max_seqs: c.max_seqs.max(1),
+            device: c.device,
         }
     }
 }
@@ -132,7 +147,8 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(model: &Model, cfg: &WorkerConfig) -> Engine {
+    /// The worker's state; fails when the device cannot hold the KV pool.
+    fn new(model: &Model, cfg: &WorkerConfig) -> Result<Engine, ApiError> {
         let c = &model.config;
         let n_blocks = crate::job::kv_pool_tokens(c.context_len).div_ceil(cfg.block_size);
         let key = model
@@ -142,7 +158,7 @@ impl Engine {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
             });
-        Engine {
+        Ok(Engine {
             sched: Scheduler::new(SchedulerConfig {
                 max_batch_tokens: cfg.max_batch_tokens,
                 max_seqs: cfg.max_seqs,
@@ -150,12 +166,17 @@ impl Engine {
                 n_blocks,
                 model_key: key,
             }),
-            kv: model.new_kv(cfg.block_size, n_blocks),
+            kv: model.new_kv(cfg.block_size, n_blocks).map_err(|e| {
+                ApiError::new(
+                    crate::error::Kind::InsufficientStorage,
+                    format!("cannot allocate the KV cache: {e}"),
+                )
+            })?,
             batch: model.new_batch(cfg.max_batch_tokens.max(cfg.max_seqs)),
             active: HashMap::new(),
             next_id: 1,
             row: vec![0.0; c.vocab],
-        }
+        })
     }
 }
 
@@ -167,8 +188,8 @@ fn run(
     cfg: WorkerConfig,
     mut rx: mpsc::Receiver<Job>,
     in_flight: Arc<AtomicUsize>,
+    mut eng: Engine,
 ) {
-    let mut eng = Engine::new(&model, &cfg);
     let mut open = true;
     loop {
         // Intake: block while idle, otherwise take whatever has arrived.
@@ -204,7 +225,13 @@ fn run(
                     "internal error while generating: {what}"
                 ))));
             }
-            eng = Engine::new(&model, &cfg);
+            eng = match Engine::new(&model, &cfg) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(model = %id, error = %e.message, "cannot rebuild the worker; unloading");
+                    break;
+                }
+            };
         }
     }
     tracing::info!(model = %id, "model unloaded");

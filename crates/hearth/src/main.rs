@@ -23,7 +23,7 @@ use hearth_engine::tokenizer::{ChatMessage, Tokenizer};
 #[command(
     name = "hearth",
     version,
-    about = "Run local LLMs: GGUF, Hugging Face safetensors and MLX models on CPU"
+    about = "Run local LLMs: GGUF, Hugging Face safetensors and MLX models on CPU and NVIDIA GPUs"
 )]
 struct Cli {
     /// Worker threads for the kernels (default: every core).
@@ -35,6 +35,10 @@ struct Cli {
     /// float reference to rounding (slower).
     #[arg(long, global = true, env = "HEARTH_ACTIVATIONS", value_enum, default_value_t = Activations::Q8)]
     activations: Activations,
+    /// Where models run: `auto` (a CUDA GPU when one is usable, else the CPU; the choice is logged), `cpu`,
+    /// `cuda` or `cuda:N`.
+    #[arg(long, global = true, env = "HEARTH_DEVICE", default_value = "auto")]
+    device: hearth_engine::backend::Device,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         }
     }
     hearth_engine::backend::cpu::set_quantized_activations(cli.activations == Activations::Q8);
+    let _ = DEVICE.set(cli.device);
     let result = match cli.cmd {
         Command::Run(a) => run(a),
         Command::Perplexity { model, file } => perplexity(&model, &file),
@@ -150,15 +155,32 @@ fn init_logging() {
         .init();
 }
 
-/// Opens the model and its tokenizer, with a spinner if that takes over a second.
+/// The device asked for on the command line (`--device`).
+pub(crate) static DEVICE: std::sync::OnceLock<hearth_engine::backend::Device> =
+    std::sync::OnceLock::new();
+
+/// Opens the model on the chosen device (logged on stderr) and its tokenizer, with a spinner if that takes
+/// over a second and a bar while weights go to a GPU.
 pub(crate) fn load(path: &Path) -> Result<(Model, Tokenizer)> {
-    let spinner = progress::Spinner::start(format!("loading {}", path.display()));
-    let model = Model::open(path)?;
+    let device = DEVICE.get().copied().unwrap_or_default();
+    // A GPU load draws its own upload bar; the spinner is for the CPU's (memory-mapped) load.
+    let spinner = (device == hearth_engine::backend::Device::Cpu)
+        .then(|| progress::Spinner::start(format!("loading {}", path.display())));
+    let opts = hearth_engine::models::OpenOptions {
+        device,
+        progress: Some(std::sync::Arc::new(progress::upload_tick)),
+    };
+    let model = Model::open_with(path, &opts);
+    progress::upload_done();
+    let model = model?;
+    eprintln!("device: {}", model.device.reason);
     let tok = match &model.gguf {
         Some(g) => Tokenizer::from_gguf(g)?,
         None => Tokenizer::from_hf_dir(&model.path)?,
     };
-    spinner.finish();
+    if let Some(s) = spinner {
+        s.finish();
+    }
     Ok((model, tok))
 }
 

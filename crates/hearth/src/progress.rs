@@ -89,3 +89,30 @@ impl Bar {
         }
     }
 }
+
+static UPLOAD: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+/// Reports weight bytes uploaded to a GPU: a byte bar on stderr (hidden when stderr is not a terminal).
+pub fn upload_tick(done: usize, total: usize) {
+    let mut g = UPLOAD.get_or_init(|| Mutex::new(None)).lock().unwrap();
+    let pb = g.get_or_insert_with(|| {
+        let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "uploading weights {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap(),
+        );
+        pb
+    });
+    pb.set_position(done as u64);
+}
+
+/// Removes the upload bar, if one was drawn.
+pub fn upload_done() {
+    if let Some(m) = UPLOAD.get() {
+        if let Some(pb) = m.lock().unwrap().take() {
+            pb.finish_and_clear();
+        }
+    }
+}

@@ -134,6 +134,22 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             })
         });
     }
+    // The device: `--device` (or HEARTH_DEVICE) wins over the config file; `auto` is resolved once, here, and
+    // logged. On a GPU the budget is also capped by the card's memory (less 1 GiB of working room).
+    let asked = crate::DEVICE.get().copied().unwrap_or_default();
+    if asked != hearth_engine::backend::Device::Auto {
+        c.device = asked;
+    }
+    let chosen = hearth_engine::backend::device::choose(c.device)?;
+    c.device = chosen.device;
+    if let Some((_, total)) = hearth_engine::backend::device::gpu_memory(c.device) {
+        c.memory_budget = c.memory_budget.min((total as u64).saturating_sub(1 << 30));
+    }
+    eprintln!(
+        "device: {} (memory budget {} MiB)",
+        chosen.reason,
+        c.memory_budget >> 20
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

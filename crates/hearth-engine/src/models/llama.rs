@@ -3,99 +3,85 @@
 //! Per layer: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)) with a SiLU-gated MLP. The optional pieces (biases,
 //! q/k norms, sliding window) are present or absent in the weights and config, so one forward serves all.
 
-use crate::backend::cpu::ops::SeqSpan;
-use crate::backend::cpu::{matmul, ops};
+use crate::backend::{Act, Backend, StepRows};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
-use crate::models::kv_cache::PagedKv;
-use crate::models::layers::{embed, vector, Activation, Attention, Mlp, Scratch};
+use crate::models::layers::{vector, Activation, Attention, Mlp};
 use crate::models::weights::Weights;
-use crate::tensor::Tensor;
 
-struct Layer {
-    attn_norm: Vec<f32>, // [hidden]
-    attn: Attention,
-    ffn_norm: Vec<f32>, // [hidden]
-    mlp: Mlp,
+struct Layer<B: Backend> {
+    attn_norm: B::Vec, // [hidden]
+    attn: Attention<B>,
+    ffn_norm: B::Vec, // [hidden]
+    mlp: Mlp<B>,
 }
 
-/// A loaded llama-family network.
-pub struct Llama {
-    token_embd: Tensor, // [vocab, hidden]
-    layers: Vec<Layer>,
-    output_norm: Vec<f32>, // [hidden]
-    output: Tensor,        // [vocab, hidden]; the embedding matrix when tied
+/// A loaded llama-family network, its weights held by backend `B`.
+pub struct Llama<B: Backend> {
+    token_embd: B::Mat, // [vocab, hidden]
+    layers: Vec<Layer<B>>,
+    output_norm: B::Vec, // [hidden]
+    output: B::Mat,      // [vocab, hidden]; the embedding matrix when tied
 }
 
-impl Llama {
-    pub fn load(w: &Weights, c: &ModelConfig) -> Result<Llama> {
-        let token_embd = w
-            .get_shaped("token_embd.weight", &[c.vocab, c.hidden])?
-            .clone();
-        let output = match w.opt_shaped("output.weight", &[c.vocab, c.hidden])? {
-            Some(t) => t.clone(),
-            None => token_embd.clone(),
-        };
+impl<B: Backend> Llama<B> {
+    pub fn load(be: &B, w: &Weights, c: &ModelConfig) -> Result<Llama<B>> {
+        let embd = w.get_shaped("token_embd.weight", &[c.vocab, c.hidden])?;
+        let output = w
+            .opt_shaped("output.weight", &[c.vocab, c.hidden])?
+            .unwrap_or(embd);
+        let norm = |t| be.vector(vector(t, 0.0));
         let layers = (0..c.n_layers)
             .map(|l| {
                 Ok(Layer {
-                    attn_norm: vector(w.layer(l, "attn_norm.weight", &[c.hidden])?, 0.0),
-                    attn: Attention::load(w, c, l, 0.0)?,
-                    ffn_norm: vector(w.layer(l, "ffn_norm.weight", &[c.hidden])?, 0.0),
-                    mlp: Mlp::load(w, c, l, Activation::Silu)?,
+                    attn_norm: norm(w.layer(l, "attn_norm.weight", &[c.hidden])?)?,
+                    attn: Attention::load(be, w, c, l, 0.0)?,
+                    ffn_norm: norm(w.layer(l, "ffn_norm.weight", &[c.hidden])?)?,
+                    mlp: Mlp::load(be, w, c, l, Activation::Silu)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
-            output_norm: vector(w.get_shaped("output_norm.weight", &[c.hidden])?, 0.0),
-            token_embd,
+            output_norm: norm(w.get_shaped("output_norm.weight", &[c.hidden])?)?,
+            token_embd: be.mat(embd)?,
             layers,
-            output,
+            output: be.mat(output)?,
         })
     }
 
-    /// Runs a batch (`tokens`: every row of every sequence in `seqs`, positions in `s.positions`) through the
-    /// network; leaves the final hidden states, normed, in
-    /// `s.xb` `[n, hidden]` for the caller to project to logits with [`Llama::output`].
+    /// Runs a step's rows through the network; leaves the final hidden states, normed, in `Xb`
+    /// `[n, hidden]` for [`Llama::logits`].
     pub fn forward(
         &self,
+        be: &B,
         c: &ModelConfig,
-        s: &mut Scratch,
-        kv: &mut PagedKv,
-        tokens: &[u32],
-        seqs: &[SeqSpan],
+        s: &mut B::Step,
+        kv: &mut B::Kv,
+        rows: &StepRows,
     ) {
-        let n = tokens.len();
-        let h = c.hidden;
-        embed(&self.token_embd, tokens, h, &mut s.x[..n * h]); // x: [n, hidden]
-        for layer in &self.layers {
-            ops::rmsnorm(
-                &s.x[..n * h],
-                &layer.attn_norm,
-                c.rms_eps,
-                &mut s.xb[..n * h],
-            );
-            layer.attn.forward(c, s, kv, seqs, n); // xb2 = Attn(xb)
-            ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
-            ops::rmsnorm(
-                &s.x[..n * h],
-                &layer.ffn_norm,
-                c.rms_eps,
-                &mut s.xb[..n * h],
-            );
-            layer.mlp.forward(c, s, n); // xb2 = MLP(xb)
-            ops::add_inplace(&mut s.x[..n * h], &s.xb2[..n * h]);
+        let n = rows.tokens.len();
+        let eps = c.rms_eps;
+        be.embed(s, rows, &self.token_embd, None); // X: [n, hidden]
+        let first = self
+            .layers
+            .first()
+            .map_or(&self.output_norm, |l| &l.attn_norm);
+        be.rmsnorm(s, n, Act::X, first, eps, Act::Xb);
+        for (i, layer) in self.layers.iter().enumerate() {
+            be.attention(s, kv, rows, &layer.attn, c); // Xb2 = Attn(Xb)
+            be.add_rmsnorm(s, n, Act::Xb2, &layer.ffn_norm, eps, Act::Xb); // X += Xb2; Xb = norm(X)
+            be.mlp(s, n, &layer.mlp, c); // Xb2 = MLP(Xb)
+                                         // X += Xb2; Xb = the next layer's input norm (the output norm after the last layer).
+            let next = self
+                .layers
+                .get(i + 1)
+                .map_or(&self.output_norm, |l| &l.attn_norm);
+            be.add_rmsnorm(s, n, Act::Xb2, next, eps, Act::Xb);
         }
-        ops::rmsnorm(
-            &s.x[..n * h],
-            &self.output_norm,
-            c.rms_eps,
-            &mut s.xb[..n * h],
-        );
     }
 
-    /// Logits `[rows, vocab]` of normed hidden states `xb` `[rows, hidden]`.
-    pub fn output(&self, xb: &[f32], rows: usize, logits: &mut [f32]) {
-        matmul(&self.output, xb, rows, logits);
+    /// Logits `[out_rows, vocab]` of the step's wanted rows.
+    pub fn logits<'s>(&self, be: &B, s: &'s mut B::Step, rows: &StepRows) -> Result<&'s [f32]> {
+        be.logits(s, rows, &self.output, None)
     }
 }

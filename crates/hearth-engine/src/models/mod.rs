@@ -14,13 +14,17 @@ pub mod weights;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::any::Any;
+
 use crate::backend::cpu::ops::SeqSpan;
+use crate::backend::cpu::{step::Scratch, Cpu};
+use crate::backend::device::{self, Chosen, Device};
+use crate::backend::{Backend, StepRows};
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
 use crate::loader::{mlx, safetensors};
 use config::{Arch, ModelConfig};
 use kv_cache::PagedKv;
-use layers::Scratch;
 use weights::Weights;
 
 /// The file format a model came from.
@@ -44,9 +48,61 @@ pub enum Logits {
     All,
 }
 
-enum Net {
-    Llama(llama::Llama),
-    Gemma3(gemma3::Gemma3),
+/// An architecture's network with its weights on backend `B`.
+enum Net<B: Backend> {
+    Llama(llama::Llama<B>),
+    Gemma3(gemma3::Gemma3<B>),
+}
+
+impl<B: Backend> Net<B> {
+    fn load(be: &B, c: &ModelConfig, w: &Weights, norm_offset: f32) -> Result<Net<B>> {
+        Ok(match c.arch {
+            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => {
+                Net::Llama(llama::Llama::load(be, w, c)?)
+            }
+            Arch::Gemma3 => Net::Gemma3(gemma3::Gemma3::load(be, w, c, norm_offset)?),
+        })
+    }
+
+    /// One step: the layers, then the wanted rows' logits.
+    fn run<'s>(
+        &self,
+        be: &B,
+        c: &ModelConfig,
+        s: &'s mut B::Step,
+        kv: &mut B::Kv,
+        rows: &StepRows,
+        inv_freq: (&[f32], &[f32]),
+    ) -> Result<&'s [f32]> {
+        be.begin(s, c, rows, inv_freq)?;
+        match self {
+            Net::Llama(m) => {
+                m.forward(be, c, s, kv, rows);
+                m.logits(be, s, rows)
+            }
+            Net::Gemma3(m) => {
+                m.forward(be, c, s, kv, rows);
+                m.logits(be, c, s, rows)
+            }
+        }
+    }
+}
+
+/// The network on the device that runs it.
+#[allow(clippy::large_enum_variant)]
+enum Exec {
+    Cpu(Net<Cpu>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<(crate::backend::cuda::Cuda, Net<crate::backend::cuda::Cuda>)>),
+    // (Boxed: the CPU variant is the common one and stays inline.)
+}
+
+/// How to open a model: on which device, and who hears about weight upload progress.
+#[derive(Default)]
+pub struct OpenOptions {
+    pub device: Device,
+    /// Called with (bytes uploaded, bytes in all) while weights go to a GPU.
+    pub progress: Option<std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>>,
 }
 
 /// A model ready to run.
@@ -58,7 +114,9 @@ pub struct Model {
     pub path: PathBuf,
     /// The parsed GGUF (its metadata holds the tokenizer and chat template), when the model is one.
     pub gguf: Option<GgufFile>,
-    net: Net,
+    /// The device the model runs on and why it was chosen.
+    pub device: Chosen,
+    exec: Exec,
     inv_freq_global: Vec<f32>,
     inv_freq_local: Vec<f32>,
 }
@@ -89,14 +147,20 @@ impl State {
     }
 }
 
-/// Scratch for batched steps of up to `max_tokens` rows (all sequences of a step together).
+/// Scratch for batched steps of up to `max_tokens` rows (all sequences of a step together): the rows' layout
+/// on the host, and the backend's activations (made at the first step, on the model's device).
 pub struct Batch {
-    scratch: Scratch,
+    max_tokens: usize,
     /// Every sequence's tokens of the step, concatenated.
     flat: Vec<u32>,
+    token_seq: Vec<u32>,   // [n] which sequence of the batch each row belongs to
+    positions: Vec<usize>, // [n] each row's position in its sequence
+    out_rows: Vec<usize>,  // rows whose logits are wanted
     /// The allocation behind each step's list of sequence spans, kept empty between steps so a decode step
     /// allocates nothing (see [`recycle`]).
     spans: Vec<SeqSpan<'static>>,
+    /// The backend's step buffers (`Backend::Step`), made by the model at the first step.
+    step: Option<Box<dyn Any + Send>>,
 }
 
 /// Turns an emptied vector into an empty one of another element lifetime, keeping its allocation. The
@@ -112,7 +176,7 @@ fn recycle<'a, 'b>(mut v: Vec<SeqSpan<'a>>) -> Vec<SeqSpan<'b>> {
 impl Batch {
     /// Most rows one step may hold.
     pub fn max_tokens(&self) -> usize {
-        self.scratch.max_tokens
+        self.max_tokens
     }
 }
 
@@ -127,18 +191,23 @@ pub struct SeqInput<'a> {
 }
 
 impl Model {
-    /// Opens a GGUF file or Hugging Face folder; validates every tensor the architecture needs.
+    /// Opens a GGUF file or Hugging Face folder on the CPU; validates every tensor the architecture needs.
     pub fn open(path: &Path) -> Result<Model> {
+        Self::open_with(path, &OpenOptions::default_cpu())
+    }
+
+    /// Opens a model on the device `opts` asks for (`Device::Auto`: a CUDA GPU when present, else the CPU).
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            return Self::open_hf(path);
+            return Self::open_hf(path, opts);
         }
         if path
             .extension()
             .is_some_and(|e| e == "safetensors" || e == "json")
         {
             if let Some(dir) = path.parent() {
-                return Self::open_hf(dir);
+                return Self::open_hf(dir, opts);
             }
         }
         let g = GgufFile::open(path)?;
@@ -152,10 +221,10 @@ impl Model {
                 .collect(),
             unsupported: g.unsupported.iter().cloned().collect(),
         };
-        Self::build(config, weights, Format::Gguf, path, Some(g), 0.0)
+        Self::build(config, weights, Format::Gguf, path, Some(g), 0.0, opts)
     }
 
-    fn open_hf(dir: &Path) -> Result<Model> {
+    fn open_hf(dir: &Path, opts: &OpenOptions) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
         let root: serde_json::Value = serde_json::from_str(&text)
@@ -215,9 +284,10 @@ impl Model {
         } else {
             0.0
         };
-        Self::build(config, weights, format, dir, None, offset)
+        Self::build(config, weights, format, dir, None, offset, opts)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         config: ModelConfig,
         weights: Weights,
@@ -225,12 +295,19 @@ impl Model {
         path: &Path,
         gguf: Option<GgufFile>,
         norm_offset: f32,
+        opts: &OpenOptions,
     ) -> Result<Model> {
-        let net = match config.arch {
-            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => {
-                Net::Llama(llama::Llama::load(&weights, &config)?)
+        let chosen = device::choose(opts.device)?;
+        let exec = match chosen.device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let mut be =
+                    crate::backend::cuda::Cuda::open(n, &config, &weights, opts.progress.clone())?;
+                let net = Net::load(&be, &config, &weights, norm_offset)?;
+                be.finish_upload()?;
+                Exec::Cuda(Box::new((be, net)))
             }
-            Arch::Gemma3 => Net::Gemma3(gemma3::Gemma3::load(&weights, &config, norm_offset)?),
+            _ => Exec::Cpu(Net::load(&Cpu, &config, &weights, norm_offset)?),
         };
         let mut inv_freq_global = config.rope_inv_freq(false);
         // Llama 3 GGUFs carry their rope scaling as per-frequency divisors.
@@ -247,32 +324,51 @@ impl Model {
             format,
             path: path.to_path_buf(),
             gguf,
-            net,
+            device: chosen,
+            exec,
         })
     }
 
     /// A fresh sequence state whose forward calls take up to `max_tokens` tokens at once (prefill chunk size).
     pub fn new_state(&self, max_tokens: usize) -> State {
+        let c = &self.config;
+        let kv = match &self.exec {
+            Exec::Cpu(_) => PagedKv::new(c.n_layers, c.n_kv_heads * c.head_dim, STATE_BLOCK, 0),
+            // Nothing is allocated until the first forward call grows it.
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(b) => b.0.empty_kv(c, STATE_BLOCK),
+        };
         State {
-            kv: self.new_kv(STATE_BLOCK, 0),
+            kv,
             table: Vec::new(),
             len: 0,
             batch: self.new_batch(max_tokens),
         }
     }
 
-    /// Paged KV storage for this model: `n_blocks` blocks of `block_size` positions.
-    pub fn new_kv(&self, block_size: usize, n_blocks: usize) -> PagedKv {
+    /// Paged KV storage for this model on its device: `n_blocks` blocks of `block_size` positions. Fails when
+    /// the device cannot hold them.
+    pub fn new_kv(&self, block_size: usize, n_blocks: usize) -> Result<PagedKv> {
         let c = &self.config;
-        PagedKv::new(c.n_layers, c.n_kv_heads * c.head_dim, block_size, n_blocks)
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        match &self.exec {
+            Exec::Cpu(_) => Ok(PagedKv::new(c.n_layers, kv_dim, block_size, n_blocks)),
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(b) => b.0.new_kv(c, block_size, n_blocks),
+        }
     }
 
-    /// Scratch for batched steps of up to `max_tokens` rows.
+    /// Scratch for batched steps of up to `max_tokens` rows (device buffers are made at the first step).
     pub fn new_batch(&self, max_tokens: usize) -> Batch {
+        let n = max_tokens.max(1);
         Batch {
-            scratch: Scratch::new(&self.config, max_tokens.max(1)),
-            flat: Vec::with_capacity(max_tokens.max(1)),
+            max_tokens: n,
+            flat: Vec::with_capacity(n),
+            token_seq: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            out_rows: Vec::with_capacity(n),
             spans: Vec::with_capacity(8),
+            step: None,
         }
     }
 
@@ -303,26 +399,32 @@ impl Model {
             )));
         }
         let blocks = end.div_ceil(STATE_BLOCK);
-        st.kv.grow(blocks);
+        st.kv.grow(blocks)?;
         while st.table.len() < blocks {
             st.table.push(st.table.len() as u32);
         }
-        let n_chunks = tokens.len().div_ceil(chunk);
-        for (i, piece) in tokens.chunks(chunk).enumerate() {
+        // Every chunk but the last wants no logits; the last one's are returned.
+        let last_start = (tokens.len() - 1) / chunk * chunk;
+        let (head, last) = tokens.split_at(last_start);
+        for piece in head.chunks(chunk) {
             let seq = SeqInput {
                 tokens: piece,
                 start: st.len,
                 table: &st.table,
-                logits: if i + 1 == n_chunks {
-                    want
-                } else {
-                    Logits::None
-                },
+                logits: Logits::None,
             };
             self.forward_batch(&mut st.batch, &mut st.kv, &[seq])?;
             st.len += piece.len();
         }
-        Ok(&st.batch.scratch.logits)
+        let seq = SeqInput {
+            tokens: last,
+            start: st.len,
+            table: &st.table,
+            logits: want,
+        };
+        let logits = self.forward_batch(&mut st.batch, &mut st.kv, &[seq])?;
+        st.len += last.len();
+        Ok(logits)
     }
 
     /// Runs one step over several sequences at once: every row goes through each weight matrix in one
@@ -371,20 +473,19 @@ impl Model {
                 )));
             }
         }
-        let s = &mut b.scratch;
-        s.token_seq.clear();
-        s.positions.clear();
-        s.out_rows.clear();
+        b.token_seq.clear();
+        b.positions.clear();
+        b.out_rows.clear();
         b.flat.clear();
         let mut spans = recycle(std::mem::take(&mut b.spans));
         for (i, sq) in seqs.iter().enumerate() {
             b.flat.extend_from_slice(sq.tokens);
-            let first = s.token_seq.len();
+            let first = b.token_seq.len();
             for t in 0..sq.tokens.len() {
-                s.token_seq.push(i as u32);
-                s.positions.push(sq.start + t);
+                b.token_seq.push(i as u32);
+                b.positions.push(sq.start + t);
             }
-            let last = s.token_seq.len();
+            let last = b.token_seq.len();
             spans.push(SeqSpan {
                 tokens: first..last,
                 start: sq.start,
@@ -392,31 +493,34 @@ impl Model {
             });
             match sq.logits {
                 Logits::None => {}
-                Logits::Last => s.out_rows.push(last - 1),
-                Logits::All => s.out_rows.extend(first..last),
+                Logits::Last => b.out_rows.push(last - 1),
+                Logits::All => b.out_rows.extend(first..last),
             }
         }
-        s.fill_rope(c, &self.inv_freq_global, &self.inv_freq_local);
-        match &self.net {
-            Net::Llama(m) => m.forward(c, s, kv, &b.flat, &spans),
-            Net::Gemma3(m) => m.forward(c, s, kv, &b.flat, &spans),
-        }
+        let rows = StepRows {
+            tokens: &b.flat,
+            token_seq: &b.token_seq,
+            positions: &b.positions,
+            seqs: &spans,
+            out_rows: &b.out_rows,
+        };
+        let inv = (&self.inv_freq_global[..], &self.inv_freq_local[..]);
+        let out = match &self.exec {
+            Exec::Cpu(net) => {
+                let step = step_of(&mut b.step, || Ok(Scratch::new(c, b.max_tokens)))?;
+                let kv = kv.storage_mut().ok_or_else(other_device)?;
+                net.run(&Cpu, c, step, kv, &rows, inv)
+            }
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(bn) => {
+                let (be, net) = &**bn;
+                let step = step_of(&mut b.step, || be.new_step(c, b.max_tokens))?;
+                let kv = kv.storage_mut().ok_or_else(other_device)?;
+                net.run(be, c, step, kv, &rows, inv)
+            }
+        };
         b.spans = recycle(spans);
-        // Logits only for the rows asked for: gather their hidden states, then one output matmul.
-        let h = c.hidden;
-        let rows = s.out_rows.len();
-        s.out_x.resize(rows * h, 0.0);
-        for (i, &r) in s.out_rows.iter().enumerate() {
-            s.out_x[i * h..(i + 1) * h].copy_from_slice(&s.xb[r * h..(r + 1) * h]);
-        }
-        s.logits.resize(rows * c.vocab, 0.0);
-        if rows > 0 {
-            match &self.net {
-                Net::Llama(m) => m.output(&s.out_x, rows, &mut s.logits),
-                Net::Gemma3(m) => m.output(c, &s.out_x, rows, &mut s.logits),
-            }
-        }
-        Ok(&b.scratch.logits)
+        out
     }
 
     /// Total parameter count (elements of every tensor).
@@ -439,5 +543,33 @@ impl Model {
                 }
             })
             .sum()
+    }
+}
+
+/// The backend step buffers of a batch, made on first use; a batch made by a model on another device is an
+/// error, not a panic.
+fn step_of<T: Send + 'static>(
+    slot: &mut Option<Box<dyn Any + Send>>,
+    make: impl FnOnce() -> Result<T>,
+) -> Result<&mut T> {
+    if slot.is_none() {
+        *slot = Some(Box::new(make()?));
+    }
+    slot.as_mut()
+        .and_then(|b| b.downcast_mut::<T>())
+        .ok_or_else(|| Error::Other("this batch belongs to a model on another device".into()))
+}
+
+fn other_device() -> Error {
+    Error::Other("this KV cache belongs to a model on another device".into())
+}
+
+impl OpenOptions {
+    /// The CPU, no progress reports (what [`Model::open`] uses: the tests' reference path).
+    pub fn default_cpu() -> OpenOptions {
+        OpenOptions {
+            device: Device::Cpu,
+            progress: None,
+        }
     }
 }

@@ -20,6 +20,9 @@ mod neon;
 pub mod ops;
 pub mod pool;
 pub mod qdot;
+pub mod step;
+
+pub use step::Cpu;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,344 @@
+//! A batch's device buffers (activations, the step's row layout) and the model's KV cache in device memory.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use cudarc::driver::result;
+
+use super::memory::{arg, drv, DevBuf};
+use super::Gpu;
+use crate::backend::StepRows;
+use crate::error::Result;
+use crate::models::config::ModelConfig;
+use crate::models::kv_cache::KvStorage;
+
+/// Keys and values per split-K attention work item: `part` holds this many (row, split) pairs per head.
+const PART_ROW_SPLITS: usize = 4096;
+/// Largest dequantized weight slab for the GEMM path, in elements (64 MiB as f16).
+const WBUF_ELEMS: usize = 32 << 20;
+
+/// Device buffers for steps of up to `max` rows, allocated once per batch.
+pub struct DevStep {
+    gpu: Arc<Gpu>,
+    max: usize,
+    pub x: DevBuf,    // [max, hidden] f32 residual stream
+    pub xb: DevBuf,   // [max, hidden] normed block input
+    pub xb2: DevBuf,  // [max, hidden] block output
+    pub q: DevBuf,    // [max, n_heads*head_dim]
+    pub k: DevBuf,    // [max, kv_dim]
+    pub v: DevBuf,    // [max, kv_dim]
+    pub att: DevBuf,  // [max, n_heads*head_dim]
+    pub gate: DevBuf, // [max, ffn]
+    pub up: DevBuf,   // [max, ffn]
+    /// Activations as f16/bf16 for a GEMM: [max, max(hidden, ffn, qdim)].
+    h16: DevBuf,
+    /// A slab of dequantized weights for a GEMM (f16/bf16).
+    pub wbuf: DevBuf,
+    /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 2] f32.
+    pub part: DevBuf,
+    pub out_x: DevBuf, // [max, hidden] the wanted rows' final hidden states
+    pub logits_dev: DevBuf,
+    pub logits_host: Vec<f32>,
+    /// The step's layout, uploaded by `begin`: i32 arrays at fixed offsets of one buffer (the addresses
+    /// below point into it).
+    meta: DevBuf,
+    meta_host: Vec<i32>,
+    pub tokens: u64,
+    pub positions: u64,
+    pub row_seq: u64,
+    pub out_rows: u64,
+    pub table_off: u64,
+    pub tables: u64,
+    pub inv_global: DevBuf,
+    pub inv_local: DevBuf,
+    inv_ready: bool,
+    /// Longest key range of any row this step (its position + 1).
+    max_len: usize,
+    n_heads: usize,
+    head_dim: usize,
+    /// Whether quantized weights meet activations as bf16 (else f16) in GEMMs.
+    pub gemm_bf16: bool,
+}
+
+impl DevStep {
+    pub fn new(gpu: Arc<Gpu>, c: &ModelConfig, max: usize, gemm_bf16: bool) -> Result<DevStep> {
+        let ctx = &gpu.ctx;
+        let f = |n: usize| DevBuf::alloc(ctx, n * 4);
+        let qdim = c.n_heads * c.head_dim;
+        let kvdim = c.n_kv_heads * c.head_dim;
+        let widest = c.hidden.max(c.ffn).max(qdim);
+        let largest = (c.ffn.max(c.vocab).max(qdim)) * widest;
+        Ok(DevStep {
+            max,
+            x: f(max * c.hidden)?,
+            xb: f(max * c.hidden)?,
+            xb2: f(max * c.hidden)?,
+            q: f(max * qdim)?,
+            k: f(max * kvdim)?,
+            v: f(max * kvdim)?,
+            att: f(max * qdim)?,
+            gate: f(max * c.ffn)?,
+            up: f(max * c.ffn)?,
+            h16: DevBuf::alloc(ctx, max * widest * 2)?,
+            wbuf: DevBuf::alloc(ctx, largest.min(WBUF_ELEMS) * 2)?,
+            part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 2))?,
+            out_x: f(max * c.hidden)?,
+            logits_dev: f(c.vocab)?,
+            logits_host: Vec::new(),
+            meta: DevBuf::alloc(ctx, 4)?,
+            meta_host: Vec::new(),
+            tokens: 0,
+            positions: 0,
+            row_seq: 0,
+            out_rows: 0,
+            table_off: 0,
+            tables: 0,
+            inv_global: f(c.rope_dim / 2)?,
+            inv_local: f(c.rope_dim / 2)?,
+            inv_ready: false,
+            max_len: 0,
+            n_heads: c.n_heads,
+            head_dim: c.head_dim,
+            gemm_bf16,
+            gpu,
+        })
+    }
+
+    /// Uploads the step's layout: tokens, positions, each row's sequence, the wanted rows, and every
+    /// sequence's block table (concatenated, with offsets).
+    pub fn begin(&mut self, rows: &StepRows, (inv_g, inv_l): (&[f32], &[f32])) -> Result<()> {
+        // The step may run on another thread than the one that opened the model (a server's worker): make
+        // the context current here, once per step, for every launch that follows.
+        drv("context", self.gpu.ctx.bind_to_thread())?;
+        let stream = self.gpu.cu_stream();
+        if !self.inv_ready {
+            super::memory::upload(stream, self.inv_global.ptr, inv_g)?;
+            super::memory::upload(stream, self.inv_local.ptr, inv_l)?;
+            self.inv_ready = true;
+        }
+        let n = rows.tokens.len();
+        let table_len: usize = rows.seqs.iter().map(|s| s.table.len()).sum();
+        // Layout: tokens | positions | row_seq | out_rows | table_off | tables, each `max` long but the last.
+        let m = self.max;
+        let need = 5 * m + table_len.max(1);
+        self.meta_host.clear();
+        self.meta_host.resize(need, 0);
+        let h = &mut self.meta_host;
+        for (i, &t) in rows.tokens.iter().enumerate() {
+            h[i] = t as i32;
+        }
+        for (i, &p) in rows.positions.iter().enumerate() {
+            h[m + i] = p as i32;
+        }
+        for (i, &s) in rows.token_seq.iter().enumerate() {
+            h[2 * m + i] = s as i32;
+        }
+        for (i, &r) in rows.out_rows.iter().enumerate() {
+            h[3 * m + i] = r as i32;
+        }
+        let mut off = 0;
+        for (i, s) in rows.seqs.iter().enumerate() {
+            h[4 * m + i] = off as i32;
+            for (j, &b) in s.table.iter().enumerate() {
+                h[5 * m + off + j] = b as i32;
+            }
+            off += s.table.len();
+        }
+        if self.meta.bytes < need * 4 {
+            // Room for growth, so a batch whose tables lengthen reallocates rarely.
+            self.meta = DevBuf::alloc(&self.gpu.ctx, need * 4 * 3 / 2)?;
+        }
+        let base = self.meta.ptr;
+        let at = |i: usize| base + (i * m * 4) as u64;
+        // SAFETY: the copy reads meta_host, which stays untouched until the next `begin`, after this step's
+        // kernels (ordered on the same stream) have run.
+        unsafe {
+            drv(
+                "copy step layout",
+                result::memcpy_htod_async(base, &self.meta_host[..need], stream),
+            )?;
+        }
+        self.tokens = at(0);
+        self.positions = at(1);
+        self.row_seq = at(2);
+        self.out_rows = at(3);
+        self.table_off = at(4);
+        self.tables = at(5);
+        self.max_len = rows.positions[..n]
+            .iter()
+            .map(|&p| p + 1)
+            .max()
+            .unwrap_or(1);
+        Ok(())
+    }
+
+    /// The split of each row's keys for attention: (keys per split, splits). Enough work items to fill the
+    /// GPU twice over when the batch alone does not, never more than `part` holds, in whole tiles of 64.
+    pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> (usize, usize) {
+        let target = 2 * sms;
+        let items = n_rows * n_kv;
+        let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
+        let want = target
+            .div_ceil(items)
+            .clamp(1, self.max_len.div_ceil(64).max(1))
+            .min(cap);
+        let split_len = self.max_len.div_ceil(want).div_ceil(64) * 64;
+        (split_len, self.max_len.div_ceil(split_len))
+    }
+
+    /// Converts `count` f32 activations at `x` to f16/bf16 in the step's GEMM buffer; returns its address.
+    pub fn to_half(&self, gpu: &Gpu, x: u64, count: usize, bf16: bool) -> u64 {
+        let (out, n, b) = (self.h16.ptr, count as i64, bf16 as i32);
+        gpu.run(
+            gpu.ops.f("to_half"),
+            (count.div_ceil(256) as u32, 1, 1),
+            (256, 1, 1),
+            &mut [arg(&x), arg(&out), arg(&n), arg(&b)],
+        );
+        self.h16.ptr
+    }
+
+    /// Makes the device logits buffer hold `count` floats.
+    pub fn ensure_logits(&mut self, count: usize) -> Result<()> {
+        if self.logits_dev.bytes < count * 4 {
+            self.logits_dev = DevBuf::alloc(&self.gpu.ctx, count * 4)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `count` logits to the host and waits for the step to finish.
+    pub fn download_logits(&mut self, count: usize) -> Result<()> {
+        let stream = self.gpu.cu_stream();
+        // SAFETY: logits_host holds `count` floats (resized by the caller) and logits_dev at least as many;
+        // the stream is synchronized before the host buffer is read.
+        unsafe {
+            drv(
+                "copy logits",
+                result::memcpy_dtoh_async(
+                    &mut self.logits_host[..count],
+                    self.logits_dev.ptr,
+                    stream,
+                ),
+            )?;
+            drv("synchronize", result::stream::synchronize(stream))
+        }
+    }
+
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+}
+
+/// Keys and values of every layer in device memory, f16: `[n_blocks * block_size, kv_dim]` per layer each.
+pub struct DeviceKv {
+    gpu: Arc<Gpu>,
+    layers: Vec<(DevBuf, DevBuf)>,
+    n_layers: usize,
+    kv_dim: usize,
+    pub block_size: usize,
+    n_blocks: usize,
+}
+
+impl DeviceKv {
+    pub fn new(gpu: Arc<Gpu>, n_layers: usize, kv_dim: usize, block_size: usize) -> DeviceKv {
+        DeviceKv {
+            gpu,
+            layers: Vec::new(),
+            n_layers,
+            kv_dim,
+            block_size: block_size.max(1),
+            n_blocks: 0,
+        }
+    }
+
+    /// Layer `l`'s key and value storage addresses.
+    pub fn layer(&self, l: usize) -> (u64, u64) {
+        let (k, v) = &self.layers[l];
+        (k.ptr, v.ptr)
+    }
+
+    fn block_bytes(&self) -> usize {
+        self.block_size * self.kv_dim * 2
+    }
+}
+
+impl KvStorage for DeviceKv {
+    fn grow(&mut self, n_blocks: usize) -> Result<()> {
+        if n_blocks <= self.n_blocks && !self.layers.is_empty() {
+            return Ok(());
+        }
+        let bytes = n_blocks * self.block_bytes();
+        drv("context", self.gpu.ctx.bind_to_thread())?;
+        let stream = self.gpu.cu_stream();
+        let mut fresh = Vec::with_capacity(self.n_layers);
+        for l in 0..self.n_layers {
+            let (k, v) = (
+                DevBuf::alloc(&self.gpu.ctx, bytes)?,
+                DevBuf::alloc(&self.gpu.ctx, bytes)?,
+            );
+            let old = self.n_blocks * self.block_bytes();
+            // SAFETY: both buffers hold at least `bytes`; the old ones are kept alive until the stream has
+            // finished copying (synchronized below, before they drop).
+            unsafe {
+                drv("clear KV", result::memset_d8_async(k.ptr, 0, bytes, stream))?;
+                drv("clear KV", result::memset_d8_async(v.ptr, 0, bytes, stream))?;
+                if let Some((ok, ov)) = self.layers.get(l) {
+                    drv(
+                        "copy KV",
+                        result::memcpy_dtod_async(k.ptr, ok.ptr, old, stream),
+                    )?;
+                    drv(
+                        "copy KV",
+                        result::memcpy_dtod_async(v.ptr, ov.ptr, old, stream),
+                    )?;
+                }
+            }
+            fresh.push((k, v));
+        }
+        // SAFETY: waits for the copies before the old buffers are freed.
+        drv("synchronize", unsafe {
+            result::stream::synchronize(stream)
+        })?;
+        self.layers = fresh;
+        self.n_blocks = n_blocks;
+        Ok(())
+    }
+
+    fn copy_block(&mut self, src: u32, dst: u32) {
+        let bb = self.block_bytes();
+        let stream = self.gpu.cu_stream();
+        self.gpu.note(drv("context", self.gpu.ctx.bind_to_thread()));
+        for (k, v) in &self.layers {
+            // SAFETY: block ids come from the scheduler's block manager, below n_blocks.
+            let r = unsafe {
+                result::memcpy_dtod_async(
+                    k.at(dst as usize * bb),
+                    k.at(src as usize * bb),
+                    bb,
+                    stream,
+                )
+                .and_then(|_| {
+                    result::memcpy_dtod_async(
+                        v.at(dst as usize * bb),
+                        v.at(src as usize * bb),
+                        bb,
+                        stream,
+                    )
+                })
+            };
+            self.gpu.note(drv("copy KV block", r));
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.layers.iter().map(|(k, v)| k.bytes + v.bytes).sum()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
