@@ -12,7 +12,8 @@ output exists, so a call cut short by the 10-minute limit is continued by the ne
   2. ROOT/llama8b-bf16.gguf: llama.cpp's convert_hf_to_gguf.py (from the packed source, its own gguf-py).
   3. ROOT/llama8b-q8_0.gguf and ROOT/llama8b-q4_k_m.gguf: llama-quantize.
 
-usage: make_llama8b.py --tokenizer device/smollm2-tokenizer [--root /root/hearth-bench] [--budget-s S]
+usage: make_llama8b.py --tokenizer device/smollm2-tokenizer [--root /root/hearth-bench] [--budget-s S] [--hf-only]
+       (--hf-only: step 1 only, for run_all.sh --synth, where the GGUFs come from synth_llama8b.py's layouts)
 env:   HEARTH_BENCH_TINY=1  hidden 256, 2 layers, 4 heads (2 KV), FFN 512, names llama-tiny-*, on the CPU unless
                             --device says otherwise: to test the whole chain on a machine without a GPU.
        HEARTH_BENCH_ROOT    default for --root
@@ -155,6 +156,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quants", default="q8_0,q4_k_m", help="comma list of q8_0, q4_k_m; empty for none")
     ap.add_argument("--budget-s", type=float, default=0, help="exit 3 before a step that would not finish in time")
+    ap.add_argument("--hf-only", action="store_true", help="make the HF folder only (no GGUF conversion or quants)")
     args = ap.parse_args()
     args.tiny = tiny
     args.llama_cpp = args.llama_cpp or os.path.join(args.root, "llama.cpp", "src")
@@ -173,6 +175,9 @@ def main():
     else:
         check_budget(args, "hf")
         make_hf(args, hf)
+    if args.hf_only:
+        log("done (--hf-only)")
+        return
     if os.path.exists(bf16):
         log(f"have {bf16}")
     else:

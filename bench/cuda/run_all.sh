@@ -4,11 +4,15 @@
 #
 # usage: bench/cuda/run_all.sh [--only STAGES] [--budget S] [--redo] [--hearth BIN] [--tokenizer DIR]
 #                              [--tarball FILE] [--models-dir DIR] [--results DIR] [--out DIR]
+#                              [--synth] [--layouts DIR]
 # stages (default: bw,build,models,llama,hearth,hf; `serve` is opt-in):
 #   bw       copy bandwidth (copy_bw.py), the roofline's denominator
 #   build    llama.cpp's CUDA tools from device/llama.cpp-src.tar.xz (build_llama_cpp_cuda.sh)
 #   models   the random 8B model: HF folder, bf16/Q8_0/Q4_K_M GGUFs (make_llama8b.py); extra GGUFs from
-#            --models-dir (X.gguf, X.gguf.part-* pieces, or bench/synth_gguf.py extract folders)
+#            --models-dir (X.gguf, X.gguf.part-* pieces, or bench/synth_gguf.py extract folders). With --synth
+#            (or HEARTH_BENCH_SYNTH=1) the three GGUFs are written by bench/synth_gguf.py build from the layouts
+#            in --layouts (default device/llama8b-layouts, made here by synth_llama8b.py), seconds each, instead
+#            of convert_hf_to_gguf.py + llama-quantize; make_llama8b.py then makes the HF folder only
 #   llama    llama_cpp_bench.sh on every GGUF
 #   hearth   `hearth bench` on every GGUF and on the HF folder
 #   hf       transformers (hf_bench.py) on the HF folder
@@ -24,7 +28,8 @@
 #      `hearth bench` arguments); HEARTH_SERVE_ARGS (extra `hearth serve` arguments); PROMPT (2048), GEN (128),
 #      REPS (3), NPL (1,16,64: sequences for the aggregate runs); LLAMA_BENCH_ARGS, BATCHED_ARGS, HF_BENCH_ARGS
 #      (appended to those tools); HEARTH_TIMEOUT_S (300, per hearth run); PYTHON (python3, with torch);
-#      HEARTH_BENCH_TINY=1 (a 2-layer model on the CPU instead of the 8B: tests this script without a GPU).
+#      HEARTH_BENCH_TINY=1 (a 2-layer model on the CPU instead of the 8B: tests this script without a GPU);
+#      HEARTH_BENCH_SYNTH=1 (as --synth).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +50,8 @@ export PROMPT=${PROMPT:-2048} GEN=${GEN:-128} REPS=${REPS:-3} NPL=${NPL:-1,16,64
 hearth_args=${HEARTH_BENCH_ARGS---device cuda}
 tiny=${HEARTH_BENCH_TINY:-0}
 [ "$tiny" = 0 ] && prefix=llama8b || prefix=llama-tiny
+synth=${HEARTH_BENCH_SYNTH:-0}
+layouts="$repo_root/device/$prefix-layouts"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -57,7 +64,9 @@ while [ $# -gt 0 ]; do
         --models-dir) models_dir=$2; shift 2 ;;
         --results) results=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --synth) synth=1; shift ;;
+        --layouts) layouts=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -uo/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all: unknown argument: $1 (see --help)" >&2; exit 1 ;;
     esac
 done
@@ -179,17 +188,41 @@ extra_models() {
         [ -f "$root/models/$name" ] && echo "$root/models/$name"
     done
 }
+if has models && [ "$synth" != 0 ]; then
+    # The three GGUFs from synth_llama8b.py's layouts: random bytes, about a GB/s or more, no llama.cpp needed.
+    for q in bf16 q8_0 q4_k_m; do
+        dst="$root/$prefix-$q.gguf"
+        if [ -f "$dst" ]; then
+            say "models: have $dst"
+        elif [ ! -f "$layouts/$q/tensors.json" ]; then
+            say "models: no layout $layouts/$q (make it here with bench/cuda/synth_llama8b.py)"
+            failed+=("models $q")
+        elif can_start 60 "models ($q)"; then
+            say "models: $dst from $layouts/$q (synth_gguf.py build)"
+            bounded 0 "$python" "$repo_root/bench/synth_gguf.py" build "$layouts/$q" "$dst" 2>&1 |
+                tee -a "$results/run_all.log" "$results/make_models.log"
+            rc=${PIPESTATUS[0]}
+            if [ "$rc" != 0 ]; then
+                rm -f "$dst.part"
+                # 124/137: cut by the budget; the next call starts it again.
+                if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then pending+=("models $q"); else say "models: synth_gguf.py build exited $rc"; failed+=("models $q"); fi
+            fi
+        fi
+    done
+fi
+make_args=()
+[ "$synth" != 0 ] && make_args=(--hf-only)
 if has models; then
     if [ ! -d "$tokenizer" ]; then
         say "models: no tokenizer folder $tokenizer (make it here with bench/cuda/make_tokenizer_dir.sh)"
     elif can_start 30 models; then
         bounded 0 "$python" "$here/make_llama8b.py" --tokenizer "$tokenizer" --root "$root" --budget-s $(($(left) - 15)) \
-            2>&1 | tee -a "$results/run_all.log" "$results/make_models.log"
+            "${make_args[@]}" 2>&1 | tee -a "$results/run_all.log" "$results/make_models.log"
         rc=${PIPESTATUS[0]}
         [ "$rc" = 3 ] && pending+=(models)
         [ "$rc" != 0 ] && [ "$rc" != 3 ] && { say "models: make_llama8b.py exited $rc"; failed+=(models); }
         # The build may finish while the model is made; its quantized files need llama-quantize.
-        if [ -n "$build_pid" ] && [ "$rc" = 0 ]; then
+        if [ -n "$build_pid" ] && [ "$rc" = 0 ] && [ "$synth" = 0 ]; then
             finish_build
             if build_done && can_start 60 "models (quantize)"; then
                 bounded 0 "$python" "$here/make_llama8b.py" --tokenizer "$tokenizer" --root "$root" \

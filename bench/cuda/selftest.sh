@@ -8,7 +8,8 @@
 # usage: bench/cuda/selftest.sh
 # needs: device/llama.cpp-src.tar.xz (pack_llama_cpp.sh), device/smollm2-tokenizer (make_tokenizer_dir.sh)
 # env:   HEARTH (default target/release/hearth), PYTHON (default /work/venvs/ref/bin/python, else python3; needs
-#        torch and transformers), KEEP=1 keeps the scratch folder
+#        torch and transformers), KEEP=1 keeps the scratch folder, SYNTH=1 tests `run_all.sh --synth` instead:
+#        the GGUFs come from synth_llama8b.py's tiny layouts (PYTHON needs the gguf package; no tarball needed)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +19,8 @@ python=${PYTHON:-}
 [ -z "$python" ] && [ -x /work/venvs/ref/bin/python ] && python=/work/venvs/ref/bin/python
 python=${python:-python3}
 [ -x "$hearth" ] || { echo "no hearth binary at $hearth (cargo build --release, or HEARTH=...)" >&2; exit 1; }
-[ -f "$repo_root/device/llama.cpp-src.tar.xz" ] || { echo "run bench/cuda/pack_llama_cpp.sh first" >&2; exit 1; }
+synth=${SYNTH:-0}
+[ "$synth" != 0 ] || [ -f "$repo_root/device/llama.cpp-src.tar.xz" ] || { echo "run bench/cuda/pack_llama_cpp.sh first" >&2; exit 1; }
 [ -d "$repo_root/device/smollm2-tokenizer" ] || { echo "run bench/cuda/make_tokenizer_dir.sh first" >&2; exit 1; }
 
 tmp=$(mktemp -d)
@@ -29,8 +31,14 @@ else
 fi
 root="$tmp/root"
 mkdir -p "$root/llama.cpp/bin" "$root/llama.cpp/unpack"
-tar -xJf "$repo_root/device/llama.cpp-src.tar.xz" -C "$root/llama.cpp/unpack"
-mv "$root/llama.cpp/unpack/llama.cpp" "$root/llama.cpp/src"
+synth_args=()
+if [ "$synth" != 0 ]; then
+    HEARTH_BENCH_TINY=1 "$python" "$here/synth_llama8b.py" --out "$tmp/layouts"
+    synth_args=(--synth --layouts "$tmp/layouts")
+else
+    tar -xJf "$repo_root/device/llama.cpp-src.tar.xz" -C "$root/llama.cpp/unpack"
+    mv "$root/llama.cpp/unpack/llama.cpp" "$root/llama.cpp/src"
+fi
 # The build stage is not run, so nothing compares its stamp; the stand-ins only need to exist.
 cat >"$root/llama.cpp/bin/llama-bench" <<'EOF'
 #!/usr/bin/env python3
@@ -58,7 +66,7 @@ chmod +x "$root/llama.cpp/bin/"*
 
 HEARTH_BENCH_TINY=1 HEARTH_BENCH_ROOT="$root" PYTHON="$python" PROMPT=64 GEN=8 REPS=1 NPL=1,2,4 \
     HF_BENCH_ARGS="--reps 1" HEARTH_BENCH_ARGS="--threads 2" \
-    "$here/run_all.sh" --only bw,models,llama,hearth,hf,serve --hearth "$hearth" --out "$tmp/out" || {
+    "$here/run_all.sh" --only bw,models,llama,hearth,hf,serve --hearth "$hearth" --out "$tmp/out" "${synth_args[@]}" || {
     echo "selftest: run_all.sh exited $?" >&2
     exit 1
 }
