@@ -30,6 +30,14 @@ RESULTS=()
 pass() { RESULTS+=("PASS  $1"); echo "PASS  $1"; }
 fail() { RESULTS+=("FAIL  $1"); echo "FAIL  $1"; }
 
+# The GPU unit test (the NVRTC compile tests run on every machine, in CI); it must have run: a filter matching
+# nothing would pass silently.
+if "$BIN/hearth_engine" backend::cuda::tests::fast_decoders --test-threads=1 >"$OUT/engine_cuda.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/engine_cuda.log"; then
+  pass "kernel test: fast decoders equal the reference decoders on the GPU, every weight type"
+else
+  fail "kernel tests (see engine_cuda.log)"
+fi
 if "$BIN/cuda_backend" --test-threads=1 --nocapture >"$OUT/cuda_backend.log" 2>&1; then
   pass "tiny fixtures: GPU logits vs CPU, batched steps, out-of-memory error"
 else

@@ -194,7 +194,7 @@ impl<'m> Session<'m> {
     pub fn new(model: &'m Model) -> Session<'m> {
         Session {
             model,
-            state: model.new_state(PREFILL_CHUNK),
+            state: model.new_state(model.prefill_chunk()),
             tokens: Vec::new(),
         }
     }
@@ -323,6 +323,8 @@ fn for_each_prediction(
     progress: &mut dyn FnMut(usize),
     mut f: impl FnMut(&[f32], u32),
 ) -> Result<()> {
+    // Every position's logits come back, so the chunk stays small whatever the device (a GPU chunk of 2048
+    // rows would hold 2048 x vocab floats).
     let mut state = model.new_state(PREFILL_CHUNK);
     let vocab = model.config.vocab;
     for (c, piece) in ids[..ids.len().saturating_sub(1)]

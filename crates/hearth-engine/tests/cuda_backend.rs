@@ -157,12 +157,14 @@ fn gpu_logits_match_cpu_on_every_fixture() {
             }
             i += 1;
         }
-        report.push_str(&format!(
+        let line = format!(
             "{:<60} prefill {worst_prefill:.2e}  decode {worst_decode:.2e}\n",
             path.strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures"))
                 .unwrap_or(&path)
                 .display()
-        ));
+        );
+        eprint!("{line}");
+        report.push_str(&line);
     }
     eprintln!("worst relative L2 error per fixture:\n{report}");
     assert!(

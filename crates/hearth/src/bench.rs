@@ -47,21 +47,43 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         })
         .collect();
     let threads = rayon::current_num_threads();
-    eprintln!("measuring memory bandwidth ({threads} threads)...");
-    let bw = memory_bandwidth();
+    // On a GPU the roofline is the card's: its device-to-device copy bandwidth (bytes read plus written),
+    // measured here, in the same run.
+    let gpu_bw = hearth_engine::backend::device::gpu_copy_bandwidth(model.device.device);
+    let bw = match gpu_bw {
+        Some(b) => b,
+        None => {
+            eprintln!("measuring memory bandwidth ({threads} threads)...");
+            memory_bandwidth()
+        }
+    };
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
+    // One state for every rep (emptied between them), so per-state setup (device buffers, recorded decode
+    // steps) is paid once, as a server pays it once.
+    let mut st = model.new_state(model.prefill_chunk());
     for rep in 0..a.reps.max(1) {
         eprintln!("rep {}/{}...", rep + 1, a.reps.max(1));
-        let mut st = model.new_state(hearth_engine::generate::PREFILL_CHUNK);
+        st.truncate(0);
+        let _ = hearth_engine::backend::device::profile_report();
         let t0 = Instant::now();
         let mut next = argmax(model.forward(&mut st, &prompt, Logits::Last)?);
         prefill.push(a.prompt_tokens as f64 / t0.elapsed().as_secs_f64());
+        let prefill_profile = hearth_engine::backend::device::profile_report();
         let t1 = Instant::now();
         for _ in 0..a.gen_tokens {
             next = argmax(model.forward(&mut st, &[next], Logits::Last)?);
         }
         decode.push(a.gen_tokens as f64 / t1.elapsed().as_secs_f64());
+        // HEARTH_CUDA_PROFILE=1: where the last rep's GPU time went, by kernel.
+        if let (true, Some(p)) = (rep + 1 == a.reps.max(1), prefill_profile) {
+            eprintln!(
+                "GPU time by kernel, prefill of {} tokens:\n{p}",
+                a.prompt_tokens
+            );
+            let d = hearth_engine::backend::device::profile_report().unwrap_or_default();
+            eprintln!("GPU time by kernel, {} decode steps:\n{d}", a.gen_tokens);
+        }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -71,13 +93,18 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let bytes = model.bytes_per_token() as f64;
     let roof = bw / bytes;
     println!("model: {}", model.path.display());
+    println!("device: {}", model.device.reason);
     println!("threads: {threads}");
     println!("prefill: {pf:.1} tokens/s ({} tokens)", a.prompt_tokens);
     println!(
         "decode: {dc:.1} tokens/s ({} tokens after the prompt)",
         a.gen_tokens
     );
-    println!("memory read bandwidth: {:.2} GB/s", bw / 1e9);
+    if gpu_bw.is_some() {
+        println!("GPU copy bandwidth (read + write): {:.2} GB/s", bw / 1e9);
+    } else {
+        println!("memory read bandwidth: {:.2} GB/s", bw / 1e9);
+    }
     println!("weight bytes per decoded token: {:.2} MB", bytes / 1e6);
     println!(
         "decode roofline: {roof:.1} tokens/s; decode reaches {:.0}% of it",

@@ -142,6 +142,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     let chosen = hearth_engine::backend::device::choose(c.device)?;
     c.device = chosen.device;
+    // A GPU wants larger steps (prompt chunks feed tensor-core GEMMs): unless asked otherwise, 2048 tokens.
+    if matches!(c.device, hearth_engine::backend::Device::Cuda(_))
+        && a.max_batch_tokens.is_none()
+        && c.max_batch_tokens == ServerConfig::default().max_batch_tokens
+    {
+        c.max_batch_tokens = hearth_engine::models::GPU_PREFILL_CHUNK;
+    }
     if let Some((_, total)) = hearth_engine::backend::device::gpu_memory(c.device) {
         c.memory_budget = c.memory_budget.min((total as u64).saturating_sub(1 << 30));
     }

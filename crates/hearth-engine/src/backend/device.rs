@@ -64,6 +64,26 @@ pub fn gpu_memory(device: Device) -> Option<(usize, usize)> {
     }
 }
 
+/// Memory bandwidth of a GPU in bytes/s (a device-to-device copy, read plus written bytes), for rooflines;
+/// None for the CPU (measured by the caller) or when it cannot be measured.
+pub fn gpu_copy_bandwidth(device: Device) -> Option<f64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => super::cuda::copy_bandwidth(n).ok(),
+        _ => None,
+    }
+}
+
+/// The GPU kernel-time breakdown gathered since the last call, when HEARTH_CUDA_PROFILE=1 (see
+/// `backend::cuda::profile`); None otherwise.
+pub fn profile_report() -> Option<String> {
+    #[cfg(feature = "cuda")]
+    if super::cuda::profile::enabled() {
+        return Some(super::cuda::profile::report());
+    }
+    None
+}
+
 /// The device a model actually runs on, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chosen {

@@ -102,13 +102,23 @@ pub trait Backend: Sized {
     );
     /// `Xb2 = MLP(Xb)` for the step's `n` rows.
     fn mlp(&self, s: &mut Self::Step, n: usize, m: &Mlp<Self>, c: &ModelConfig);
-    /// Logits `[out_rows, vocab]` of the wanted rows of `Xb` (final hidden states, normed), soft-capped when
-    /// asked; returned in host memory.
-    fn logits<'s>(
+    /// Projects the wanted rows of `Xb` (final hidden states, normed) to logits `[out_rows, vocab]` through
+    /// `w`, soft-capped when asked; [`Backend::logits`] hands them over.
+    fn project(&self, s: &mut Self::Step, rows: &StepRows, w: &Self::Mat, softcap: Option<f32>);
+    /// The step's logits in host memory, once the step has finished; reports any failure of the step.
+    fn logits<'s>(&self, s: &'s mut Self::Step, rows: &StepRows) -> Result<&'s [f32]>;
+
+    /// Runs a step's `body` (every layer and the projection). A backend may record the work once and replay
+    /// it for later steps of the same shape (CUDA graphs for decode steps); the default just runs it.
+    fn run_step(
         &self,
-        s: &'s mut Self::Step,
+        s: &mut Self::Step,
+        kv: &mut Self::Kv,
         rows: &StepRows,
-        w: &Self::Mat,
-        softcap: Option<f32>,
-    ) -> Result<&'s [f32]>;
+        body: &mut dyn FnMut(&mut Self::Step, &mut Self::Kv),
+    ) -> Result<()> {
+        let _ = rows;
+        body(s, kv);
+        Ok(())
+    }
 }

@@ -96,13 +96,7 @@ impl<B: Backend> Gemma3<B> {
     }
 
     /// Logits `[out_rows, vocab]` of the step's wanted rows, soft-capped when configured.
-    pub fn logits<'s>(
-        &self,
-        be: &B,
-        c: &ModelConfig,
-        s: &'s mut B::Step,
-        rows: &StepRows,
-    ) -> Result<&'s [f32]> {
-        be.logits(s, rows, &self.output, c.final_logit_softcap)
+    pub fn project(&self, be: &B, c: &ModelConfig, s: &mut B::Step, rows: &StepRows) {
+        be.project(s, rows, &self.output, c.final_logit_softcap)
     }
 }

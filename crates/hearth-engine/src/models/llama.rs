@@ -80,8 +80,8 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Logits `[out_rows, vocab]` of the step's wanted rows.
-    pub fn logits<'s>(&self, be: &B, s: &'s mut B::Step, rows: &StepRows) -> Result<&'s [f32]> {
-        be.logits(s, rows, &self.output, None)
+    /// Logits `[out_rows, vocab]` of the step's wanted rows (see [`Backend::logits`]).
+    pub fn project(&self, be: &B, s: &mut B::Step, rows: &StepRows) {
+        be.project(s, rows, &self.output, None)
     }
 }

@@ -75,16 +75,17 @@ impl<B: Backend> Net<B> {
         inv_freq: (&[f32], &[f32]),
     ) -> Result<&'s [f32]> {
         be.begin(s, c, rows, inv_freq)?;
-        match self {
+        be.run_step(s, kv, rows, &mut |s, kv| match self {
             Net::Llama(m) => {
                 m.forward(be, c, s, kv, rows);
-                m.logits(be, s, rows)
+                m.project(be, s, rows)
             }
             Net::Gemma3(m) => {
                 m.forward(be, c, s, kv, rows);
-                m.logits(be, c, s, rows)
+                m.project(be, c, s, rows)
             }
-        }
+        })?;
+        be.logits(s, rows)
     }
 }
 
@@ -120,6 +121,9 @@ pub struct Model {
     inv_freq_global: Vec<f32>,
     inv_freq_local: Vec<f32>,
 }
+
+/// Prompt tokens per forward call on a GPU (see [`Model::prefill_chunk`]).
+pub const GPU_PREFILL_CHUNK: usize = 2048;
 
 /// Positions per KV block of a single-sequence [`State`].
 const STATE_BLOCK: usize = 256;
@@ -327,6 +331,16 @@ impl Model {
             device: chosen,
             exec,
         })
+    }
+
+    /// Tokens a prompt is fed in at once: 128 on the CPU (activations stay in cache), 2048 on a GPU (large
+    /// GEMMs keep the tensor cores busy).
+    pub fn prefill_chunk(&self) -> usize {
+        match &self.exec {
+            Exec::Cpu(_) => crate::generate::PREFILL_CHUNK,
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(_) => GPU_PREFILL_CHUNK,
+        }
     }
 
     /// A fresh sequence state whose forward calls take up to `max_tokens` tokens at once (prefill chunk size).

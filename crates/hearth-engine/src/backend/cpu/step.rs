@@ -233,13 +233,7 @@ impl Backend for Cpu {
         matmul(&m.down, gate, n, &mut s.xb2[..n * c.hidden]); // [n, hidden]
     }
 
-    fn logits<'s>(
-        &self,
-        s: &'s mut Scratch,
-        rows: &StepRows,
-        w: &Tensor,
-        softcap: Option<f32>,
-    ) -> Result<&'s [f32]> {
+    fn project(&self, s: &mut Scratch, rows: &StepRows, w: &Tensor, softcap: Option<f32>) {
         // Logits only for the rows asked for: gather their hidden states, then one output matmul.
         let (h, vocab) = (w.cols(), w.rows());
         let n_out = rows.out_rows.len();
@@ -256,6 +250,9 @@ impl Backend for Cpu {
                     .for_each(|v| *v = cap * (*v / cap).tanh());
             }
         }
+    }
+
+    fn logits<'s>(&self, s: &'s mut Scratch, _rows: &StepRows) -> Result<&'s [f32]> {
         Ok(&s.logits)
     }
 }

@@ -18,9 +18,6 @@ use super::{Cuda, DevStep, Gpu, Module};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-/// Most activation rows one matvec launch takes (`matvec_1` .. `matvec_8`).
-const MATVEC_COLS: usize = 8;
-
 /// A weight matrix `[rows, cols]` in device memory, in its file's block format.
 pub struct DevMat {
     buf: Arc<DevBuf>,
@@ -93,68 +90,145 @@ impl DevMat {
 
     /// `y[n, rows] = x[n, cols] · Wᵀ` (f32 in and out, device addresses).
     pub fn matmul(&self, be: &Cuda, s: &DevStep, x: u64, n: usize, y: u64) {
+        Self::matmul_group(be, s, x, n, &[(self, y)]);
+    }
+
+    /// Several products with the same input (a layer's q, k, v; gate and up). Decode-sized steps run
+    /// matrices of one weight type in one launch (up to three); on the GEMM path the input is converted to
+    /// f16/bf16 once for all of them.
+    pub fn matmul_group(be: &Cuda, s: &DevStep, x: u64, n: usize, outs: &[(&DevMat, u64)]) {
         if n == 0 {
             return;
         }
-        if n <= matvec_max(self.dtype) {
-            self.matvec(&be.gpu, x, n, y);
-        } else {
-            let r = self.gemm(be, s, x, n, y);
-            be.gpu.note(r);
+        // The half-precision copy of x made so far, and its type (true: bf16).
+        let mut converted: Option<(bool, u64)> = None;
+        let mut i = 0;
+        while i < outs.len() {
+            let (w, y) = outs[i];
+            if n > matvec_max(w.dtype) {
+                let r = w.gemm(be, s, x, n, y, &mut converted);
+                be.gpu.note(r);
+                i += 1;
+                continue;
+            }
+            // The run of following matrices of the same type and width, up to three, in one launch.
+            let mut j = i + 1;
+            while j < outs.len()
+                && j - i < 3
+                && outs[j].0.dtype == w.dtype
+                && outs[j].0.cols == w.cols
+                && n <= matvec_max(outs[j].0.dtype)
+            {
+                j += 1;
+            }
+            Self::matvec(&be.gpu, &outs[i..j], x, n);
+            i = j;
         }
     }
 
-    fn matvec(&self, gpu: &Gpu, x: u64, n: usize, y: u64) {
-        let (m, k) = (self.rows as i32, self.cols as i32);
-        let w = self.buf.ptr;
-        let (ldy, acc) = (m, 0i32);
+    /// `y_j = x · W_jᵀ` for up to three matrices of one type, in launches of up to 8 activation rows.
+    fn matvec(gpu: &Gpu, group: &[(&DevMat, u64)], x: u64, n: usize) {
+        let w0 = group[0].0;
+        let k = w0.cols;
+        let kk = k as i32;
+        let total: usize = group.iter().map(|(w, _)| w.rows).sum();
         let mut c0 = 0;
         while c0 < n {
-            let nc = (n - c0).min(MATVEC_COLS);
-            let xc = x + (c0 * self.cols * 4) as u64;
-            let yc = y + (c0 * self.rows * 4) as u64;
-            let f = self.module.f(super::WEIGHT_KERNELS[nc - 1]);
+            let (nc, kernel) = super::matvec_kernel(n - c0, false);
+            let xc = x + (c0 * k * 4) as u64;
+            let mut p = [(0u64, 0u64, 0i32); 3];
+            for (slot, &(w, y)) in p.iter_mut().zip(group) {
+                *slot = (w.buf.ptr, y + (c0 * w.rows * 4) as u64, w.rows as i32);
+            }
+            let [(a0, b0, m0), (a1, b1, m1), (a2, b2, m2)] = p;
             gpu.run(
-                f,
-                (self.rows.div_ceil(4) as u32, 1, 1),
+                w0.module.f(kernel),
+                (total.div_ceil(8) as u32, 1, 1),
                 (128, 1, 1),
                 &mut [
-                    arg(&w),
+                    arg(&a0),
+                    arg(&b0),
+                    arg(&m0),
+                    arg(&a1),
+                    arg(&b1),
+                    arg(&m1),
+                    arg(&a2),
+                    arg(&b2),
+                    arg(&m2),
                     arg(&xc),
-                    arg(&yc),
-                    arg(&m),
-                    arg(&k),
-                    arg(&ldy),
-                    arg(&acc),
+                    arg(&kk),
                 ],
             );
             c0 += nc;
         }
     }
 
-    fn gemm(&self, be: &Cuda, s: &DevStep, x: u64, n: usize, y: u64) -> Result<()> {
+    /// `y = act(x · Wgᵀ) * (x · Wuᵀ)` in one fused pass when the step is decode-sized and both matrices
+    /// share a type and shape; false (nothing launched) otherwise.
+    pub fn glu(be: &Cuda, gate: &DevMat, up: &DevMat, x: u64, n: usize, y: u64, act: i32) -> bool {
+        if n == 0
+            || gate.dtype != up.dtype
+            || (gate.rows, gate.cols) != (up.rows, up.cols)
+            || n > matvec_max(gate.dtype)
+        {
+            return false;
+        }
+        let (wg, wu, m, k) = (gate.buf.ptr, up.buf.ptr, gate.rows as i32, gate.cols as i32);
+        let mut c0 = 0;
+        while c0 < n {
+            let (nc, kernel) = super::matvec_kernel(n - c0, true);
+            let xc = x + (c0 * gate.cols * 4) as u64;
+            let yc = y + (c0 * gate.rows * 4) as u64;
+            be.gpu.run(
+                gate.module.f(kernel),
+                (gate.rows.div_ceil(4) as u32, 1, 1),
+                (128, 1, 1),
+                &mut [
+                    arg(&wg),
+                    arg(&wu),
+                    arg(&xc),
+                    arg(&yc),
+                    arg(&m),
+                    arg(&k),
+                    arg(&act),
+                ],
+            );
+            c0 += nc;
+        }
+        true
+    }
+
+    fn gemm(
+        &self,
+        be: &Cuda,
+        s: &DevStep,
+        x: u64,
+        n: usize,
+        y: u64,
+        converted: &mut Option<(bool, u64)>,
+    ) -> Result<()> {
         let gpu = &be.gpu;
         let (m, k) = (self.rows, self.cols);
         use bsys::cudaDataType_t as T;
+        let mut half = |bf16: bool| match *converted {
+            Some((b, p)) if b == bf16 => p,
+            _ => {
+                let p = s.to_half(gpu, x, n * k, bf16);
+                *converted = Some((bf16, p));
+                p
+            }
+        };
         let (wtype, b, btype) = match self.dtype {
             DType::F32 => (T::CUDA_R_32F, x, T::CUDA_R_32F),
-            DType::F16 => (
-                T::CUDA_R_16F,
-                s.to_half(gpu, x, n * k, false),
-                T::CUDA_R_16F,
-            ),
-            DType::BF16 => (
-                T::CUDA_R_16BF,
-                s.to_half(gpu, x, n * k, true),
-                T::CUDA_R_16BF,
-            ),
+            DType::F16 => (T::CUDA_R_16F, half(false), T::CUDA_R_16F),
+            DType::BF16 => (T::CUDA_R_16BF, half(true), T::CUDA_R_16BF),
             _ => {
                 let t = if s.gemm_bf16 {
                     T::CUDA_R_16BF
                 } else {
                     T::CUDA_R_16F
                 };
-                (t, s.to_half(gpu, x, n * k, s.gemm_bf16), t)
+                (t, half(s.gemm_bf16), t)
             }
         };
         if matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16) {
@@ -229,6 +303,30 @@ fn gemm_ex(
     ldc: usize,
 ) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
+    let call = || gemm_call(gpu, a, atype, b, btype, c, m, n, k, ldc, alpha, beta);
+    let r = if super::profile::enabled() {
+        super::profile::timed("gemm (cuBLAS)", gpu.cu_stream(), call)
+    } else {
+        call()
+    };
+    r.map_err(|e| Error::Other(format!("cuBLAS GEMM ({m}x{n}x{k}): {e:?}")))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_call(
+    gpu: &Gpu,
+    a: u64,
+    atype: bsys::cudaDataType_t,
+    b: u64,
+    btype: bsys::cudaDataType_t,
+    c: u64,
+    m: usize,
+    n: usize,
+    k: usize,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) -> std::result::Result<(), cudarc::cublas::result::CublasError> {
     // SAFETY: a, b, c address live device buffers of at least m*k, n*k and n*ldc elements of their types
     // (callers size them so); alpha and beta are host scalars (cuBLAS's default pointer mode).
     unsafe {
@@ -254,7 +352,6 @@ fn gemm_ex(
             bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
         )
     }
-    .map_err(|e| Error::Other(format!("cuBLAS GEMM ({m}x{n}x{k}): {e:?}")))
 }
 
 /// Copies a tensor's bytes to a new device buffer in pieces, reporting progress after each.

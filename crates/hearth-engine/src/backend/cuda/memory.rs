@@ -94,6 +94,7 @@ pub fn launch(
     stream: sys::CUstream,
     grid: (u32, u32, u32),
     block: (u32, u32, u32),
+    smem: u32,
     args: &mut [*mut c_void],
 ) -> Result<()> {
     // SAFETY: `f` is a function of a loaded module; the caller passes arguments matching its signature, all
@@ -101,7 +102,7 @@ pub fn launch(
     unsafe {
         drv(
             "kernel launch",
-            result::launch_kernel(f, grid, block, 0, stream, args),
+            result::launch_kernel(f, grid, block, smem, stream, args),
         )
     }
 }

@@ -15,6 +15,7 @@
 mod matmul;
 mod memory;
 pub mod nvrtc;
+pub mod profile;
 mod step;
 
 use std::collections::HashMap;
@@ -32,12 +33,25 @@ use crate::models::weights::Weights;
 use crate::tensor::{DType, Tensor};
 pub use matmul::DevMat;
 use memory::{arg, drv, DevBuf};
+use step::GraphExec;
 pub use step::{DevStep, DeviceKv};
 
 /// The CUDA C sources, concatenated into one translation unit per module (NVRTC has no include path here).
 const QUANT_CUH: &str = include_str!("kernels/quant.cuh");
+const DECODE_FAST_CUH: &str = include_str!("kernels/decode_fast.cuh");
 const WEIGHTS_CU: &str = include_str!("kernels/weights.cu");
+
+/// The weight module's translation unit (the weight type is chosen by `-D` defines).
+fn weights_source() -> String {
+    format!("{QUANT_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}")
+}
 const OPS_CU: &str = include_str!("kernels/ops.cu");
+const FLASH_CU: &str = include_str!("kernels/flash.cu");
+
+/// The ops module's translation unit (head size and GQA group are `-D` defines).
+fn ops_source() -> String {
+    format!("{QUANT_CUH}\n{OPS_CU}\n{FLASH_CU}")
+}
 
 /// Says whether CUDA device `n` can be used, and its name; never panics when the driver is missing.
 pub fn probe(n: usize) -> std::result::Result<String, String> {
@@ -56,9 +70,10 @@ pub fn probe(n: usize) -> std::result::Result<String, String> {
     let ctx = CudaContext::new(n).map_err(|e| format!("cannot open cuda:{n}: {e}"))?;
     let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
     let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
-    if major < 7 {
+    // bf16 conversions and the tensor-core attention kernel (mma.m16n8k16) need Ampere or newer.
+    if major < 8 {
         return Err(format!(
-            "{name} has compute capability {major}.{minor}; hearth needs 7.0 or newer"
+            "{name} has compute capability {major}.{minor}; hearth's CUDA backend needs 8.0 (Ampere) or newer"
         ));
     }
     nvrtc::version().map_err(|e| e.to_string())?;
@@ -70,6 +85,49 @@ pub fn memory_info(n: usize) -> Result<(usize, usize)> {
     probe(n).map_err(Error::Other)?;
     let ctx = drv("open device", CudaContext::new(n))?;
     drv("memory info", ctx.mem_get_info())
+}
+
+/// Device-to-device copy bandwidth of CUDA device `n` in bytes/s, counting bytes read plus bytes written:
+/// the median of ten copies of a 2 GiB buffer (less when memory is short). The decode roofline of a GPU is
+/// this over the bytes a token reads.
+pub fn copy_bandwidth(n: usize) -> Result<f64> {
+    probe(n).map_err(Error::Other)?;
+    let ctx = drv("open device", CudaContext::new(n))?;
+    let stream = drv("stream", ctx.new_stream())?;
+    let (free, _) = drv("memory info", ctx.mem_get_info())?;
+    let bytes = (2usize << 30).min(free / 4).max(1 << 20);
+    let (a, b) = (DevBuf::alloc(&ctx, bytes)?, DevBuf::alloc(&ctx, bytes)?);
+    let s = stream.cu_stream();
+    let mut times = Vec::new();
+    // SAFETY: both buffers hold `bytes`; events are created, used on this stream and destroyed here.
+    unsafe {
+        drv("memset", result::memset_d8_async(a.ptr, 1, bytes, s))?;
+        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let (e0, e1) = (
+            drv("event", result::event::create(flags))?,
+            drv("event", result::event::create(flags))?,
+        );
+        for _ in 0..11 {
+            drv("event", result::event::record(e0, s))?;
+            drv("copy", result::memcpy_dtod_async(b.ptr, a.ptr, bytes, s))?;
+            drv("event", result::event::record(e1, s))?;
+            drv("event", result::event::synchronize(e1))?;
+            times.push(drv("event", result::event::elapsed(e0, e1))?);
+        }
+        let _ = result::event::destroy(e0);
+        let _ = result::event::destroy(e1);
+    }
+    times.remove(0); // the first copy warms up
+    times.sort_by(|x, y| x.total_cmp(y));
+    let ms = times[times.len() / 2] as f64;
+    Ok(2.0 * bytes as f64 / (ms / 1e3))
+}
+
+/// A kernel: its function handle and its name (for errors and the profiler).
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    f: sys::CUfunction,
+    name: &'static str,
 }
 
 /// A loaded CUDA module and the functions taken from it.
@@ -102,8 +160,12 @@ impl Module {
         Ok(Module { module, functions })
     }
 
-    fn f(&self, name: &str) -> sys::CUfunction {
-        self.functions[name]
+    fn f(&self, name: &str) -> Kernel {
+        let (&name, &f) = self
+            .functions
+            .get_key_value(name)
+            .unwrap_or_else(|| panic!("kernel {name} was not loaded"));
+        Kernel { f, name }
     }
 }
 
@@ -114,21 +176,40 @@ impl Drop for Module {
     }
 }
 
-/// The weight kernels' names in every weight module.
-const WEIGHT_KERNELS: [&str; 10] = [
+/// The weight kernels' names in every weight module: `matvec_N` and `glu_N` for N = 1, 2, 4, 8 activation
+/// rows (see [`matvec_kernel`]).
+const WEIGHT_KERNELS: [&str; 11] = [
     "matvec_1",
     "matvec_2",
-    "matvec_3",
     "matvec_4",
-    "matvec_5",
-    "matvec_6",
-    "matvec_7",
     "matvec_8",
+    "glu_1",
+    "glu_2",
+    "glu_4",
+    "glu_8",
     "dequant_rows",
     "embed_rows",
+    "deq_compare",
 ];
 
-const OPS_KERNELS: [&str; 10] = [
+/// The largest compiled activation-row count not above `n` (1, 2, 4 or 8), and the matvec (false) or glu
+/// (true) kernel's name for it.
+fn matvec_kernel(n: usize, glu: bool) -> (usize, &'static str) {
+    let (nc, i) = match n {
+        0 | 1 => (1, 0),
+        2 | 3 => (2, 1),
+        4..=7 => (4, 2),
+        _ => (8, 3),
+    };
+    (nc, WEIGHT_KERNELS[i + if glu { 4 } else { 0 }])
+}
+
+/// Dynamic shared memory of `flash_prefill`: Q, K and V tiles of 64 rows of `head_dim + 8` halves.
+fn flash_smem_bytes(head_dim: usize) -> usize {
+    3 * 64 * (head_dim + 8) * 2
+}
+
+const OPS_KERNELS: [&str; 11] = [
     "rmsnorm_rows",
     "add_rmsnorm_rows",
     "qkv_finish",
@@ -139,6 +220,7 @@ const OPS_KERNELS: [&str; 10] = [
     "gather_rows",
     "softcap_inplace",
     "scale_inplace",
+    "flash_prefill",
 ];
 
 /// The `-D` defines that select a weight type in `quant.cuh`.
@@ -183,9 +265,70 @@ pub struct Gpu {
     /// The first error of a step's launches (the trait's block operations return nothing; the step's
     /// `logits` reports it).
     err: Mutex<Option<Error>>,
+    _workspace: DevBuf,
 }
 
+/// cuBLAS's workspace: 32 MiB, what NVIDIA recommends for Hopper.
+const CUBLAS_WORKSPACE: usize = 32 << 20;
+
 impl Gpu {
+    /// Opens device `n` and compiles the ops module for heads of `head_dim` in GQA groups of `gqa`.
+    fn open(n: usize, head_dim: usize, gqa: usize) -> Result<Arc<Gpu>> {
+        probe(n).map_err(Error::Other)?;
+        let ctx = drv("open device", CudaContext::new(n))?;
+        let stream = drv("stream", ctx.new_stream())?;
+        let blas = cudarc::cublas::CudaBlas::new(stream.clone())
+            .map_err(|e| Error::Other(format!("cuBLAS: {e}")))?;
+        let arch = drv("compute capability", ctx.compute_capability())?;
+        let name = ctx.name().unwrap_or_default();
+        let sms = drv(
+            "multiprocessor count",
+            ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+        )? as usize;
+        let defines = vec![
+            format!("HEAD_DIM={head_dim}"),
+            format!("GQA={gqa}"),
+            "WT_F32".into(),
+        ];
+        let cubin = nvrtc::compile("ops", &ops_source(), &defines, arch)?;
+        let ops = Module::load(&ctx, &cubin, &OPS_KERNELS)?;
+        // The flash kernel's shared tiles (Q, K, V: 64 rows each) pass the 48 KiB default for large heads.
+        let flash_smem = flash_smem_bytes(head_dim);
+        // SAFETY: a function of the module just loaded; the attribute is a size in bytes.
+        drv("flash kernel shared memory", unsafe {
+            result::function::set_function_attribute(
+                ops.f("flash_prefill").f,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                flash_smem as i32,
+            )
+        })?;
+        // cuBLAS gets its workspace up front: inside a CUDA graph capture it may not allocate.
+        let workspace = DevBuf::alloc(&ctx, CUBLAS_WORKSPACE)?;
+        // SAFETY: the handle is live; the workspace outlives it (both are fields of the Gpu, the handle
+        // declared first so it is destroyed first).
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                workspace.ptr as *mut c_void,
+                CUBLAS_WORKSPACE,
+            )
+        }
+        .result()
+        .map_err(|e| Error::Other(format!("cuBLAS workspace: {e:?}")))?;
+        Ok(Arc::new(Gpu {
+            ctx,
+            stream,
+            blas,
+            arch,
+            name,
+            sms,
+            weight_modules: Mutex::new(HashMap::new()),
+            ops,
+            err: Mutex::new(None),
+            _workspace: workspace,
+        }))
+    }
+
     fn cu_stream(&self) -> sys::CUstream {
         self.stream.cu_stream()
     }
@@ -196,8 +339,12 @@ impl Gpu {
         if let Some(m) = mods.get(&dtype) {
             return Ok(m.clone());
         }
-        let src = format!("{QUANT_CUH}\n{WEIGHTS_CU}");
-        let cubin = nvrtc::compile("weights", &src, &weight_defines(dtype)?, self.arch)?;
+        let cubin = nvrtc::compile(
+            "weights",
+            &weights_source(),
+            &weight_defines(dtype)?,
+            self.arch,
+        )?;
         let m = Arc::new(Module::load(&self.ctx, &cubin, &WEIGHT_KERNELS)?);
         mods.insert(dtype, m.clone());
         Ok(m)
@@ -206,13 +353,30 @@ impl Gpu {
     /// Launches and remembers the first failure.
     fn run(
         &self,
-        f: sys::CUfunction,
+        k: Kernel,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         args: &mut [*mut c_void],
     ) {
-        let r = memory::launch(f, self.cu_stream(), grid, block, args);
-        self.note(r);
+        self.run_smem(k, grid, block, 0, args)
+    }
+
+    /// [`Gpu::run`] with `smem` bytes of dynamic shared memory.
+    fn run_smem(
+        &self,
+        k: Kernel,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) {
+        let mut go = || memory::launch(k.f, self.cu_stream(), grid, block, smem, args);
+        let r = if profile::enabled() {
+            profile::timed(k.name, self.cu_stream(), go)
+        } else {
+            go()
+        };
+        self.note(r.map_err(|e| Error::Other(format!("{}: {e}", k.name))));
     }
 
     fn note(&self, r: Result<()>) {
@@ -255,42 +419,22 @@ impl Cuda {
         weights: &Weights,
         progress: Option<ProgressFn>,
     ) -> Result<Cuda> {
-        probe(n).map_err(Error::Other)?;
-        let ctx = drv("open device", CudaContext::new(n))?;
-        let stream = drv("stream", ctx.new_stream())?;
-        let blas = cudarc::cublas::CudaBlas::new(stream.clone())
-            .map_err(|e| Error::Other(format!("cuBLAS: {e}")))?;
-        let arch = drv("compute capability", ctx.compute_capability())?;
-        let name = ctx.name().unwrap_or_default();
-        let sms = drv(
-            "multiprocessor count",
-            ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
-        )? as usize;
+        if !c.head_dim.is_multiple_of(16) {
+            return Err(Error::unsupported(
+                &weights.path,
+                format!(
+                    "the CUDA backend needs heads of a multiple of 16 dimensions; this model's are {}",
+                    c.head_dim
+                ),
+            ));
+        }
         if c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
             return Err(Error::Other(format!(
                 "{} query heads do not group evenly over {} KV heads",
                 c.n_heads, c.n_kv_heads
             )));
         }
-        let defines = vec![
-            format!("HEAD_DIM={}", c.head_dim),
-            format!("GQA={}", c.n_heads / c.n_kv_heads),
-            "WT_F32".into(),
-        ];
-        let src = format!("{QUANT_CUH}\n{OPS_CU}");
-        let cubin = nvrtc::compile("ops", &src, &defines, arch)?;
-        let ops = Module::load(&ctx, &cubin, &OPS_KERNELS)?;
-        let gpu = Arc::new(Gpu {
-            ctx,
-            stream,
-            blas,
-            arch,
-            name,
-            sms,
-            weight_modules: Mutex::new(HashMap::new()),
-            ops,
-            err: Mutex::new(None),
-        });
+        let gpu = Gpu::open(n, c.head_dim, c.n_heads / c.n_kv_heads)?;
         // Everything the model will upload (tied matrices once); the file's bytes, as stored.
         let total: usize = weights.tensors.values().map(|t| t.bytes().len()).sum();
         let (free, dev_total) = drv("memory info", result::mem_get_info())?;
@@ -370,9 +514,16 @@ impl Cuda {
         }
     }
 
-    fn norm_launch(&self, name: &str, n: usize, args: &mut [*mut c_void]) {
-        self.gpu
-            .run(self.gpu.ops.f(name), (n as u32, 1, 1), (256, 1, 1), args);
+    /// One block per row; enough threads that each keeps at most 4 of the row's values (8 fit in its
+    /// registers), so a single decode row still spreads over a whole block.
+    fn norm_launch(&self, name: &str, n: usize, dim: usize, args: &mut [*mut c_void]) {
+        let threads = (dim.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
+        self.gpu.run(
+            self.gpu.ops.f(name),
+            (n as u32, 1, 1),
+            (threads, 1, 1),
+            args,
+        );
     }
 
     fn elementwise(&self, name: &str, n: usize, args: &mut [*mut c_void]) {
@@ -426,6 +577,7 @@ impl Backend for Cuda {
         self.norm_launch(
             "rmsnorm_rows",
             n,
+            dim as usize,
             &mut [arg(&x), arg(&g), arg(&o), arg(&dim), arg(&eps)],
         );
     }
@@ -441,6 +593,7 @@ impl Backend for Cuda {
         self.norm_launch(
             "add_rmsnorm_rows",
             n,
+            dim as usize,
             &mut [arg(&x), arg(&a), arg(&g), arg(&o), arg(&dim), arg(&eps)],
         );
     }
@@ -456,9 +609,13 @@ impl Backend for Cuda {
         let n = rows.tokens.len();
         let gpu = &self.gpu;
         // q, k, v = xb · Wqᵀ, Wkᵀ, Wvᵀ: [n, qdim], [n, kv_dim] x2.
-        a.wq.matmul(self, s, s.xb.ptr, n, s.q.ptr);
-        a.wk.matmul(self, s, s.xb.ptr, n, s.k.ptr);
-        a.wv.matmul(self, s, s.xb.ptr, n, s.v.ptr);
+        DevMat::matmul_group(
+            self,
+            s,
+            s.xb.ptr,
+            n,
+            &[(&a.wq, s.q.ptr), (&a.wk, s.k.ptr), (&a.wv, s.v.ptr)],
+        );
         // Biases, q/k norms, rope; k and v into the cache slots.
         let opt = |v: &Option<DevBuf>| v.as_ref().map_or(0u64, |b| b.ptr);
         let (bq, bk, bv, qn, kn) = (
@@ -514,10 +671,11 @@ impl Backend for Cuda {
         } else {
             0
         };
-        let (split_len, n_splits) = s.splits(n, c.n_kv_heads, gpu.sms);
-        let (part, att) = (s.part.ptr, s.att.ptr);
+        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms);
+        let (part, att, ml, fr) = (s.part.ptr, s.att.ptr, s.max_len_dev, s.flash_rows);
+        let nh = c.n_heads as i32;
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
-        let (sl, ns) = (split_len as i32, n_splits as i32);
+        let ns = n_splits as i32;
         gpu.run(
             gpu.ops.f("attn_partial"),
             ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
@@ -536,71 +694,189 @@ impl Backend for Cuda {
                 arg(&window),
                 arg(&scale),
                 arg(&softcap),
-                arg(&sl),
+                arg(&ml),
                 arg(&ns),
+                arg(&fr),
             ],
         );
         gpu.run(
             gpu.ops.f("attn_combine"),
             ((n * c.n_heads) as u32, 1, 1),
             (threads.min(256), 1, 1),
-            &mut [arg(&part), arg(&att), arg(&ns)],
+            &mut [arg(&part), arg(&att), arg(&ns), arg(&fr), arg(&nh)],
         );
+        // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
+        if s.flash_tiles > 0 {
+            let tl = s.flash_tile_list;
+            gpu.run_smem(
+                gpu.ops.f("flash_prefill"),
+                (s.flash_tiles as u32, c.n_heads as u32, 1),
+                (128, 1, 1),
+                flash_smem_bytes(c.head_dim) as u32,
+                &mut [
+                    arg(&q),
+                    arg(&kc),
+                    arg(&vc),
+                    arg(&att),
+                    arg(&tl),
+                    arg(&pos),
+                    arg(&rs),
+                    arg(&toff),
+                    arg(&tabs),
+                    arg(&nh),
+                    arg(&nkv),
+                    arg(&bs),
+                    arg(&window),
+                    arg(&scale),
+                    arg(&softcap),
+                ],
+            );
+        }
         // out = att · Woᵀ: [n, hidden]
         a.wo.matmul(self, s, s.att.ptr, n, s.xb2.ptr);
     }
 
     fn mlp(&self, s: &mut DevStep, n: usize, m: &Mlp<Cuda>, c: &ModelConfig) {
-        m.gate.matmul(self, s, s.xb.ptr, n, s.gate.ptr);
-        m.up.matmul(self, s, s.xb.ptr, n, s.up.ptr);
-        let (g, u) = (s.gate.ptr, s.up.ptr);
-        let count = (n * c.ffn) as i64;
         let act = match m.act {
             Activation::Silu => 0i32,
             Activation::GeluTanh => 1,
         };
-        self.elementwise(
-            "act_mul",
-            n * c.ffn,
-            &mut [arg(&g), arg(&u), arg(&count), arg(&act)],
-        );
+        // gate = act(xb · Wgᵀ) * (xb · Wuᵀ): one fused pass for decode-sized steps, else two products
+        // and the activation.
+        if !DevMat::glu(self, &m.gate, &m.up, s.xb.ptr, n, s.gate.ptr, act) {
+            DevMat::matmul_group(
+                self,
+                s,
+                s.xb.ptr,
+                n,
+                &[(&m.gate, s.gate.ptr), (&m.up, s.up.ptr)],
+            );
+            let (g, u) = (s.gate.ptr, s.up.ptr);
+            let count = (n * c.ffn) as i64;
+            self.elementwise(
+                "act_mul",
+                n * c.ffn,
+                &mut [arg(&g), arg(&u), arg(&count), arg(&act)],
+            );
+        }
         m.down.matmul(self, s, s.gate.ptr, n, s.xb2.ptr);
     }
 
-    fn logits<'s>(
-        &self,
-        s: &'s mut DevStep,
-        rows: &StepRows,
-        w: &DevMat,
-        softcap: Option<f32>,
-    ) -> Result<&'s [f32]> {
+    fn project(&self, s: &mut DevStep, rows: &StepRows, w: &DevMat, softcap: Option<f32>) {
         let n_out = rows.out_rows.len();
         let (hidden, vocab) = (w.cols, w.rows);
-        s.logits_host.resize(n_out * vocab, 0.0);
-        if n_out > 0 {
-            let (src, rws, out, dim) = (s.xb.ptr, s.out_rows, s.out_x.ptr, hidden as i32);
-            self.gpu.run(
-                self.gpu.ops.f("gather_rows"),
-                (n_out as u32, 1, 1),
-                (256, 1, 1),
-                &mut [arg(&src), arg(&rws), arg(&out), arg(&dim)],
+        if n_out == 0 {
+            return;
+        }
+        let (src, rws, out, dim) = (s.xb.ptr, s.out_rows, s.out_x.ptr, hidden as i32);
+        self.gpu.run(
+            self.gpu.ops.f("gather_rows"),
+            (n_out as u32, 1, 1),
+            (256, 1, 1),
+            &mut [arg(&src), arg(&rws), arg(&out), arg(&dim)],
+        );
+        w.matmul(self, s, s.out_x.ptr, n_out, s.logits_dev.ptr);
+        if let Some(cap) = softcap {
+            let (l, count) = (s.logits_dev.ptr, (n_out * vocab) as i64);
+            self.elementwise(
+                "softcap_inplace",
+                n_out * vocab,
+                &mut [arg(&l), arg(&count), arg(&cap)],
             );
-            s.ensure_logits(n_out * vocab)?;
-            w.matmul(self, s, s.out_x.ptr, n_out, s.logits_dev.ptr);
-            if let Some(cap) = softcap {
-                let (l, count) = (s.logits_dev.ptr, (n_out * vocab) as i64);
-                self.elementwise(
-                    "softcap_inplace",
-                    n_out * vocab,
-                    &mut [arg(&l), arg(&count), arg(&cap)],
-                );
-            }
-            self.gpu.take_err()?;
-            s.download_logits(n_out * vocab)?;
+        }
+    }
+
+    fn logits<'s>(&self, s: &'s mut DevStep, rows: &StepRows) -> Result<&'s [f32]> {
+        self.gpu.take_err()?;
+        let count = rows.out_rows.len() * s.vocab();
+        s.logits_host.resize(count, 0.0);
+        if count > 0 {
+            s.download_logits(count)?;
+        }
+        if profile::enabled() {
+            drv("synchronize", self.gpu.stream.synchronize())?;
+            profile::collect();
         }
         self.gpu.take_err()?;
-        Ok(&s.logits_host[..n_out * vocab])
+        Ok(&s.logits_host[..count])
     }
+
+    /// Decode steps (one token per sequence, up to [`MAX_GRAPH_ROWS`] sequences) are recorded as a CUDA graph
+    /// the first time a shape is seen and replayed after: one launch instead of hundreds, which is most of a
+    /// small model's step time. Everything a step reads that changes between steps (tokens, positions, block
+    /// tables, the longest key range) is in device buffers the graph points at, filled by `begin`.
+    fn run_step(
+        &self,
+        s: &mut DevStep,
+        kv: &mut DeviceKv,
+        rows: &StepRows,
+        body: &mut dyn FnMut(&mut DevStep, &mut DeviceKv),
+    ) -> Result<()> {
+        let n = rows.tokens.len();
+        let decode = n == rows.seqs.len() && n <= MAX_GRAPH_ROWS;
+        if !decode || s.graphs_off || !graphs_enabled() {
+            body(s, kv);
+            return Ok(());
+        }
+        let key = s.graph_key(rows, kv);
+        let stream = self.gpu.cu_stream();
+        if let Some(g) = s.graphs.get(&key) {
+            // SAFETY: the graph was recorded on this stream over buffers that are still allocated (the key
+            // changes whenever one of them is reallocated).
+            return drv("graph launch", unsafe {
+                result::graph::launch(g.0, stream)
+            });
+        }
+        // SAFETY: capture of this thread's work on the model's stream; ended below on every path.
+        drv("begin capture", unsafe {
+            result::stream::begin_capture(
+                stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        })?;
+        body(s, kv);
+        // SAFETY: ends the capture begun above.
+        let graph = unsafe { result::stream::end_capture(stream) };
+        let launched = graph
+            .map_err(|e| Error::Other(format!("CUDA graph capture: {e}")))
+            .and_then(|g| {
+                self.gpu.take_err()?;
+                // SAFETY: `g` was just captured; it is destroyed once instantiated (the executable graph
+                // is independent of it).
+                let exec = unsafe {
+                    let e = result::graph::instantiate(g, sys::CUgraphInstantiate_flags(0));
+                    let _ = result::graph::destroy(g);
+                    drv("graph instantiate", e)?
+                };
+                let exec = GraphExec(exec);
+                // SAFETY: as for a replay.
+                drv("graph launch", unsafe {
+                    result::graph::launch(exec.0, stream)
+                })?;
+                s.graphs.insert(key, exec);
+                Ok(())
+            });
+        if let Err(e) = launched {
+            // Recording failed (a driver without support, an operation that cannot be captured): run this
+            // batch's steps directly from now on. The captured work did not run, so run it now.
+            eprintln!("warning: CUDA graph capture failed ({e}); running steps without graphs");
+            s.graphs_off = true;
+            body(s, kv);
+        }
+        Ok(())
+    }
+}
+
+/// Most sequences a recorded decode step holds; larger decode batches are launched directly (their
+/// kernels are large enough to hide the launch cost).
+const MAX_GRAPH_ROWS: usize = 256;
+
+/// CUDA graphs are on unless HEARTH_CUDA_GRAPHS=0 (for benchmarks and debugging).
+fn graphs_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("HEARTH_CUDA_GRAPHS").map_or(true, |v| v != "0") && !profile::enabled()
+    })
 }
 
 #[cfg(test)]
@@ -642,7 +918,7 @@ mod tests {
             let q = MlxQuant::new(mode, bits, group).unwrap();
             types.push(DType::Mlx(MlxBlocks::new(q, MlxFloat::BF16)));
         }
-        let src = format!("{QUANT_CUH}\n{WEIGHTS_CU}");
+        let src = weights_source();
         for t in types {
             let mut opts = vec!["--gpu-architecture=sm_90".to_string(), "--std=c++17".into()];
             opts.extend(weight_defines(t).unwrap().iter().map(|d| format!("-D{d}")));
@@ -652,12 +928,60 @@ mod tests {
         }
     }
 
+    /// On a GPU: the fast decoders (decode_fast.cuh) give the reference decoders' bits on random blocks of
+    /// every weight type. Skipped without a GPU unless HEARTH_REQUIRE_CUDA is set.
+    #[test]
+    fn fast_decoders_equal_reference_on_gpu() {
+        if let Err(e) = probe(0) {
+            assert!(
+                std::env::var_os("HEARTH_REQUIRE_CUDA").is_none(),
+                "HEARTH_REQUIRE_CUDA is set but {e}"
+            );
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let gpu = Gpu::open(0, 64, 1).unwrap();
+        let mut rng = crate::sample::Rng::seed_from_u64(7);
+        let mut types: Vec<DType> = crate::tensor::dtype::ALL_DTYPES.to_vec();
+        let q = MlxQuant::new(MlxMode::Affine, 4, 64).unwrap();
+        types.push(DType::Mlx(MlxBlocks::new(q, MlxFloat::F16)));
+        for t in types {
+            let k = 2048;
+            let bytes = t.bytes_for(k).unwrap();
+            let row: Vec<u8> = (0..bytes).map(|_| (rng.next_u64() >> 56) as u8).collect();
+            let dev = DevBuf::alloc(&gpu.ctx, bytes).unwrap();
+            memory::upload(gpu.cu_stream(), dev.ptr, &row).unwrap();
+            let count = DevBuf::alloc(&gpu.ctx, 4).unwrap();
+            memory::upload(gpu.cu_stream(), count.ptr, &[0u32]).unwrap();
+            let m = gpu.weights_module(t).unwrap();
+            let (p, units, c) = (dev.ptr, (k / 32) as i32, count.ptr);
+            gpu.run(
+                m.f("deq_compare"),
+                (1, 1, 1),
+                (64, 1, 1),
+                &mut [arg(&p), arg(&units), arg(&c)],
+            );
+            gpu.take_err().unwrap();
+            let mut out = [0u32];
+            // SAFETY: a 4-byte buffer read into a 4-byte array, then the stream is synchronized.
+            unsafe {
+                result::memcpy_dtoh_async(&mut out[..], c, gpu.cu_stream()).unwrap();
+                result::stream::synchronize(gpu.cu_stream()).unwrap();
+            }
+            assert_eq!(
+                out[0], 0,
+                "{t}: {} weights differ between the decoders",
+                out[0]
+            );
+        }
+    }
+
     #[test]
     fn ops_module_compiles_for_every_head_shape() {
         if !nvrtc_or_skip() {
             return;
         }
-        let src = format!("{QUANT_CUH}\n{OPS_CU}");
+        let src = ops_source();
         // Head sizes and GQA groups of the supported families (and the tiny test models' 16).
         for (hd, gqa) in [
             (16, 2),

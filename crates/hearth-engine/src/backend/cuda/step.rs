@@ -1,9 +1,11 @@
 //! A batch's device buffers (activations, the step's row layout) and the model's KV cache in device memory.
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cudarc::driver::result;
+use cudarc::driver::{result, sys};
 
 use super::memory::{arg, drv, DevBuf};
 use super::Gpu;
@@ -49,6 +51,15 @@ pub struct DevStep {
     pub out_rows: u64,
     pub table_off: u64,
     pub tables: u64,
+    /// The step's longest key range (an i32), read by attention to size its splits.
+    pub max_len_dev: u64,
+    /// Per row: 1 when the row's attention runs in the tensor-core kernel (its sequence has many rows).
+    pub flash_rows: u64,
+    /// The tensor-core kernel's tiles: (first row, rows) pairs, `flash_tiles` of them.
+    pub flash_tile_list: u64,
+    pub flash_tiles: usize,
+    /// Whether the device runs the tensor-core attention kernel (sm_80 and later).
+    flash: bool,
     pub inv_global: DevBuf,
     pub inv_local: DevBuf,
     inv_ready: bool,
@@ -58,6 +69,37 @@ pub struct DevStep {
     head_dim: usize,
     /// Whether quantized weights meet activations as bf16 (else f16) in GEMMs.
     pub gemm_bf16: bool,
+    vocab: usize,
+    /// Bumped whenever a buffer a recorded graph points at is reallocated.
+    epoch: u64,
+    /// Recorded decode steps by shape (see `Cuda::run_step`).
+    pub graphs: HashMap<GraphKey, GraphExec>,
+    /// Set after a capture failed: this batch runs its steps directly from then on.
+    pub graphs_off: bool,
+}
+
+/// What a recorded step depends on besides its buffers' contents: its shape, the step's buffers and the KV
+/// storage it read and wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphKey {
+    pub rows: usize,
+    pub out_rows: usize,
+    pub step_epoch: u64,
+    pub kv_id: u64,
+}
+
+/// An instantiated CUDA graph, destroyed on drop.
+pub struct GraphExec(pub sys::CUgraphExec);
+
+// SAFETY: an executable graph is a driver handle; it is launched only on its model's stream, by the thread
+// running that model's steps.
+unsafe impl Send for GraphExec {}
+
+impl Drop for GraphExec {
+    fn drop(&mut self) {
+        // SAFETY: instantiated once, destroyed once.
+        let _ = unsafe { result::graph::exec_destroy(self.0) };
+    }
 }
 
 impl DevStep {
@@ -93,6 +135,11 @@ impl DevStep {
             out_rows: 0,
             table_off: 0,
             tables: 0,
+            max_len_dev: 0,
+            flash_rows: 0,
+            flash_tile_list: 0,
+            flash_tiles: 0,
+            flash: flash_enabled(),
             inv_global: f(c.rope_dim / 2)?,
             inv_local: f(c.rope_dim / 2)?,
             inv_ready: false,
@@ -100,6 +147,10 @@ impl DevStep {
             n_heads: c.n_heads,
             head_dim: c.head_dim,
             gemm_bf16,
+            vocab: c.vocab,
+            epoch: 0,
+            graphs: HashMap::new(),
+            graphs_off: false,
             gpu,
         })
     }
@@ -118,9 +169,13 @@ impl DevStep {
         }
         let n = rows.tokens.len();
         let table_len: usize = rows.seqs.iter().map(|s| s.table.len()).sum();
-        // Layout: tokens | positions | row_seq | out_rows | table_off | tables, each `max` long but the last.
+        // Layout (i32): tokens | positions | row_seq | out_rows | table_off | flash_row, each `max` long; then
+        // max_len and three words of padding; then the flash tiles (two words each, at most `max` of them);
+        // then the block tables.
         let m = self.max;
-        let need = 5 * m + table_len.max(1);
+        let tiles_at = 6 * m + 4;
+        let tables_at = tiles_at + 2 * m;
+        let need = tables_at + table_len.max(1);
         self.meta_host.clear();
         self.meta_host.resize(need, 0);
         let h = &mut self.meta_host;
@@ -137,17 +192,39 @@ impl DevStep {
             h[3 * m + i] = r as i32;
         }
         let mut off = 0;
+        self.flash_tiles = 0;
         for (i, s) in rows.seqs.iter().enumerate() {
             h[4 * m + i] = off as i32;
             for (j, &b) in s.table.iter().enumerate() {
-                h[5 * m + off + j] = b as i32;
+                h[tables_at + off + j] = b as i32;
             }
             off += s.table.len();
+            // Sequences with many rows this step (prompt chunks) take the tensor-core kernel, in tiles of 64.
+            let len = s.tokens.len();
+            if self.flash && len >= FLASH_MIN_ROWS {
+                for r in s.tokens.clone() {
+                    h[5 * m + r] = 1;
+                }
+                for t0 in (0..len).step_by(64) {
+                    h[tiles_at + 2 * self.flash_tiles] = (s.tokens.start + t0) as i32;
+                    h[tiles_at + 2 * self.flash_tiles + 1] = (len - t0).min(64) as i32;
+                    self.flash_tiles += 1;
+                }
+            }
         }
+        self.max_len = rows.positions[..n]
+            .iter()
+            .map(|&p| p + 1)
+            .max()
+            .unwrap_or(1);
+        h[6 * m] = self.max_len as i32;
         if self.meta.bytes < need * 4 {
             // Room for growth, so a batch whose tables lengthen reallocates rarely.
             self.meta = DevBuf::alloc(&self.gpu.ctx, need * 4 * 3 / 2)?;
+            self.epoch += 1;
         }
+        // The logits buffer is sized here, outside any recorded step.
+        self.ensure_logits(rows.out_rows.len() * self.vocab)?;
         let base = self.meta.ptr;
         let at = |i: usize| base + (i * m * 4) as u64;
         // SAFETY: the copy reads meta_host, which stays untouched until the next `begin`, after this step's
@@ -163,27 +240,30 @@ impl DevStep {
         self.row_seq = at(2);
         self.out_rows = at(3);
         self.table_off = at(4);
-        self.tables = at(5);
-        self.max_len = rows.positions[..n]
-            .iter()
-            .map(|&p| p + 1)
-            .max()
-            .unwrap_or(1);
+        self.flash_rows = at(5);
+        self.max_len_dev = at(6);
+        self.flash_tile_list = base + (tiles_at * 4) as u64;
+        self.tables = base + (tables_at * 4) as u64;
         Ok(())
     }
 
-    /// The split of each row's keys for attention: (keys per split, splits). Enough work items to fill the
-    /// GPU twice over when the batch alone does not, never more than `part` holds, in whole tiles of 64.
-    pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> (usize, usize) {
-        let target = 2 * sms;
-        let items = n_rows * n_kv;
+    /// How many splits attention cuts each row's keys into: enough work items to fill the GPU twice over
+    /// when the rows alone do not, never more than `part` holds. It depends on the row count only, so a
+    /// recorded decode step stays valid as its sequences grow; the kernel sizes the splits from the step's
+    /// longest key range (`max_len_dev`), and splits past a row's keys end at once.
+    pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> usize {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
-        let want = target
-            .div_ceil(items)
-            .clamp(1, self.max_len.div_ceil(64).max(1))
-            .min(cap);
-        let split_len = self.max_len.div_ceil(want).div_ceil(64) * 64;
-        (split_len, self.max_len.div_ceil(split_len))
+        (2 * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
+    }
+
+    /// The key for a recorded step of this shape over `kv`.
+    pub fn graph_key(&self, rows: &StepRows, kv: &DeviceKv) -> GraphKey {
+        GraphKey {
+            rows: rows.tokens.len(),
+            out_rows: rows.out_rows.len(),
+            step_epoch: self.epoch,
+            kv_id: kv.id,
+        }
     }
 
     /// Converts `count` f32 activations at `x` to f16/bf16 in the step's GEMM buffer; returns its address.
@@ -202,6 +282,7 @@ impl DevStep {
     pub fn ensure_logits(&mut self, count: usize) -> Result<()> {
         if self.logits_dev.bytes < count * 4 {
             self.logits_dev = DevBuf::alloc(&self.gpu.ctx, count * 4)?;
+            self.epoch += 1;
         }
         Ok(())
     }
@@ -224,6 +305,10 @@ impl DevStep {
         }
     }
 
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
     pub fn n_heads(&self) -> usize {
         self.n_heads
     }
@@ -233,9 +318,22 @@ impl DevStep {
     }
 }
 
+static KV_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Rows a sequence must have in a step for its attention to run in the tensor-core (flash) kernel.
+const FLASH_MIN_ROWS: usize = 16;
+
+/// The flash kernel is on unless HEARTH_CUDA_FLASH=0 (to compare against the split-K kernel).
+fn flash_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("HEARTH_CUDA_FLASH").map_or(true, |v| v != "0"))
+}
+
 /// Keys and values of every layer in device memory, f16: `[n_blocks * block_size, kv_dim]` per layer each.
 pub struct DeviceKv {
     gpu: Arc<Gpu>,
+    /// Unique per allocation of the layers' storage (a recorded step is valid only for the storage it used).
+    pub id: u64,
     layers: Vec<(DevBuf, DevBuf)>,
     n_layers: usize,
     kv_dim: usize,
@@ -247,6 +345,7 @@ impl DeviceKv {
     pub fn new(gpu: Arc<Gpu>, n_layers: usize, kv_dim: usize, block_size: usize) -> DeviceKv {
         DeviceKv {
             gpu,
+            id: KV_IDS.fetch_add(1, Ordering::Relaxed),
             layers: Vec::new(),
             n_layers,
             kv_dim,
@@ -305,6 +404,7 @@ impl KvStorage for DeviceKv {
         })?;
         self.layers = fresh;
         self.n_blocks = n_blocks;
+        self.id = KV_IDS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

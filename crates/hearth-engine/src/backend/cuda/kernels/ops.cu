@@ -56,17 +56,34 @@ __device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
     return h;
 }
 
+// Values of a row each thread keeps in registers between the sum of squares and the scaling (the host picks
+// blockDim so that dim <= NORM_REGS * blockDim; longer rows take the fallback loop, reading x twice).
+#define NORM_REGS 8
+
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row). In place when out == x:
 // every thread reads only its own elements, and only after the reduction writes them.
 extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict__ g, float* out, int dim,
                                         float eps) {
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
+    const int nt = blockDim.x;
+    float v[NORM_REGS];
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+#pragma unroll
+    for (int j = 0; j < NORM_REGS; j++) {
+        const int i = threadIdx.x + j * nt;
+        v[j] = i < dim ? xr[i] : 0.0f;
+        ss += v[j] * v[j];
+    }
+    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) ss += xr[i] * xr[i];
     ss = block_sum(ss);
     const float s = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
+#pragma unroll
+    for (int j = 0; j < NORM_REGS; j++) {
+        const int i = threadIdx.x + j * nt;
+        if (i < dim) orow[i] = __fmul_rn(__fmul_rn(v[j], s), g[i]);
+    }
+    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
 }
 
 // x[r] += src[r]; out[r] = rmsnorm(x[r]) * g: the residual add and the next block's input norm in one pass.
@@ -76,15 +93,32 @@ extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* 
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* sr = src + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
+    const int nt = blockDim.x;
+    float v[NORM_REGS];
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        const float v = xr[i] + sr[i];
-        xr[i] = v;
-        ss += v * v;
+#pragma unroll
+    for (int j = 0; j < NORM_REGS; j++) {
+        const int i = threadIdx.x + j * nt;
+        v[j] = 0.0f;
+        if (i < dim) {
+            v[j] = xr[i] + sr[i];
+            xr[i] = v[j];
+        }
+        ss += v[j] * v[j];
+    }
+    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) {
+        const float w = xr[i] + sr[i];
+        xr[i] = w;
+        ss += w * w;
     }
     ss = block_sum(ss);
     const float s = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
+#pragma unroll
+    for (int j = 0; j < NORM_REGS; j++) {
+        const int i = threadIdx.x + j * nt;
+        if (i < dim) orow[i] = __fmul_rn(__fmul_rn(v[j], s), g[i]);
+    }
+    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
 }
 
 // After the q/k/v projections, per row t and head: add the bias, apply the per-head RMS norm, rotate (rope),
@@ -146,67 +180,118 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS (ATTN_THREADS / 32)
-#define TILE 64
+// Keys per tile: 64 (32 for heads over 128 wide), so a tile's keys and values take 16 KiB of shared memory each.
+#define TILE (HDIM <= 128 ? 64 : 32)
+// Threads per key when scoring, and the elements of the head each takes.
+#define TPK (ATTN_THREADS / TILE)
+#define EPT (HDIM / TPK)
+// Shared rows of keys/values: padded by 16 bytes so rows read together fall in different banks.
+#define KV_STRIDE (HDIM + 8)
+// Values: each thread owns DPT consecutive elements of the head for every query head of the group, over
+// the keys i with i % KSPLIT == its key group; the KSPLIT partial sums are added at the end.
+#define DPT ((HDIM + ATTN_THREADS - 1) / ATTN_THREADS)
+#define KSPLIT (ATTN_THREADS / ((HDIM + DPT - 1) / DPT) > 0 ? ATTN_THREADS / ((HDIM + DPT - 1) / DPT) : 1)
 
 // Causal attention over the paged cache, split along the keys (flash-decoding): block (t * n_kv + kv head,
 // split) covers the GQA query heads of KV head `kh` for query row t and keys [split * split_len, ...) up to the
-// row's position. It keeps a running max `m`, sum `l` and un-normalized output per query head (online softmax
-// over tiles of TILE keys) and writes them to `part` [n, n_heads, n_splits, HDIM + 2] for attn_combine.
+// row's position (split_len: the step's longest key range over n_splits, in whole tiles). Each tile's keys
+// and values are first copied to shared memory with every thread's loads in flight together; then scores,
+// an online-softmax update (running max `m`, sum `l`, un-normalized output per query head) and the values'
+// weighted sum read them from there. The result goes to `part` [n, n_heads, n_splits, HDIM + 2] for
+// attn_combine. Rows that flash_prefill handles are skipped.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     attn_partial(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
                  const int* __restrict__ positions, const int* __restrict__ row_seq,
                  const int* __restrict__ table_off, const int* __restrict__ tables, float* __restrict__ part,
-                 int n_kv, int block_size, int window, float scale, float softcap, int split_len, int n_splits) {
-    __shared__ float qs[GQA][HDIM];
+                 int n_kv, int block_size, int window, float scale, float softcap, const int* __restrict__ max_len,
+                 int n_splits, const int* __restrict__ flash_rows) {
+    __shared__ __align__(16) float qs[GQA][HDIM];
+    __shared__ __align__(16) u16 ks[TILE][KV_STRIDE];
+    __shared__ __align__(16) u16 vs[TILE][KV_STRIDE];
     __shared__ float sc[GQA][TILE];
-    __shared__ float acc[GQA][HDIM];
+    __shared__ float red[KSPLIT > 1 ? KSPLIT : 1][GQA][HDIM];
     __shared__ float m_s[GQA], l_s[GQA], alpha_s[GQA];
-    __shared__ long long slot_s[TILE];
     const int t = blockIdx.x / n_kv, kh = blockIdx.x % n_kv, sp = blockIdx.y;
+    if (flash_rows[t]) return;  // this row's attention runs in flash_prefill
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int n_heads = n_kv * GQA, kv_dim = n_kv * HDIM;
     const int pos = positions[t];
     const int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+    // Splits of whole tiles, sized from the step's longest key range (read here, so a recorded step stays
+    // valid as sequences grow).
+    const int split_len = ((*max_len + n_splits - 1) / n_splits + TILE - 1) / TILE * TILE;
     const int begin = max(lo, sp * split_len), end = min(pos + 1, (sp + 1) * split_len);
     const int* table = tables + table_off[row_seq[t]];
-    for (int i = tid; i < GQA * HDIM; i += ATTN_THREADS) {
+    for (int i = tid; i < GQA * HDIM; i += ATTN_THREADS)
         qs[i / HDIM][i % HDIM] = q[(size_t)t * n_heads * HDIM + (size_t)(kh * GQA) * HDIM + i];
-        acc[i / HDIM][i % HDIM] = 0.0f;
-    }
     if (tid < GQA) {
         m_s[tid] = NEG_INF;
         l_s[tid] = 0.0f;
     }
-    __syncthreads();
+    // This thread's value elements d0 .. d0 + DPT and key group.
+    const int dgroups = (HDIM + DPT - 1) / DPT;
+    const int d0 = (tid % dgroups) * DPT, kg = tid / dgroups;
+    const bool pv_active = kg < KSPLIT && d0 < HDIM;
+    float acc[GQA][DPT];
+#pragma unroll
+    for (int g = 0; g < GQA; g++)
+#pragma unroll
+        for (int e = 0; e < DPT; e++) acc[g][e] = 0.0f;
     for (int tile = begin; tile < end; tile += TILE) {
         const int cnt = min(TILE, end - tile);
-        for (int i = tid; i < cnt; i += ATTN_THREADS) {
-            const int p = tile + i;
-            slot_s[i] = (long long)table[p / block_size] * block_size + p % block_size;
+        __syncthreads();  // the previous tile's keys and values are no longer read
+        // Keys and values of the tile into shared memory: HDIM / 8 16-byte chunks per key.
+        for (int i = tid; i < cnt * (HDIM / 8); i += ATTN_THREADS) {
+            const int key = i / (HDIM / 8), ch = i % (HDIM / 8);
+            const int p = tile + key;
+            const size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+            const size_t at = slot * kv_dim + kh * HDIM;
+            *(uint4*)&ks[key][ch * 8] = __ldg((const uint4*)(kc + at) + ch);
+            *(uint4*)&vs[key][ch * 8] = __ldg((const uint4*)(vc + at) + ch);
         }
         __syncthreads();
-        // Scores: one warp per key, each lane EPL elements of the head.
-        for (int i = w; i < cnt; i += ATTN_WARPS) {
-            const u16* kr = kc + (size_t)slot_s[i] * kv_dim + kh * HDIM;
-            float kv[EPL];
+        // Scores: key i = tid / TPK; each of its TPK threads takes EPT elements; their sums meet by shuffles.
+        {
+            const int i = tid / TPK, part_i = tid % TPK;
+            float s[GQA];
 #pragma unroll
-            for (int e = 0; e < EPL; e++) {
-                const int idx = lane * EPL + e;
-                kv[e] = idx < HDIM ? f16_to_f32(kr[idx]) : 0.0f;
+            for (int g = 0; g < GQA; g++) s[g] = 0.0f;
+            if (i < cnt) {
+#pragma unroll
+                for (int c = 0; c < EPT / 8; c++) {
+                    const int e0 = part_i * EPT + 8 * c;
+                    const uint4 raw = *(const uint4*)&ks[i][e0];
+                    const u32 wd[4] = {raw.x, raw.y, raw.z, raw.w};
+                    float kf[8];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        kf[2 * j] = f16_to_f32((u16)(wd[j] & 0xffffu));
+                        kf[2 * j + 1] = f16_to_f32((u16)(wd[j] >> 16));
+                    }
+#pragma unroll
+                    for (int g = 0; g < GQA; g++) {
+                        const float4 qa = *(const float4*)&qs[g][e0];
+                        const float4 qb = *(const float4*)&qs[g][e0 + 4];
+                        s[g] = fmaf(kf[0], qa.x, s[g]);
+                        s[g] = fmaf(kf[1], qa.y, s[g]);
+                        s[g] = fmaf(kf[2], qa.z, s[g]);
+                        s[g] = fmaf(kf[3], qa.w, s[g]);
+                        s[g] = fmaf(kf[4], qb.x, s[g]);
+                        s[g] = fmaf(kf[5], qb.y, s[g]);
+                        s[g] = fmaf(kf[6], qb.z, s[g]);
+                        s[g] = fmaf(kf[7], qb.w, s[g]);
+                    }
+                }
             }
 #pragma unroll
             for (int g = 0; g < GQA; g++) {
-                float s = 0.0f;
+                float v = s[g];
 #pragma unroll
-                for (int e = 0; e < EPL; e++) {
-                    const int idx = lane * EPL + e;
-                    if (idx < HDIM) s = fmaf(kv[e], qs[g][idx], s);
-                }
-                s = warp_sum(s);
-                if (lane == 0) {
-                    s *= scale;
-                    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-                    sc[g][i] = s;
+                for (int o = 1; o < TPK; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (part_i == 0 && i < cnt) {
+                    v *= scale;
+                    if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
+                    sc[g][i] = v;
                 }
             }
         }
@@ -234,20 +319,42 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
             }
         }
         __syncthreads();
-        // Values: each thread owns (head g, element d) pairs.
-        for (int idx = tid; idx < GQA * HDIM; idx += ATTN_THREADS) {
-            const int g = idx / HDIM, d = idx % HDIM;
-            float a = acc[g][d] * alpha_s[g];
-            for (int i = 0; i < cnt; i++)
-                a = fmaf(sc[g][i], f16_to_f32(vc[(size_t)slot_s[i] * kv_dim + kh * HDIM + d]), a);
-            acc[g][d] = a;
+        // Values: this thread's elements of every query head, over its group's keys of the tile.
+        if (pv_active) {
+#pragma unroll
+            for (int g = 0; g < GQA; g++)
+#pragma unroll
+                for (int e = 0; e < DPT; e++) acc[g][e] *= alpha_s[g];
+            for (int i = kg; i < cnt; i += KSPLIT) {
+                float vf[DPT];
+#pragma unroll
+                for (int e = 0; e < DPT; e++) vf[e] = d0 + e < HDIM ? f16_to_f32(vs[i][d0 + e]) : 0.0f;
+#pragma unroll
+                for (int g = 0; g < GQA; g++) {
+                    const float p = sc[g][i];
+#pragma unroll
+                    for (int e = 0; e < DPT; e++) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
+                }
+            }
         }
-        __syncthreads();
     }
+    __syncthreads();
+    // Add the key groups' partial outputs, then write (acc, m, l) for each query head.
+    if (pv_active) {
+#pragma unroll
+        for (int g = 0; g < GQA; g++)
+#pragma unroll
+            for (int e = 0; e < DPT; e++)
+                if (d0 + e < HDIM) red[kg][g][d0 + e] = acc[g][e];
+    }
+    __syncthreads();
     for (int idx = tid; idx < GQA * HDIM; idx += ATTN_THREADS) {
         const int g = idx / HDIM, d = idx % HDIM;
+        float o = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KSPLIT; k++) o += red[k][g][d];
         const size_t at = (((size_t)t * n_heads + kh * GQA + g) * n_splits + sp) * (HDIM + 2);
-        part[at + d] = acc[g][d];
+        part[at + d] = o;
         if (d == 0) {
             part[at + HDIM] = m_s[g];
             part[at + HDIM + 1] = l_s[g];
@@ -257,7 +364,9 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 
 // out[t, h] = sum_s acc_s * exp(m_s - M) / sum_s l_s * exp(m_s - M): merges the splits of attn_partial.
 // One block per (row, head).
-extern "C" __global__ void attn_combine(const float* __restrict__ part, float* __restrict__ out, int n_splits) {
+extern "C" __global__ void attn_combine(const float* __restrict__ part, float* __restrict__ out, int n_splits,
+                                        const int* __restrict__ flash_rows, int n_heads) {
+    if (flash_rows[blockIdx.x / n_heads]) return;
     const float* base = part + (size_t)blockIdx.x * n_splits * (HDIM + 2);
     float M = NEG_INF;
     for (int s = 0; s < n_splits; s++) M = fmaxf(M, base[s * (HDIM + 2) + HDIM]);

@@ -1,0 +1,138 @@
+// Device-only decoders for the weight types decode speed depends on most (f32/f16/bf16, Q8_0, Q4_0, Q4_K,
+// Q6_K): the same values as quant.cuh's wt_deq32, bit for bit, read with the widest loads each block's
+// alignment allows and converted without the integer-to-float unit.
+//
+// - Loads: 16 bytes at a time where a block keeps 16-byte alignment (floats, Q4_K), else 16-bit loads (Q8_0's
+//   34-byte and Q6_K's 210-byte blocks leave fields 2-byte aligned), instead of quant.cuh's byte loads.
+// - Small integers become floats by the exponent trick: the bits 0x4B000000 | q are the float 2^23 + q, so
+//   one byte permute (which also picks the byte) and one subtraction give q exactly; the converter unit runs
+//   at a quarter of the FMA rate on recent GPUs and would bound the kernel.
+// Everything else (the factor products, their order) is quant.cuh's, so the results are identical; the GPU
+// tests compare the two decoders on random blocks.
+
+__device__ __forceinline__ uint4 ld16(const u8* p) { return __ldg((const uint4*)p); }
+__device__ __forceinline__ u32 ld2(const u8* p) { return __ldg((const unsigned short*)p); }
+// Four bytes from two 16-bit loads (p 2-byte aligned), little-endian.
+__device__ __forceinline__ u32 ld4_2(const u8* p) { return ld2(p) | (ld2(p + 2) << 16); }
+// Byte k of w, an unsigned value below 2^23 by construction, plus 2^23, as a float's bits.
+__device__ __forceinline__ float magic_byte(u32 w, int k) {
+    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650 | k));
+}
+#define MAGIC 8388608.0f
+
+#if defined(WT_F32)
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const float4* p = (const float4*)(row + u * 128);
+    UNROLL for (int i = 0; i < 8; i++) {
+        float4 v = __ldg(p + i);
+        out[4 * i] = v.x;
+        out[4 * i + 1] = v.y;
+        out[4 * i + 2] = v.z;
+        out[4 * i + 3] = v.w;
+    }
+}
+
+#elif defined(WT_BF16) || defined(WT_F16)
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const u8* p = row + u * 64;
+    UNROLL for (int i = 0; i < 4; i++) {
+        uint4 v = ld16(p + 16 * i);
+        u32 w[4] = {v.x, v.y, v.z, v.w};
+        UNROLL for (int j = 0; j < 4; j++) {
+#if defined(WT_BF16)
+            out[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
+            out[8 * i + 2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+#else
+            out[8 * i + 2 * j] = f16_to_f32((u16)(w[j] & 0xffffu));
+            out[8 * i + 2 * j + 1] = f16_to_f32((u16)(w[j] >> 16));
+#endif
+        }
+    }
+}
+
+#elif defined(WT_Q8_0)
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const u8* b = row + u * 34;
+    const float d = f16_to_f32((u16)ld2(b));
+    UNROLL for (int i = 0; i < 8; i++) {
+        // Signed bytes s become s + 128 (flip the top bit), so 2^23 + s + 128 is exact; subtract both.
+        const u32 w = ld4_2(b + 2 + 4 * i) ^ 0x80808080u;
+        UNROLL for (int k = 0; k < 4; k++) out[4 * i + k] = MUL(magic_byte(w, k) - (MAGIC + 128.0f), d);
+    }
+}
+
+#elif defined(WT_Q4_0)
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const u8* b = row + u * 18;
+    const float d = f16_to_f32((u16)ld2(b));
+    UNROLL for (int i = 0; i < 4; i++) {
+        const u32 w = ld4_2(b + 2 + 4 * i);
+        const u32 lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
+        UNROLL for (int k = 0; k < 4; k++) {
+            out[4 * i + k] = MUL(d, magic_byte(lo, k) - (MAGIC + 8.0f));
+            out[16 + 4 * i + k] = MUL(d, magic_byte(hi, k) - (MAGIC + 8.0f));
+        }
+    }
+}
+
+#elif defined(WT_Q4_K)
+// Byte i (0..12) of the scales held in three words, for a run-time i without a local array.
+__device__ __forceinline__ u32 scale_byte(u32 y, u32 z, u32 w, int i) {
+    const u32 word = i < 4 ? y : (i < 8 ? z : w);
+    return (word >> (8 * (i & 3))) & 0xffu;
+}
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const u8* b = row + (u >> 3) * 144;
+    const int s = u & 7;
+    const uint4 h = ld16(b);  // d, dmin, scales[12]
+    const float d = f16_to_f32((u16)(h.x & 0xffffu));
+    const float dmin = f16_to_f32((u16)(h.x >> 16));
+    u32 sc, m;
+    if (s < 4) {
+        sc = scale_byte(h.y, h.z, h.w, s) & 63u;
+        m = scale_byte(h.y, h.z, h.w, s + 4) & 63u;
+    } else {
+        const u32 hi = scale_byte(h.y, h.z, h.w, s + 4);
+        sc = (hi & 15u) | ((scale_byte(h.y, h.z, h.w, s - 4) >> 6) << 4);
+        m = (hi >> 4) | ((scale_byte(h.y, h.z, h.w, s) >> 6) << 4);
+    }
+    const float dl = MUL(d, (float)sc);
+    const float ml = MUL(dmin, (float)m);
+    const int sh = 4 * (s & 1);
+    const u8* qs = b + 16 + 32 * (s >> 1);
+    UNROLL for (int i = 0; i < 2; i++) {
+        const uint4 v = ld16(qs + 16 * i);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
+        UNROLL for (int j = 0; j < 4; j++) {
+            const u32 q = (w[j] >> sh) & 0x0F0F0F0Fu;
+            UNROLL for (int k = 0; k < 4; k++)
+                out[16 * i + 4 * j + k] = SUB(MUL(dl, magic_byte(q, k) - MAGIC), ml);
+        }
+    }
+}
+
+#elif defined(WT_Q6_K)
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    const u8* b = row + (u >> 3) * 210;
+    const int s = u & 7;
+    const int j = s >> 2, l = s & 3;
+    const u8* ql = b + 64 * j + 32 * (l & 1);
+    const u8* qh = b + 128 + 32 * j;
+    const int shl = 4 * (l >> 1), shh = 2 * l;
+    const float d = f16_to_f32((u16)ld2(b + 208));
+    const u32 scw = ld2(b + 192 + 2 * s);
+    UNROLL for (int h = 0; h < 2; h++) {
+        const float dl = MUL(d, (float)(i8)((scw >> (8 * h)) & 0xffu));
+        UNROLL for (int i = 0; i < 4; i++) {
+            const u32 lo = (ld4_2(ql + 16 * h + 4 * i) >> shl) & 0x0F0F0F0Fu;
+            const u32 hi = ((ld4_2(qh + 16 * h + 4 * i) >> shh) & 0x03030303u) << 4;
+            const u32 q = lo | hi;  // 6-bit codes, one per byte
+            UNROLL for (int k = 0; k < 4; k++)
+                out[16 * h + 4 * i + k] = MUL(dl, magic_byte(q, k) - (MAGIC + 32.0f));
+        }
+    }
+}
+
+#else
+#define wt_deq32_fast wt_deq32
+#endif
