@@ -44,6 +44,13 @@ else
   fail "tiny fixtures (see cuda_backend.log)"
 fi
 grep -E "prefill .* decode|mismatch|panicked|rel " "$OUT/cuda_backend.log" | head -80
+if "$BIN/cuda_q8" --test-threads=1 --nocapture >"$OUT/cuda_q8.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/cuda_q8.log"; then
+  pass "8-bit activations: GPU integer matvec decode vs the CPU's q8 path"
+else
+  fail "8-bit activations (see cuda_q8.log)"
+fi
+grep -E "relative L2|rel " "$OUT/cuda_q8.log" | head -20
 
 TEXT="$OUT/ppl.txt"
 python3 - "$TEXT" <<'PY'

@@ -46,6 +46,12 @@ fn matvec_max(dtype: DType) -> usize {
     }
 }
 
+/// Whether decode products meet 8-bit activations (integer dot products) where a weight type has them: the
+/// process-wide switch the CPU backend uses too (`hearth --activations q8`, the binary's default).
+fn q8_activations() -> bool {
+    crate::backend::cpu::quantized_activations()
+}
+
 impl DevMat {
     /// Uploads `t` (once per tensor name: a tied output matrix shares the embedding's upload).
     pub fn upload(be: &Cuda, t: &Tensor) -> Result<DevMat> {
@@ -100,8 +106,9 @@ impl DevMat {
         if n == 0 {
             return;
         }
-        // The half-precision copy of x made so far, and its type (true: bf16).
+        // The half-precision copy of x made so far, and its type (true: bf16); its 8-bit copy.
         let mut converted: Option<(bool, u64)> = None;
+        let mut quantized: Option<(u64, u64)> = None;
         let mut i = 0;
         while i < outs.len() {
             let (w, y) = outs[i];
@@ -121,7 +128,12 @@ impl DevMat {
             {
                 j += 1;
             }
-            Self::matvec(&be.gpu, &outs[i..j], x, n);
+            if q8_activations() && super::has_q8_path(w.dtype) {
+                let xq = *quantized.get_or_insert_with(|| s.quantize_q8(&be.gpu, x, n * w.cols));
+                Self::matvec_q8(&be.gpu, &outs[i..j], xq, n);
+            } else {
+                Self::matvec(&be.gpu, &outs[i..j], x, n);
+            }
             i = j;
         }
     }
@@ -163,9 +175,57 @@ impl DevMat {
         }
     }
 
+    /// [`DevMat::matvec`] against 8-bit activations `(values, block factors)`.
+    fn matvec_q8(gpu: &Gpu, group: &[(&DevMat, u64)], (xq, xd): (u64, u64), n: usize) {
+        let w0 = group[0].0;
+        let k = w0.cols;
+        let kk = k as i32;
+        let total: usize = group.iter().map(|(w, _)| w.rows).sum();
+        let mut c0 = 0;
+        while c0 < n {
+            let (nc, kernel) = super::matvec_q8_kernel(n - c0, false);
+            let (xqc, xdc) = (xq + (c0 * k) as u64, xd + (c0 * (k / 32) * 8) as u64);
+            let mut p = [(0u64, 0u64, 0i32); 3];
+            for (slot, &(w, y)) in p.iter_mut().zip(group) {
+                *slot = (w.buf.ptr, y + (c0 * w.rows * 4) as u64, w.rows as i32);
+            }
+            let [(a0, b0, m0), (a1, b1, m1), (a2, b2, m2)] = p;
+            gpu.run(
+                w0.module.f(kernel),
+                (total.div_ceil(8) as u32, 1, 1),
+                (128, 1, 1),
+                &mut [
+                    arg(&a0),
+                    arg(&b0),
+                    arg(&m0),
+                    arg(&a1),
+                    arg(&b1),
+                    arg(&m1),
+                    arg(&a2),
+                    arg(&b2),
+                    arg(&m2),
+                    arg(&xqc),
+                    arg(&xdc),
+                    arg(&kk),
+                ],
+            );
+            c0 += nc;
+        }
+    }
+
     /// `y = act(x · Wgᵀ) * (x · Wuᵀ)` in one fused pass when the step is decode-sized and both matrices
     /// share a type and shape; false (nothing launched) otherwise.
-    pub fn glu(be: &Cuda, gate: &DevMat, up: &DevMat, x: u64, n: usize, y: u64, act: i32) -> bool {
+    #[allow(clippy::too_many_arguments)]
+    pub fn glu(
+        be: &Cuda,
+        s: &DevStep,
+        gate: &DevMat,
+        up: &DevMat,
+        x: u64,
+        n: usize,
+        y: u64,
+        act: i32,
+    ) -> bool {
         if n == 0
             || gate.dtype != up.dtype
             || (gate.rows, gate.cols) != (up.rows, up.cols)
@@ -174,6 +234,35 @@ impl DevMat {
             return false;
         }
         let (wg, wu, m, k) = (gate.buf.ptr, up.buf.ptr, gate.rows as i32, gate.cols as i32);
+        if q8_activations() && super::has_q8_path(gate.dtype) {
+            let (xq, xd) = s.quantize_q8(&be.gpu, x, n * gate.cols);
+            let mut c0 = 0;
+            while c0 < n {
+                let (nc, kernel) = super::matvec_q8_kernel(n - c0, true);
+                let (xqc, xdc) = (
+                    xq + (c0 * gate.cols) as u64,
+                    xd + (c0 * (gate.cols / 32) * 8) as u64,
+                );
+                let yc = y + (c0 * gate.rows * 4) as u64;
+                be.gpu.run(
+                    gate.module.f(kernel),
+                    (gate.rows.div_ceil(4) as u32, 1, 1),
+                    (128, 1, 1),
+                    &mut [
+                        arg(&wg),
+                        arg(&wu),
+                        arg(&xqc),
+                        arg(&xdc),
+                        arg(&yc),
+                        arg(&m),
+                        arg(&k),
+                        arg(&act),
+                    ],
+                );
+                c0 += nc;
+            }
+            return true;
+        }
         let mut c0 = 0;
         while c0 < n {
             let (nc, kernel) = super::matvec_kernel(n - c0, true);

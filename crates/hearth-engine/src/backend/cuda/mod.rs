@@ -192,6 +192,17 @@ const WEIGHT_KERNELS: [&str; 11] = [
     "deq_compare",
 ];
 
+/// The integer (8-bit activation) matvec kernels, in the modules of the types that have them
+/// ([`has_q8_path`]): `mvq8_N` and `gluq8_N` for N = 1, 2, 4, 8.
+const Q8_KERNELS: [&str; 8] = [
+    "mvq8_1", "mvq8_2", "mvq8_4", "mvq8_8", "gluq8_1", "gluq8_2", "gluq8_4", "gluq8_8",
+];
+
+/// Whether `dtype` has integer dot-product kernels against 8-bit activations (decode_fast.cuh's `unit_q8`).
+fn has_q8_path(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
+}
+
 /// The largest compiled activation-row count not above `n` (1, 2, 4 or 8), and the matvec (false) or glu
 /// (true) kernel's name for it.
 fn matvec_kernel(n: usize, glu: bool) -> (usize, &'static str) {
@@ -204,12 +215,19 @@ fn matvec_kernel(n: usize, glu: bool) -> (usize, &'static str) {
     (nc, WEIGHT_KERNELS[i + if glu { 4 } else { 0 }])
 }
 
+/// [`matvec_kernel`] for the integer kernels.
+fn matvec_q8_kernel(n: usize, glu: bool) -> (usize, &'static str) {
+    let (nc, _) = matvec_kernel(n, glu);
+    let i = nc.trailing_zeros() as usize;
+    (nc, Q8_KERNELS[i + if glu { 4 } else { 0 }])
+}
+
 /// Dynamic shared memory of `flash_prefill`: Q, K and V tiles of 64 rows of `head_dim + 8` halves.
 fn flash_smem_bytes(head_dim: usize) -> usize {
     3 * 64 * (head_dim + 8) * 2
 }
 
-const OPS_KERNELS: [&str; 11] = [
+const OPS_KERNELS: [&str; 12] = [
     "rmsnorm_rows",
     "add_rmsnorm_rows",
     "qkv_finish",
@@ -221,6 +239,7 @@ const OPS_KERNELS: [&str; 11] = [
     "softcap_inplace",
     "scale_inplace",
     "flash_prefill",
+    "quantize_q8",
 ];
 
 /// The `-D` defines that select a weight type in `quant.cuh`.
@@ -345,7 +364,11 @@ impl Gpu {
             &weight_defines(dtype)?,
             self.arch,
         )?;
-        let m = Arc::new(Module::load(&self.ctx, &cubin, &WEIGHT_KERNELS)?);
+        let mut names = WEIGHT_KERNELS.to_vec();
+        if has_q8_path(dtype) {
+            names.extend(Q8_KERNELS);
+        }
+        let m = Arc::new(Module::load(&self.ctx, &cubin, &names)?);
         mods.insert(dtype, m.clone());
         Ok(m)
     }
@@ -743,7 +766,7 @@ impl Backend for Cuda {
         };
         // gate = act(xb · Wgᵀ) * (xb · Wuᵀ): one fused pass for decode-sized steps, else two products
         // and the activation.
-        if !DevMat::glu(self, &m.gate, &m.up, s.xb.ptr, n, s.gate.ptr, act) {
+        if !DevMat::glu(self, s, &m.gate, &m.up, s.xb.ptr, n, s.gate.ptr, act) {
             DevMat::matmul_group(
                 self,
                 s,

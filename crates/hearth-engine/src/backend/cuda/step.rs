@@ -36,6 +36,10 @@ pub struct DevStep {
     h16: DevBuf,
     /// A slab of dequantized weights for a GEMM (f16/bf16).
     pub wbuf: DevBuf,
+    /// Activations quantized to 8 bits for the integer matvec kernels: [max, widest] bytes, and per 32-value
+    /// block (d, d * sum q) as two floats.
+    pub xq: DevBuf,
+    pub xd: DevBuf,
     /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 2] f32.
     pub part: DevBuf,
     pub out_x: DevBuf, // [max, hidden] the wanted rows' final hidden states
@@ -123,6 +127,8 @@ impl DevStep {
             up: f(max * c.ffn)?,
             h16: DevBuf::alloc(ctx, max * widest * 2)?,
             wbuf: DevBuf::alloc(ctx, largest.min(WBUF_ELEMS) * 2)?,
+            xq: DevBuf::alloc(ctx, max * widest)?,
+            xd: DevBuf::alloc(ctx, max * widest.div_ceil(32) * 8)?,
             part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 2))?,
             out_x: f(max * c.hidden)?,
             logits_dev: f(c.vocab)?,
@@ -276,6 +282,19 @@ impl DevStep {
             &mut [arg(&x), arg(&out), arg(&n), arg(&b)],
         );
         self.h16.ptr
+    }
+
+    /// Quantizes `count` activations at `x` (whole 32-value blocks) into the step's 8-bit buffers; returns
+    /// (values, block factors).
+    pub fn quantize_q8(&self, gpu: &Gpu, x: u64, count: usize) -> (u64, u64) {
+        let (q, d, blocks) = (self.xq.ptr, self.xd.ptr, (count / 32) as i32);
+        gpu.run(
+            gpu.ops.f("quantize_q8"),
+            ((count / 32).div_ceil(8) as u32, 1, 1),
+            (256, 1, 1),
+            &mut [arg(&x), arg(&q), arg(&d), arg(&blocks)],
+        );
+        (q, d)
     }
 
     /// Makes the device logits buffer hold `count` floats.

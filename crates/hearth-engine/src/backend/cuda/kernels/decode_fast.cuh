@@ -20,6 +20,12 @@ __device__ __forceinline__ float magic_byte(u32 w, int k) {
 }
 #define MAGIC 8388608.0f
 
+// Byte i (0..12) of the scales held in three words, for a run-time i without a local array.
+__device__ __forceinline__ u32 scale_byte(u32 y, u32 z, u32 w, int i) {
+    const u32 word = i < 4 ? y : (i < 8 ? z : w);
+    return (word >> (8 * (i & 3))) & 0xffu;
+}
+
 #if defined(WT_F32)
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
     const float4* p = (const float4*)(row + u * 128);
@@ -76,11 +82,6 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 }
 
 #elif defined(WT_Q4_K)
-// Byte i (0..12) of the scales held in three words, for a run-time i without a local array.
-__device__ __forceinline__ u32 scale_byte(u32 y, u32 z, u32 w, int i) {
-    const u32 word = i < 4 ? y : (i < 8 ? z : w);
-    return (word >> (8 * (i & 3))) & 0xffu;
-}
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
     const u8* b = row + (u >> 3) * 144;
     const int s = u & 7;
@@ -135,4 +136,75 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 
 #else
 #define wt_deq32_fast wt_deq32
+#endif
+
+// ---- Integer dot products against 8-bit activations (decode with quantized activations) -----------------
+// Activations are quantized per 32-value block as the CPU's q8 path does (backend/cpu/qdot): q = round(x / d),
+// d = max|x| / 127, and the block keeps (d, d * sum(q)). For the types below a 32-weight unit is given as 8
+// words of 4 signed bytes (q8), two factors a0 (words 0-3) and a1 (words 4-7) and an offset factor b, so that
+// unit · x = xd * (a0 * dp4a(q8[0..4], x8[0..4]) + a1 * dp4a(q8[4..8], x8[4..8])) + b * xs.
+#if defined(WT_Q8_0) || defined(WT_Q4_0) || defined(WT_Q4_K) || defined(WT_Q6_K)
+#define HAS_Q8 1
+__device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0, float* a1, float* b) {
+#if defined(WT_Q8_0)
+    const u8* blk = row + u * 34;
+    const float d = f16_to_f32((u16)ld2(blk));
+#pragma unroll
+    for (int i = 0; i < 8; i++) q8[i] = ld4_2(blk + 2 + 4 * i);
+    *a0 = *a1 = d;
+    *b = 0.0f;
+#elif defined(WT_Q4_0)
+    const u8* blk = row + u * 18;
+    const float d = f16_to_f32((u16)ld2(blk));
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const u32 w = ld4_2(blk + 2 + 4 * i);
+        q8[i] = w & 0x0F0F0F0Fu;             // weights 4i..4i+3: low nibbles
+        q8[4 + i] = (w >> 4) & 0x0F0F0F0Fu;  // weights 16+4i..: high nibbles
+    }
+    *a0 = *a1 = d;
+    *b = -8.0f * d;
+#elif defined(WT_Q4_K)
+    const u8* blk = row + (u >> 3) * 144;
+    const int s = u & 7;
+    const uint4 h = ld16(blk);
+    const float d = f16_to_f32((u16)(h.x & 0xffffu));
+    const float dmin = f16_to_f32((u16)(h.x >> 16));
+    u32 sc, m;
+    if (s < 4) {
+        sc = scale_byte(h.y, h.z, h.w, s) & 63u;
+        m = scale_byte(h.y, h.z, h.w, s + 4) & 63u;
+    } else {
+        const u32 hi = scale_byte(h.y, h.z, h.w, s + 4);
+        sc = (hi & 15u) | ((scale_byte(h.y, h.z, h.w, s - 4) >> 6) << 4);
+        m = (hi >> 4) | ((scale_byte(h.y, h.z, h.w, s) >> 6) << 4);
+    }
+    const int sh = 4 * (s & 1);
+    const u8* qs = blk + 16 + 32 * (s >> 1);
+    const uint4 v0 = ld16(qs), v1 = ld16(qs + 16);
+    const u32 w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++) q8[i] = (w[i] >> sh) & 0x0F0F0F0Fu;
+    *a0 = *a1 = MUL(d, (float)sc);
+    *b = -MUL(dmin, (float)m);
+#else  // Q6_K
+    const u8* blk = row + (u >> 3) * 210;
+    const int s = u & 7;
+    const int j = s >> 2, l = s & 3;
+    const u8* ql = blk + 64 * j + 32 * (l & 1);
+    const u8* qh = blk + 128 + 32 * j;
+    const int shl = 4 * (l >> 1), shh = 2 * l;
+    const float d = f16_to_f32((u16)ld2(blk + 208));
+    const u32 scw = ld2(blk + 192 + 2 * s);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const u32 lo = (ld4_2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu;
+        const u32 hi = ((ld4_2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
+        q8[i] = __vsub4(lo | hi, 0x20202020u);  // q - 32 in each signed byte
+    }
+    *a0 = MUL(d, (float)(i8)(scw & 0xffu));
+    *a1 = MUL(d, (float)(i8)(scw >> 8));
+    *b = 0.0f;
+#endif
+}
 #endif

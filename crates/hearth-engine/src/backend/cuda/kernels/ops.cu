@@ -427,3 +427,21 @@ extern "C" __global__ void scale_inplace(float* __restrict__ x, long long n, flo
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = __fmul_rn(x[i], s);
 }
+
+// Quantizes activations for the integer matvec kernels, per 32-value block as the CPU's q8 path does:
+// d = max|x| / 127, q = round-half-even(x / d) (0 for an all-zero block); xd gets (d, d * sum(q)). One warp
+// per block, one value per lane.
+extern "C" __global__ void quantize_q8(const float* __restrict__ x, signed char* __restrict__ xq,
+                                       float2* __restrict__ xd, int n_blocks) {
+    const int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (b >= n_blocks) return;
+    const int lane = threadIdx.x & 31;
+    const float v = x[(size_t)b * 32 + lane];
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = __float2int_rn(v * id);
+    xq[(size_t)b * 32 + lane] = (signed char)q;
+    const float sum = warp_sum((float)q);
+    if (lane == 0) xd[b] = make_float2(d, d * sum);
+}

@@ -225,6 +225,116 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
                  float* __restrict__ y, int M, int K, int act) {                                          \
         glu_impl<NC>(wg, wu, x, y, M, K, act);                                                            \
     }
+#ifdef HAS_Q8
+// ---- The same products against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d *
+// sum q)): integer dot products, four weights per instruction, instead of decoding every weight to a float.
+__device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+template <int NC>
+__device__ __forceinline__ void row_dot_q8(const u8* __restrict__ w, int r, const signed char* __restrict__ xq,
+                                           const float2* __restrict__ xd, int K, float* acc) {
+    const int lane = threadIdx.x & 31;
+    const int units = K >> 5;
+    const u8* row = w + (size_t)r * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    for (int u = lane; u < units; u += 32) {
+        u32 q[8];
+        float a0, a1, b;
+        unit_q8(row, u, q, &a0, &a1, &b);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            const uint4* xp = (const uint4*)(xq + (size_t)c * K + ((size_t)u << 5));
+            const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            const float2 s = __ldg(xd + (size_t)c * units + u);
+            int i0 = dp4a(q[0], x0.x, 0);
+            i0 = dp4a(q[1], x0.y, i0);
+            i0 = dp4a(q[2], x0.z, i0);
+            i0 = dp4a(q[3], x0.w, i0);
+            int i1 = dp4a(q[4], x1.x, 0);
+            i1 = dp4a(q[5], x1.y, i1);
+            i1 = dp4a(q[6], x1.z, i1);
+            i1 = dp4a(q[7], x1.w, i1);
+            acc[c] += s.x * (a0 * (float)i0 + a1 * (float)i1) + b * s.y;
+        }
+    }
+}
+
+template <int NC>
+__device__ __forceinline__ void matvec_q8_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
+                                               const u8* __restrict__ w1, float* __restrict__ y1, int m1,
+                                               const u8* __restrict__ w2, float* __restrict__ y2, int m2,
+                                               const signed char* __restrict__ xq, const float2* __restrict__ xd,
+                                               int K) {
+    const int r0 = 2 * (blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5));
+    const u8 *wa, *wb;
+    float *ya, *yb;
+    int ma, mb, ra, rb;
+    if (!pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wa, &ya, &ma, &ra)) return;
+    const bool two = pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wb, &yb, &mb, &rb);
+    float a[NC], b[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) a[c] = b[c] = 0.0f;
+    row_dot_q8<NC>(wa, ra, xq, xd, K, a);
+    if (two) row_dot_q8<NC>(wb, rb, xq, xd, K, b);
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        const float sa = warp_sum(a[c]);
+        const float sb = warp_sum(b[c]);
+        if ((threadIdx.x & 31) == 0) {
+            ya[(size_t)c * ma + ra] = sa;
+            if (two) yb[(size_t)c * mb + rb] = sb;
+        }
+    }
+}
+
+template <int NC>
+__device__ __forceinline__ void glu_q8_impl(const u8* __restrict__ wg, const u8* __restrict__ wu,
+                                            const signed char* __restrict__ xq, const float2* __restrict__ xd,
+                                            float* __restrict__ y, int M, int K, int act) {
+    const int r = blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    if (r >= M) return;
+    float g[NC], u[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) g[c] = u[c] = 0.0f;
+    row_dot_q8<NC>(wg, r, xq, xd, K, g);
+    row_dot_q8<NC>(wu, r, xq, xd, K, u);
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        const float gs = warp_sum(g[c]), us = warp_sum(u[c]);
+        if ((threadIdx.x & 31) == 0) {
+            float a;
+            if (act == 0) {
+                a = gs / (1.0f + expf(-gs));
+            } else {
+                const float z = 0.7978845608f * (gs + 0.044715f * gs * gs * gs);
+                a = gs / (1.0f + expf(-2.0f * z));
+            }
+            y[(size_t)c * M + r] = a * us;
+        }
+    }
+}
+
+#define MATVEC_Q8(NC)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
+        mvq8_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,     \
+                  float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
+                  const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {              \
+        matvec_q8_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, xq, xd, K);                                 \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
+        gluq8_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const signed char* __restrict__ xq, \
+                   const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) {         \
+        glu_q8_impl<NC>(wg, wu, xq, xd, y, M, K, act);                                                     \
+    }
+MATVEC_Q8(1)
+MATVEC_Q8(2)
+MATVEC_Q8(4)
+MATVEC_Q8(8)
+#endif
+
 // Activation-row counts compiled (the host splits other counts into these: 7 = 4 + 2 + 1); fewer variants
 // keep the run-time compile of a weight module short.
 MATVEC(1)
