@@ -173,7 +173,11 @@ pub(crate) fn load(path: &Path) -> Result<(Model, Tokenizer)> {
     let model = Model::open_with(path, &opts);
     progress::upload_done();
     let model = model?;
-    eprintln!("device: {}", model.device.reason);
+    // A GPU is announced; the CPU (also what `auto` falls back to without one) goes unsaid, so stderr stays
+    // clean for scripts. `hearth bench` and the server's log always name the device.
+    if model.device.device != hearth_engine::backend::Device::Cpu {
+        eprintln!("device: {}", model.device.reason);
+    }
     let tok = match &model.gguf {
         Some(g) => Tokenizer::from_gguf(g)?,
         None => Tokenizer::from_hf_dir(&model.path)?,

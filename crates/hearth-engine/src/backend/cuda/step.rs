@@ -253,13 +253,13 @@ impl DevStep {
         Ok(())
     }
 
-    /// How many splits attention cuts each row's keys into: enough work items to fill the GPU twice over
+    /// How many splits attention cuts each row's keys into: enough work items to fill the GPU four times over
     /// when the rows alone do not, never more than `part` holds. It depends on the row count only, so a
     /// recorded decode step stays valid as its sequences grow; the kernel sizes the splits from the step's
     /// longest key range (`max_len_dev`), and splits past a row's keys end at once.
     pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> usize {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
-        (2 * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
+        (4 * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
     }
 
     /// The key for a recorded step of this shape over `kv`.
