@@ -1,0 +1,353 @@
+//! The CUDA backend's block operations: a transformer layer's attention and MLP, norms, the output
+//! projection, and the recording of decode steps as CUDA graphs.
+
+use cudarc::driver::{result, sys};
+
+use super::memory::{self, arg, drv, DevBuf};
+use super::step::GraphExec;
+use super::{flash_smem_bytes, profile, Cuda, DevMat, DevStep, DeviceKv};
+use crate::backend::{Act, Backend, StepRows};
+use crate::error::{Error, Result};
+use crate::models::config::ModelConfig;
+use crate::models::layers::{Activation, Attention, Mlp};
+use crate::tensor::Tensor;
+
+impl Backend for Cuda {
+    type Mat = DevMat;
+    type Vec = DevBuf;
+    type Step = DevStep;
+    type Kv = DeviceKv;
+
+    fn mat(&self, t: &Tensor) -> Result<DevMat> {
+        DevMat::upload(self, t)
+    }
+
+    fn vector(&self, v: Vec<f32>) -> Result<DevBuf> {
+        let buf = DevBuf::alloc(&self.gpu.ctx, v.len() * 4)?;
+        memory::upload(self.gpu.cu_stream(), buf.ptr, &v)?;
+        Ok(buf)
+    }
+
+    fn begin(
+        &self,
+        s: &mut DevStep,
+        _c: &ModelConfig,
+        rows: &StepRows,
+        inv_freq: (&[f32], &[f32]),
+    ) -> Result<()> {
+        self.gpu.take_err()?;
+        s.begin(rows, inv_freq)
+    }
+
+    fn embed(&self, s: &mut DevStep, rows: &StepRows, table: &DevMat, scale: Option<f32>) {
+        let n = rows.tokens.len();
+        table.embed(&self.gpu, s.tokens, n, s.x.ptr, scale);
+    }
+
+    fn rmsnorm(&self, s: &mut DevStep, n: usize, src: Act, gain: &DevBuf, eps: f32, dst: Act) {
+        let (x, g, o) = (Self::act_ptr(s, src), gain.ptr, Self::act_ptr(s, dst));
+        let dim = (gain.bytes / 4) as i32;
+        self.norm_launch(
+            "rmsnorm_rows",
+            n,
+            dim as usize,
+            &mut [arg(&x), arg(&g), arg(&o), arg(&dim), arg(&eps)],
+        );
+    }
+
+    fn add_rmsnorm(&self, s: &mut DevStep, n: usize, src: Act, gain: &DevBuf, eps: f32, dst: Act) {
+        let (x, a, g, o) = (
+            s.x.ptr,
+            Self::act_ptr(s, src),
+            gain.ptr,
+            Self::act_ptr(s, dst),
+        );
+        let dim = (gain.bytes / 4) as i32;
+        self.norm_launch(
+            "add_rmsnorm_rows",
+            n,
+            dim as usize,
+            &mut [arg(&x), arg(&a), arg(&g), arg(&o), arg(&dim), arg(&eps)],
+        );
+    }
+
+    fn attention(
+        &self,
+        s: &mut DevStep,
+        kv: &mut DeviceKv,
+        rows: &StepRows,
+        a: &Attention<Cuda>,
+        c: &ModelConfig,
+    ) {
+        let n = rows.tokens.len();
+        let gpu = &self.gpu;
+        // q, k, v = xb · Wqᵀ, Wkᵀ, Wvᵀ: [n, qdim], [n, kv_dim] x2.
+        DevMat::matmul_group(
+            self,
+            s,
+            s.xb.ptr,
+            n,
+            &[(&a.wq, s.q.ptr), (&a.wk, s.k.ptr), (&a.wv, s.v.ptr)],
+        );
+        // Biases, q/k norms, rope; k and v into the cache slots.
+        let opt = |v: &Option<DevBuf>| v.as_ref().map_or(0u64, |b| b.ptr);
+        let (bq, bk, bv, qn, kn) = (
+            opt(&a.bq),
+            opt(&a.bk),
+            opt(&a.bv),
+            opt(&a.q_norm),
+            opt(&a.k_norm),
+        );
+        let inv = if a.sliding {
+            s.inv_local.ptr
+        } else {
+            s.inv_global.ptr
+        };
+        let rope_half = (c.rope_dim / 2) as i32;
+        let neox = (c.rope_style == crate::models::config::RopeStyle::Neox) as i32;
+        let (kc, vc) = kv.layer(a.layer);
+        let (q, k, v, pos) = (s.q.ptr, s.k.ptr, s.v.ptr, s.positions);
+        let (rs, toff, tabs, bs) = (s.row_seq, s.table_off, s.tables, kv.block_size as i32);
+        let (nh, nkv, eps) = (c.n_heads as i32, c.n_kv_heads as i32, c.rms_eps);
+        let threads = c.head_dim.div_ceil(32) as u32 * 32;
+        gpu.run(
+            gpu.ops.f("qkv_finish"),
+            (n as u32, (c.n_heads + c.n_kv_heads) as u32, 1),
+            (threads, 1, 1),
+            &mut [
+                arg(&q),
+                arg(&k),
+                arg(&v),
+                arg(&bq),
+                arg(&bk),
+                arg(&bv),
+                arg(&qn),
+                arg(&kn),
+                arg(&inv),
+                arg(&rope_half),
+                arg(&neox),
+                arg(&pos),
+                arg(&rs),
+                arg(&toff),
+                arg(&tabs),
+                arg(&bs),
+                arg(&kc),
+                arg(&vc),
+                arg(&nh),
+                arg(&nkv),
+                arg(&eps),
+            ],
+        );
+        // Attention over each row's keys, split along them, then the splits merged.
+        let window = if a.sliding {
+            c.sliding_window.unwrap_or(0) as i32
+        } else {
+            0
+        };
+        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms);
+        let (part, att, ml, fr) = (s.part.ptr, s.att.ptr, s.max_len_dev, s.flash_rows);
+        let nh = c.n_heads as i32;
+        let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
+        let ns = n_splits as i32;
+        gpu.run(
+            gpu.ops.f("attn_partial"),
+            ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
+            (128, 1, 1),
+            &mut [
+                arg(&q),
+                arg(&kc),
+                arg(&vc),
+                arg(&pos),
+                arg(&rs),
+                arg(&toff),
+                arg(&tabs),
+                arg(&part),
+                arg(&nkv),
+                arg(&bs),
+                arg(&window),
+                arg(&scale),
+                arg(&softcap),
+                arg(&ml),
+                arg(&ns),
+                arg(&fr),
+            ],
+        );
+        gpu.run(
+            gpu.ops.f("attn_combine"),
+            ((n * c.n_heads) as u32, 1, 1),
+            (threads.min(256), 1, 1),
+            &mut [arg(&part), arg(&att), arg(&ns), arg(&fr), arg(&nh)],
+        );
+        // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
+        if s.flash_tiles > 0 {
+            let tl = s.flash_tile_list;
+            gpu.run_smem(
+                gpu.ops.f("flash_prefill"),
+                (s.flash_tiles as u32, c.n_heads as u32, 1),
+                (128, 1, 1),
+                flash_smem_bytes(c.head_dim) as u32,
+                &mut [
+                    arg(&q),
+                    arg(&kc),
+                    arg(&vc),
+                    arg(&att),
+                    arg(&tl),
+                    arg(&pos),
+                    arg(&rs),
+                    arg(&toff),
+                    arg(&tabs),
+                    arg(&nh),
+                    arg(&nkv),
+                    arg(&bs),
+                    arg(&window),
+                    arg(&scale),
+                    arg(&softcap),
+                ],
+            );
+        }
+        // out = att · Woᵀ: [n, hidden]
+        a.wo.matmul(self, s, s.att.ptr, n, s.xb2.ptr);
+    }
+
+    fn mlp(&self, s: &mut DevStep, n: usize, m: &Mlp<Cuda>, c: &ModelConfig) {
+        let act = match m.act {
+            Activation::Silu => 0i32,
+            Activation::GeluTanh => 1,
+        };
+        // gate = act(xb · Wgᵀ) * (xb · Wuᵀ): one fused pass for decode-sized steps, else two products
+        // and the activation.
+        if !DevMat::glu(self, s, &m.gate, &m.up, s.xb.ptr, n, s.gate.ptr, act) {
+            DevMat::matmul_group(
+                self,
+                s,
+                s.xb.ptr,
+                n,
+                &[(&m.gate, s.gate.ptr), (&m.up, s.up.ptr)],
+            );
+            let (g, u) = (s.gate.ptr, s.up.ptr);
+            let count = (n * c.ffn) as i64;
+            self.elementwise(
+                "act_mul",
+                n * c.ffn,
+                &mut [arg(&g), arg(&u), arg(&count), arg(&act)],
+            );
+        }
+        m.down.matmul(self, s, s.gate.ptr, n, s.xb2.ptr);
+    }
+
+    fn project(&self, s: &mut DevStep, rows: &StepRows, w: &DevMat, softcap: Option<f32>) {
+        let n_out = rows.out_rows.len();
+        let (hidden, vocab) = (w.cols, w.rows);
+        if n_out == 0 {
+            return;
+        }
+        let (src, rws, out, dim) = (s.xb.ptr, s.out_rows, s.out_x.ptr, hidden as i32);
+        self.gpu.run(
+            self.gpu.ops.f("gather_rows"),
+            (n_out as u32, 1, 1),
+            (256, 1, 1),
+            &mut [arg(&src), arg(&rws), arg(&out), arg(&dim)],
+        );
+        w.matmul(self, s, s.out_x.ptr, n_out, s.logits_dev.ptr);
+        if let Some(cap) = softcap {
+            let (l, count) = (s.logits_dev.ptr, (n_out * vocab) as i64);
+            self.elementwise(
+                "softcap_inplace",
+                n_out * vocab,
+                &mut [arg(&l), arg(&count), arg(&cap)],
+            );
+        }
+    }
+
+    fn logits<'s>(&self, s: &'s mut DevStep, rows: &StepRows) -> Result<&'s [f32]> {
+        self.gpu.take_err()?;
+        let count = rows.out_rows.len() * s.vocab();
+        s.logits_host.resize(count, 0.0);
+        if count > 0 {
+            s.download_logits(count)?;
+        }
+        if profile::enabled() {
+            drv("synchronize", self.gpu.stream.synchronize())?;
+            profile::collect();
+        }
+        self.gpu.take_err()?;
+        Ok(&s.logits_host[..count])
+    }
+
+    /// Decode steps (one token per sequence, up to [`MAX_GRAPH_ROWS`] sequences) are recorded as a CUDA graph
+    /// the first time a shape is seen and replayed after: one launch instead of hundreds, which is most of a
+    /// small model's step time. Everything a step reads that changes between steps (tokens, positions, block
+    /// tables, the longest key range) is in device buffers the graph points at, filled by `begin`.
+    fn run_step(
+        &self,
+        s: &mut DevStep,
+        kv: &mut DeviceKv,
+        rows: &StepRows,
+        body: &mut dyn FnMut(&mut DevStep, &mut DeviceKv),
+    ) -> Result<()> {
+        let n = rows.tokens.len();
+        let decode = n == rows.seqs.len() && n <= MAX_GRAPH_ROWS;
+        if !decode || s.graphs_off || !graphs_enabled() {
+            body(s, kv);
+            return Ok(());
+        }
+        let key = s.graph_key(rows, kv);
+        let stream = self.gpu.cu_stream();
+        if let Some(g) = s.graphs.get(&key) {
+            // SAFETY: the graph was recorded on this stream over buffers that are still allocated (the key
+            // changes whenever one of them is reallocated).
+            return drv("graph launch", unsafe {
+                result::graph::launch(g.0, stream)
+            });
+        }
+        // SAFETY: capture of this thread's work on the model's stream; ended below on every path.
+        drv("begin capture", unsafe {
+            result::stream::begin_capture(
+                stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        })?;
+        body(s, kv);
+        // SAFETY: ends the capture begun above.
+        let graph = unsafe { result::stream::end_capture(stream) };
+        let launched = graph
+            .map_err(|e| Error::Other(format!("CUDA graph capture: {e}")))
+            .and_then(|g| {
+                self.gpu.take_err()?;
+                // SAFETY: `g` was just captured; it is destroyed once instantiated (the executable graph
+                // is independent of it).
+                let exec = unsafe {
+                    let e = result::graph::instantiate(g, sys::CUgraphInstantiate_flags(0));
+                    let _ = result::graph::destroy(g);
+                    drv("graph instantiate", e)?
+                };
+                let exec = GraphExec(exec);
+                // SAFETY: as for a replay.
+                drv("graph launch", unsafe {
+                    result::graph::launch(exec.0, stream)
+                })?;
+                s.graphs.insert(key, exec);
+                Ok(())
+            });
+        if let Err(e) = launched {
+            // Recording failed (a driver without support, an operation that cannot be captured): run this
+            // batch's steps directly from now on. The captured work did not run, so run it now.
+            eprintln!("warning: CUDA graph capture failed ({e}); running steps without graphs");
+            s.graphs_off = true;
+            body(s, kv);
+        }
+        Ok(())
+    }
+}
+
+/// Most sequences a recorded decode step holds; larger decode batches are launched directly (their
+/// kernels are large enough to hide the launch cost).
+const MAX_GRAPH_ROWS: usize = 256;
+
+/// CUDA graphs are on unless HEARTH_CUDA_GRAPHS=0 (for benchmarks and debugging).
+fn graphs_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("HEARTH_CUDA_GRAPHS").map_or(true, |v| v != "0") && !profile::enabled()
+    })
+}
