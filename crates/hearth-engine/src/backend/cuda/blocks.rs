@@ -12,6 +12,23 @@ use crate::models::config::ModelConfig;
 use crate::models::layers::{Activation, Attention, Mlp};
 use crate::tensor::Tensor;
 
+impl Cuda {
+    /// Where a norm writing `dst` should also put its output quantized to 8 bits: the step's Xb buffers when
+    /// `dst` is Xb, 8-bit activations are on and the row fits (the next products read it instead of
+    /// quantizing again); (0, 0) otherwise. Records whether Xb's quantization is current.
+    fn xb_quantization(s: &mut DevStep, dst: Act, dim: usize) -> (u64, u64) {
+        if dst != Act::Xb {
+            return (0, 0);
+        }
+        s.xb_q8 = super::matmul::q8_activations() && super::norm_can_quantize(dim);
+        if s.xb_q8 {
+            (s.xbq.ptr, s.xbd.ptr)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
 impl Backend for Cuda {
     type Mat = DevMat;
     type Vec = DevBuf;
@@ -47,11 +64,20 @@ impl Backend for Cuda {
     fn rmsnorm(&self, s: &mut DevStep, n: usize, src: Act, gain: &DevBuf, eps: f32, dst: Act) {
         let (x, g, o) = (Self::act_ptr(s, src), gain.ptr, Self::act_ptr(s, dst));
         let dim = (gain.bytes / 4) as i32;
+        let (q, d) = Self::xb_quantization(s, dst, dim as usize);
         self.norm_launch(
             "rmsnorm_rows",
             n,
             dim as usize,
-            &mut [arg(&x), arg(&g), arg(&o), arg(&dim), arg(&eps)],
+            &mut [
+                arg(&x),
+                arg(&g),
+                arg(&o),
+                arg(&dim),
+                arg(&eps),
+                arg(&q),
+                arg(&d),
+            ],
         );
     }
 
@@ -63,11 +89,21 @@ impl Backend for Cuda {
             Self::act_ptr(s, dst),
         );
         let dim = (gain.bytes / 4) as i32;
+        let (q, d) = Self::xb_quantization(s, dst, dim as usize);
         self.norm_launch(
             "add_rmsnorm_rows",
             n,
             dim as usize,
-            &mut [arg(&x), arg(&a), arg(&g), arg(&o), arg(&dim), arg(&eps)],
+            &mut [
+                arg(&x),
+                arg(&a),
+                arg(&g),
+                arg(&o),
+                arg(&dim),
+                arg(&eps),
+                arg(&q),
+                arg(&d),
+            ],
         );
     }
 

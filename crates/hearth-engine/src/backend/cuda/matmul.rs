@@ -48,7 +48,7 @@ fn matvec_max(dtype: DType) -> usize {
 
 /// Whether decode products meet 8-bit activations (integer dot products) where a weight type has them: the
 /// process-wide switch the CPU backend uses too (`hearth --activations q8`, the binary's default).
-fn q8_activations() -> bool {
+pub(super) fn q8_activations() -> bool {
     crate::backend::cpu::quantized_activations()
 }
 
@@ -129,7 +129,7 @@ impl DevMat {
                 j += 1;
             }
             if q8_activations() && super::has_q8_path(w.dtype) {
-                let xq = *quantized.get_or_insert_with(|| s.quantize_q8(&be.gpu, x, n * w.cols));
+                let xq = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
                 Self::matvec_q8(&be.gpu, &outs[i..j], xq, n);
             } else {
                 Self::matvec(&be.gpu, &outs[i..j], x, n);
@@ -235,7 +235,7 @@ impl DevMat {
         }
         let (wg, wu, m, k) = (gate.buf.ptr, up.buf.ptr, gate.rows as i32, gate.cols as i32);
         if q8_activations() && super::has_q8_path(gate.dtype) {
-            let (xq, xd) = s.quantize_q8(&be.gpu, x, n * gate.cols);
+            let (xq, xd) = s.q8_of(&be.gpu, x, n * gate.cols);
             let mut c0 = 0;
             while c0 < n {
                 let (nc, kernel) = super::matvec_q8_kernel(n - c0, true);

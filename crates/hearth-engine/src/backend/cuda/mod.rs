@@ -539,7 +539,7 @@ impl Cuda {
     /// One block per row; enough threads that each keeps at most 4 of the row's values (8 fit in its
     /// registers), so a single decode row still spreads over a whole block.
     fn norm_launch(&self, name: &str, n: usize, dim: usize, args: &mut [*mut c_void]) {
-        let threads = (dim.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
+        let threads = norm_threads(dim);
         self.gpu.run(
             self.gpu.ops.f(name),
             (n as u32, 1, 1),
@@ -560,6 +560,17 @@ impl Cuda {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// Threads of a norm kernel's block: enough that each keeps at most 4 of the row's values.
+fn norm_threads(dim: usize) -> u32 {
+    (dim.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
+}
+
+/// Whether a norm kernel can also quantize its output row (every value held in registers: see ops.cu's
+/// emit_q8).
+fn norm_can_quantize(dim: usize) -> bool {
+    dim.is_multiple_of(32) && dim <= 8 * norm_threads(dim) as usize
+}
 
 #[cfg(test)]
 mod tests;

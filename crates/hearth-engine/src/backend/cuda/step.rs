@@ -40,6 +40,10 @@ pub struct DevStep {
     /// block (d, d * sum q) as two floats.
     pub xq: DevBuf,
     pub xd: DevBuf,
+    /// Xb quantized the same way by the norm that wrote it, and whether that is current.
+    pub xbq: DevBuf,
+    pub xbd: DevBuf,
+    pub xb_q8: bool,
     /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 2] f32.
     pub part: DevBuf,
     pub out_x: DevBuf, // [max, hidden] the wanted rows' final hidden states
@@ -129,6 +133,9 @@ impl DevStep {
             wbuf: DevBuf::alloc(ctx, largest.min(WBUF_ELEMS) * 2)?,
             xq: DevBuf::alloc(ctx, max * widest)?,
             xd: DevBuf::alloc(ctx, max * widest.div_ceil(32) * 8)?,
+            xbq: DevBuf::alloc(ctx, max * c.hidden)?,
+            xbd: DevBuf::alloc(ctx, max * c.hidden.div_ceil(32) * 8)?,
+            xb_q8: false,
             part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 2))?,
             out_x: f(max * c.hidden)?,
             logits_dev: f(c.vocab)?,
@@ -295,6 +302,16 @@ impl DevStep {
             &mut [arg(&x), arg(&q), arg(&d), arg(&blocks)],
         );
         (q, d)
+    }
+
+    /// The 8-bit form of `count` activations at `x`: the norm's own quantization when `x` is Xb and it is
+    /// current, else a fresh one ([`DevStep::quantize_q8`]).
+    pub fn q8_of(&self, gpu: &Gpu, x: u64, count: usize) -> (u64, u64) {
+        if x == self.xb.ptr && self.xb_q8 {
+            (self.xbq.ptr, self.xbd.ptr)
+        } else {
+            self.quantize_q8(gpu, x, count)
+        }
     }
 
     /// Makes the device logits buffer hold `count` floats.

@@ -60,10 +60,27 @@ __device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
 // blockDim so that dim <= NORM_REGS * blockDim; longer rows take the fallback loop, reading x twice).
 #define NORM_REGS 8
 
+// With xq non-null, a norm also quantizes its output row for the integer matvec kernels, as quantize_q8 does:
+// for each j the block's warp w holds the row's values j * blockDim + 32 w .. + 32, exactly one 32-value block
+// (the host passes xq only when blockDim is a multiple of 32 and the row fits the registers).
+__device__ __forceinline__ void emit_q8(float o, int i, int dim, size_t row, signed char* __restrict__ xq,
+                                        float2* __restrict__ xd) {
+    const int lane = threadIdx.x & 31;
+    const float amax = warp_max(i < dim ? fabsf(o) : 0.0f);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = __float2int_rn(o * id);
+    const float sum = warp_sum(i < dim ? (float)q : 0.0f);
+    if (i < dim) {
+        xq[row * dim + i] = (signed char)q;
+        if (lane == 0) xd[(row * dim + i) / 32] = make_float2(d, d * sum);
+    }
+}
+
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row). In place when out == x:
 // every thread reads only its own elements, and only after the reduction writes them.
 extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict__ g, float* out, int dim,
-                                        float eps) {
+                                        float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
     const int nt = blockDim.x;
@@ -81,15 +98,18 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict_
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
-        if (i < dim) orow[i] = __fmul_rn(__fmul_rn(v[j], s), g[i]);
+        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), g[i]) : 0.0f;
+        if (i < dim) orow[i] = o;
+        if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
     }
     for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
 }
 
-// x[r] += src[r]; out[r] = rmsnorm(x[r]) * g: the residual add and the next block's input norm in one pass.
+// x[r] += src[r]; out[r] = rmsnorm(x[r]) * g: the residual add and the next block's input norm in one pass
+// (and its 8-bit quantization, with xq).
 extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* __restrict__ src,
                                             const float* __restrict__ g, float* __restrict__ out, int dim,
-                                            float eps) {
+                                            float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* sr = src + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
@@ -116,7 +136,9 @@ extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* 
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
-        if (i < dim) orow[i] = __fmul_rn(__fmul_rn(v[j], s), g[i]);
+        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), g[i]) : 0.0f;
+        if (i < dim) orow[i] = o;
+        if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
     }
     for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
 }
