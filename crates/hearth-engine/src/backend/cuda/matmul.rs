@@ -52,6 +52,63 @@ pub(super) fn q8_activations() -> bool {
     crate::backend::cpu::quantized_activations()
 }
 
+/// A decode product's activations as the matvec kernels take them: f32 rows, or the same rows quantized to 8
+/// bits (values, per-32 block factors) for the integer kernels.
+#[derive(Clone, Copy)]
+enum Acts {
+    F32(u64),
+    Q8(u64, u64),
+}
+
+impl Acts {
+    /// The activations from row `c0` on, for rows of `k` values.
+    fn skip_rows(self, c0: usize, k: usize) -> Acts {
+        match self {
+            Acts::F32(x) => Acts::F32(x + (c0 * k * 4) as u64),
+            Acts::Q8(q, d) => Acts::Q8(q + (c0 * k) as u64, d + (c0 * (k / 32) * 8) as u64),
+        }
+    }
+
+    /// The kernel for up to `left` activation rows: (rows it takes, its name).
+    fn kernel(self, left: usize, glu: bool) -> (usize, &'static str) {
+        match self {
+            Acts::F32(_) => super::matvec_kernel(left, glu),
+            Acts::Q8(..) => super::matvec_q8_kernel(left, glu),
+        }
+    }
+
+    /// Launches `k` (128 threads a block) with the arguments `head`, these activations (one address, or
+    /// two for 8 bits), then `tail`: the kernels of both forms take the same arguments around them.
+    fn run(
+        self,
+        gpu: &Gpu,
+        k: super::Kernel,
+        blocks: usize,
+        head: &[*mut c_void],
+        tail: &[*mut c_void],
+    ) {
+        let (a, b) = match self {
+            Acts::F32(x) => (x, 0),
+            Acts::Q8(q, d) => (q, d),
+        };
+        let mut args = [std::ptr::null_mut(); 16];
+        let mut n = 0;
+        for &p in head.iter().chain([arg(&a)].iter()) {
+            args[n] = p;
+            n += 1;
+        }
+        if matches!(self, Acts::Q8(..)) {
+            args[n] = arg(&b);
+            n += 1;
+        }
+        for &p in tail {
+            args[n] = p;
+            n += 1;
+        }
+        gpu.run(k, (blocks as u32, 1, 1), (128, 1, 1), &mut args[..n]);
+    }
+}
+
 impl DevMat {
     /// Uploads `t` (once per tensor name: a tied output matrix shares the embedding's upload).
     pub fn upload(be: &Cuda, t: &Tensor) -> Result<DevMat> {
@@ -128,86 +185,48 @@ impl DevMat {
             {
                 j += 1;
             }
-            if q8_activations() && super::has_q8_path(w.dtype) {
-                let xq = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
-                Self::matvec_q8(&be.gpu, &outs[i..j], xq, n);
+            let acts = if q8_activations() && super::has_q8_path(w.dtype) {
+                let (q, d) = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
+                Acts::Q8(q, d)
             } else {
-                Self::matvec(&be.gpu, &outs[i..j], x, n);
-            }
+                Acts::F32(x)
+            };
+            Self::matvec(&be.gpu, &outs[i..j], acts, n);
             i = j;
         }
     }
 
     /// `y_j = x · W_jᵀ` for up to three matrices of one type, in launches of up to 8 activation rows.
-    fn matvec(gpu: &Gpu, group: &[(&DevMat, u64)], x: u64, n: usize) {
+    fn matvec(gpu: &Gpu, group: &[(&DevMat, u64)], acts: Acts, n: usize) {
         let w0 = group[0].0;
         let k = w0.cols;
         let kk = k as i32;
         let total: usize = group.iter().map(|(w, _)| w.rows).sum();
         let mut c0 = 0;
         while c0 < n {
-            let (nc, kernel) = super::matvec_kernel(n - c0, false);
-            let xc = x + (c0 * k * 4) as u64;
+            let (nc, kernel) = acts.kernel(n - c0, false);
             let mut p = [(0u64, 0u64, 0i32); 3];
             for (slot, &(w, y)) in p.iter_mut().zip(group) {
                 *slot = (w.buf.ptr, y + (c0 * w.rows * 4) as u64, w.rows as i32);
             }
             let [(a0, b0, m0), (a1, b1, m1), (a2, b2, m2)] = p;
-            gpu.run(
+            let head = [
+                arg(&a0),
+                arg(&b0),
+                arg(&m0),
+                arg(&a1),
+                arg(&b1),
+                arg(&m1),
+                arg(&a2),
+                arg(&b2),
+                arg(&m2),
+            ];
+            acts.skip_rows(c0, k).run(
+                gpu,
                 w0.module.f(kernel),
-                (total.div_ceil(8) as u32, 1, 1),
-                (128, 1, 1),
-                &mut [
-                    arg(&a0),
-                    arg(&b0),
-                    arg(&m0),
-                    arg(&a1),
-                    arg(&b1),
-                    arg(&m1),
-                    arg(&a2),
-                    arg(&b2),
-                    arg(&m2),
-                    arg(&xc),
-                    arg(&kk),
-                ],
-            );
-            c0 += nc;
-        }
-    }
-
-    /// [`DevMat::matvec`] against 8-bit activations `(values, block factors)`.
-    fn matvec_q8(gpu: &Gpu, group: &[(&DevMat, u64)], (xq, xd): (u64, u64), n: usize) {
-        let w0 = group[0].0;
-        let k = w0.cols;
-        let kk = k as i32;
-        let total: usize = group.iter().map(|(w, _)| w.rows).sum();
-        let mut c0 = 0;
-        while c0 < n {
-            let (nc, kernel) = super::matvec_q8_kernel(n - c0, false);
-            let (xqc, xdc) = (xq + (c0 * k) as u64, xd + (c0 * (k / 32) * 8) as u64);
-            let mut p = [(0u64, 0u64, 0i32); 3];
-            for (slot, &(w, y)) in p.iter_mut().zip(group) {
-                *slot = (w.buf.ptr, y + (c0 * w.rows * 4) as u64, w.rows as i32);
-            }
-            let [(a0, b0, m0), (a1, b1, m1), (a2, b2, m2)] = p;
-            gpu.run(
-                w0.module.f(kernel),
-                (total.div_ceil(8) as u32, 1, 1),
-                (128, 1, 1),
-                &mut [
-                    arg(&a0),
-                    arg(&b0),
-                    arg(&m0),
-                    arg(&a1),
-                    arg(&b1),
-                    arg(&m1),
-                    arg(&a2),
-                    arg(&b2),
-                    arg(&m2),
-                    arg(&xqc),
-                    arg(&xdc),
-                    arg(&kk),
-                ],
+                total.div_ceil(8),
+                &head,
+                &[arg(&kk)],
             );
             c0 += nc;
         }
@@ -234,53 +253,22 @@ impl DevMat {
             return false;
         }
         let (wg, wu, m, k) = (gate.buf.ptr, up.buf.ptr, gate.rows as i32, gate.cols as i32);
-        if q8_activations() && super::has_q8_path(gate.dtype) {
-            let (xq, xd) = s.q8_of(&be.gpu, x, n * gate.cols);
-            let mut c0 = 0;
-            while c0 < n {
-                let (nc, kernel) = super::matvec_q8_kernel(n - c0, true);
-                let (xqc, xdc) = (
-                    xq + (c0 * gate.cols) as u64,
-                    xd + (c0 * (gate.cols / 32) * 8) as u64,
-                );
-                let yc = y + (c0 * gate.rows * 4) as u64;
-                be.gpu.run(
-                    gate.module.f(kernel),
-                    (gate.rows.div_ceil(4) as u32, 1, 1),
-                    (128, 1, 1),
-                    &mut [
-                        arg(&wg),
-                        arg(&wu),
-                        arg(&xqc),
-                        arg(&xdc),
-                        arg(&yc),
-                        arg(&m),
-                        arg(&k),
-                        arg(&act),
-                    ],
-                );
-                c0 += nc;
-            }
-            return true;
-        }
+        let acts = if q8_activations() && super::has_q8_path(gate.dtype) {
+            let (q, d) = s.q8_of(&be.gpu, x, n * gate.cols);
+            Acts::Q8(q, d)
+        } else {
+            Acts::F32(x)
+        };
         let mut c0 = 0;
         while c0 < n {
-            let (nc, kernel) = super::matvec_kernel(n - c0, true);
-            let xc = x + (c0 * gate.cols * 4) as u64;
+            let (nc, kernel) = acts.kernel(n - c0, true);
             let yc = y + (c0 * gate.rows * 4) as u64;
-            be.gpu.run(
+            acts.skip_rows(c0, gate.cols).run(
+                &be.gpu,
                 gate.module.f(kernel),
-                (gate.rows.div_ceil(4) as u32, 1, 1),
-                (128, 1, 1),
-                &mut [
-                    arg(&wg),
-                    arg(&wu),
-                    arg(&xc),
-                    arg(&yc),
-                    arg(&m),
-                    arg(&k),
-                    arg(&act),
-                ],
+                gate.rows.div_ceil(4),
+                &[arg(&wg), arg(&wu)],
+                &[arg(&yc), arg(&m), arg(&k), arg(&act)],
             );
             c0 += nc;
         }

@@ -37,19 +37,20 @@ pub use step::{DevStep, DeviceKv};
 
 /// The CUDA C sources, concatenated into one translation unit per module (NVRTC has no include path here).
 const QUANT_CUH: &str = include_str!("kernels/quant.cuh");
+const COMMON_CUH: &str = include_str!("kernels/common.cuh");
 const DECODE_FAST_CUH: &str = include_str!("kernels/decode_fast.cuh");
 const WEIGHTS_CU: &str = include_str!("kernels/weights.cu");
 
 /// The weight module's translation unit (the weight type is chosen by `-D` defines).
 fn weights_source() -> String {
-    format!("{QUANT_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}")
+    format!("{QUANT_CUH}\n{COMMON_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}")
 }
 const OPS_CU: &str = include_str!("kernels/ops.cu");
 const FLASH_CU: &str = include_str!("kernels/flash.cu");
 
 /// The ops module's translation unit (head size and GQA group are `-D` defines).
 fn ops_source() -> String {
-    format!("{QUANT_CUH}\n{OPS_CU}\n{FLASH_CU}")
+    format!("{QUANT_CUH}\n{COMMON_CUH}\n{OPS_CU}\n{FLASH_CU}")
 }
 
 /// Says whether CUDA device `n` can be used, and its name; never panics when the driver is missing.

@@ -26,6 +26,19 @@ __device__ __forceinline__ u32 scale_byte(u32 y, u32 z, u32 w, int i) {
     return (word >> (8 * (i & 3))) & 0xffu;
 }
 
+// Q4_K's 6-bit scale and min of sub-block s from the header word quad (d, dmin | scales[12]): quant.cuh's
+// k4_scale_min on bytes held in registers.
+__device__ __forceinline__ void q4k_scale_min(uint4 h, int s, u32* sc, u32* m) {
+    if (s < 4) {
+        *sc = scale_byte(h.y, h.z, h.w, s) & 63u;
+        *m = scale_byte(h.y, h.z, h.w, s + 4) & 63u;
+    } else {
+        const u32 hi = scale_byte(h.y, h.z, h.w, s + 4);
+        *sc = (hi & 15u) | ((scale_byte(h.y, h.z, h.w, s - 4) >> 6) << 4);
+        *m = (hi >> 4) | ((scale_byte(h.y, h.z, h.w, s) >> 6) << 4);
+    }
+}
+
 #if defined(WT_F32)
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
     const float4* p = (const float4*)(row + u * 128);
@@ -89,14 +102,7 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
     const float d = f16_to_f32((u16)(h.x & 0xffffu));
     const float dmin = f16_to_f32((u16)(h.x >> 16));
     u32 sc, m;
-    if (s < 4) {
-        sc = scale_byte(h.y, h.z, h.w, s) & 63u;
-        m = scale_byte(h.y, h.z, h.w, s + 4) & 63u;
-    } else {
-        const u32 hi = scale_byte(h.y, h.z, h.w, s + 4);
-        sc = (hi & 15u) | ((scale_byte(h.y, h.z, h.w, s - 4) >> 6) << 4);
-        m = (hi >> 4) | ((scale_byte(h.y, h.z, h.w, s) >> 6) << 4);
-    }
+    q4k_scale_min(h, s, &sc, &m);
     const float dl = MUL(d, (float)sc);
     const float ml = MUL(dmin, (float)m);
     const int sh = 4 * (s & 1);
@@ -171,14 +177,7 @@ __device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0
     const float d = f16_to_f32((u16)(h.x & 0xffffu));
     const float dmin = f16_to_f32((u16)(h.x >> 16));
     u32 sc, m;
-    if (s < 4) {
-        sc = scale_byte(h.y, h.z, h.w, s) & 63u;
-        m = scale_byte(h.y, h.z, h.w, s + 4) & 63u;
-    } else {
-        const u32 hi = scale_byte(h.y, h.z, h.w, s + 4);
-        sc = (hi & 15u) | ((scale_byte(h.y, h.z, h.w, s - 4) >> 6) << 4);
-        m = (hi >> 4) | ((scale_byte(h.y, h.z, h.w, s) >> 6) << 4);
-    }
+    q4k_scale_min(h, s, &sc, &m);
     const int sh = 4 * (s & 1);
     const u8* qs = blk + 16 + 32 * (s >> 1);
     const uint4 v0 = ld16(qs), v1 = ld16(qs + 16);

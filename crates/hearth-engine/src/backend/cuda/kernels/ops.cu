@@ -14,18 +14,6 @@
 // Elements of a head each lane of a warp holds when a warp works on one key.
 #define EPL ((HDIM + 31) / 32)
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 // Sum over the whole block (any blockDim.x that is a multiple of 32, up to 1024); every thread gets it.
 __device__ __forceinline__ float block_sum(float v) {
     __shared__ float part[32];
@@ -42,18 +30,6 @@ __device__ __forceinline__ float block_sum(float v) {
     }
     __syncthreads();
     return total;
-}
-
-__device__ __forceinline__ u16 f32_to_f16_bits(float f) {
-    u16 h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-
-__device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
-    u16 h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
 }
 
 // Values of a row each thread keeps in registers between the sum of squares and the scaling (the host picks
@@ -411,16 +387,7 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part, float* _
 extern "C" __global__ void act_mul(float* __restrict__ gate, const float* __restrict__ up, long long n, int act) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float x = gate[i];
-    float y;
-    if (act == 0) {
-        y = x / (1.0f + expf(-x));
-    } else {
-        const float c = 0.7978845608f;  // sqrt(2 / pi)
-        const float z = c * (x + 0.044715f * x * x * x);
-        y = x / (1.0f + expf(-2.0f * z));
-    }
-    gate[i] = y * up[i];
+    gate[i] = gate_act(gate[i], act) * up[i];
 }
 
 // out[i] = x[i] as f16 (to_bf16 = 0) or bf16 (1): activations for a tensor-core GEMM.

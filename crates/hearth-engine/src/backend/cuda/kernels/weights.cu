@@ -7,24 +7,6 @@
 
 #define WARPS_PER_BLOCK 4
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ u16 f32_to_f16_bits(float f) {
-    u16 h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-
-__device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
-    u16 h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
 // One warp per weight row. `row_dot` leaves each lane's partial sums of row · x[c] for the NC activation rows
 // c; the kernels reduce them over the warp. Activations are read through the read-only cache (every warp of
@@ -132,99 +114,6 @@ __device__ __forceinline__ void row_dot(const u8* __restrict__ w, int r, const f
 }
 #endif
 
-// Row `r` of the three matrices' rows taken in order, as (weights, output, rows of that matrix, row in it);
-// false past the end.
-__device__ __forceinline__ bool pick_row(int r, const u8* w0, float* y0, int m0, const u8* w1, float* y1, int m1,
-                                         const u8* w2, float* y2, int m2, const u8** w, float** y, int* m,
-                                         int* rr) {
-    if (r < m0) {
-        *w = w0, *y = y0, *m = m0, *rr = r;
-        return true;
-    }
-    r -= m0;
-    if (r < m1) {
-        *w = w1, *y = y1, *m = m1, *rr = r;
-        return true;
-    }
-    r -= m1;
-    if (r < m2) {
-        *w = w2, *y = y2, *m = m2, *rr = r;
-        return true;
-    }
-    return false;
-}
-
-// y_j[c * M_j + r] = W_j[r] · x[c] for up to three matrices of this type sharing the input x [NC, K] (a
-// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Each warp takes two rows (of the three
-// matrices' rows in order), so two rows' loads are in flight at once.
-template <int NC>
-__device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
-                                            const u8* __restrict__ w1, float* __restrict__ y1, int m1,
-                                            const u8* __restrict__ w2, float* __restrict__ y2, int m2,
-                                            const float* __restrict__ x, int K) {
-    const int r0 = 2 * (blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5));
-    const u8 *wa, *wb;
-    float *ya, *yb;
-    int ma, mb, ra, rb;
-    if (!pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wa, &ya, &ma, &ra)) return;
-    const bool two = pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wb, &yb, &mb, &rb);
-    float a[NC], b[NC];
-#pragma unroll
-    for (int c = 0; c < NC; c++) a[c] = b[c] = 0.0f;
-    row_dot<NC>(wa, ra, x, K, a);
-    if (two) row_dot<NC>(wb, rb, x, K, b);
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const float sa = warp_sum(a[c]);
-        const float sb = warp_sum(b[c]);
-        if ((threadIdx.x & 31) == 0) {
-            ya[(size_t)c * ma + ra] = sa;
-            if (two) yb[(size_t)c * mb + rb] = sb;
-        }
-    }
-}
-
-// y[c * M + r] = act(Wg[r] · x[c]) * (Wu[r] · x[c]): a gated MLP's gate and up products and its activation
-// (0 SiLU, 1 GELU-tanh, as ops.cu's act_mul) in one pass, one warp per row of both.
-template <int NC>
-__device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __restrict__ wu,
-                                         const float* __restrict__ x, float* __restrict__ y, int M, int K,
-                                         int act) {
-    const int r = blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
-    if (r >= M) return;
-    float g[NC], u[NC];
-#pragma unroll
-    for (int c = 0; c < NC; c++) g[c] = u[c] = 0.0f;
-    row_dot<NC>(wg, r, x, K, g);
-    row_dot<NC>(wu, r, x, K, u);
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const float gs = warp_sum(g[c]), us = warp_sum(u[c]);
-        if ((threadIdx.x & 31) == 0) {
-            float a;
-            if (act == 0) {
-                a = gs / (1.0f + expf(-gs));
-            } else {
-                const float z = 0.7978845608f * (gs + 0.044715f * gs * gs * gs);
-                a = gs / (1.0f + expf(-2.0f * z));
-            }
-            y[(size_t)c * M + r] = a * us;
-        }
-    }
-}
-
-#define MATVEC(NC)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
-        matvec_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,  \
-                    float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
-                    const float* __restrict__ x, int K) {                                                 \
-        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, x, K);                                         \
-    }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
-        glu_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const float* __restrict__ x,       \
-                 float* __restrict__ y, int M, int K, int act) {                                          \
-        glu_impl<NC>(wg, wu, x, y, M, K, act);                                                            \
-    }
 #ifdef HAS_Q8
 // ---- The same products against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d *
 // sum q)): integer dot products, four weights per instruction, instead of decoding every weight to a float.
@@ -262,12 +151,60 @@ __device__ __forceinline__ void row_dot_q8(const u8* __restrict__ w, int r, cons
     }
 }
 
-template <int NC>
-__device__ __forceinline__ void matvec_q8_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
-                                               const u8* __restrict__ w1, float* __restrict__ y1, int m1,
-                                               const u8* __restrict__ w2, float* __restrict__ y2, int m2,
-                                               const signed char* __restrict__ xq, const float2* __restrict__ xd,
-                                               int K) {
+#endif
+
+// The activations a product reads: f32 rows [NC, K], or (with HAS_Q8) the same rows quantized to 8 bits.
+// `dot` leaves each lane's partial sums of weight row r with every activation row, as row_dot does.
+struct XF32 {
+    const float* __restrict__ x;
+    int K;
+    template <int NC>
+    __device__ __forceinline__ void dot(const u8* __restrict__ w, int r, float* acc) const {
+        row_dot<NC>(w, r, x, K, acc);
+    }
+};
+
+#ifdef HAS_Q8
+struct XQ8 {
+    const signed char* __restrict__ xq;
+    const float2* __restrict__ xd;
+    int K;
+    template <int NC>
+    __device__ __forceinline__ void dot(const u8* __restrict__ w, int r, float* acc) const {
+        row_dot_q8<NC>(w, r, xq, xd, K, acc);
+    }
+};
+#endif
+
+// Row `r` of the three matrices' rows taken in order, as (weights, output, rows of that matrix, row in it);
+// false past the end.
+__device__ __forceinline__ bool pick_row(int r, const u8* w0, float* y0, int m0, const u8* w1, float* y1, int m1,
+                                         const u8* w2, float* y2, int m2, const u8** w, float** y, int* m,
+                                         int* rr) {
+    if (r < m0) {
+        *w = w0, *y = y0, *m = m0, *rr = r;
+        return true;
+    }
+    r -= m0;
+    if (r < m1) {
+        *w = w1, *y = y1, *m = m1, *rr = r;
+        return true;
+    }
+    r -= m1;
+    if (r < m2) {
+        *w = w2, *y = y2, *m = m2, *rr = r;
+        return true;
+    }
+    return false;
+}
+
+// y_j[c * M_j + r] = W_j[r] · x[c] for up to three matrices of this type sharing the activations `xs` (a
+// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Each warp takes two rows (of the three
+// matrices' rows in order), so two rows' loads are in flight at once.
+template <int NC, class X>
+__device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
+                                            const u8* __restrict__ w1, float* __restrict__ y1, int m1,
+                                            const u8* __restrict__ w2, float* __restrict__ y2, int m2, X xs) {
     const int r0 = 2 * (blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5));
     const u8 *wa, *wb;
     float *ya, *yb;
@@ -277,8 +214,8 @@ __device__ __forceinline__ void matvec_q8_impl(const u8* __restrict__ w0, float*
     float a[NC], b[NC];
 #pragma unroll
     for (int c = 0; c < NC; c++) a[c] = b[c] = 0.0f;
-    row_dot_q8<NC>(wa, ra, xq, xd, K, a);
-    if (two) row_dot_q8<NC>(wb, rb, xq, xd, K, b);
+    xs.template dot<NC>(wa, ra, a);
+    if (two) xs.template dot<NC>(wb, rb, b);
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         const float sa = warp_sum(a[c]);
@@ -290,45 +227,53 @@ __device__ __forceinline__ void matvec_q8_impl(const u8* __restrict__ w0, float*
     }
 }
 
-template <int NC>
-__device__ __forceinline__ void glu_q8_impl(const u8* __restrict__ wg, const u8* __restrict__ wu,
-                                            const signed char* __restrict__ xq, const float2* __restrict__ xd,
-                                            float* __restrict__ y, int M, int K, int act) {
+// y[c * M + r] = act(Wg[r] · x[c]) * (Wu[r] · x[c]): a gated MLP's gate and up products and its activation
+// (common.cuh's gate_act) in one pass, one warp per row of both.
+template <int NC, class X>
+__device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __restrict__ wu, X xs,
+                                         float* __restrict__ y, int M, int act) {
     const int r = blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
     if (r >= M) return;
     float g[NC], u[NC];
 #pragma unroll
     for (int c = 0; c < NC; c++) g[c] = u[c] = 0.0f;
-    row_dot_q8<NC>(wg, r, xq, xd, K, g);
-    row_dot_q8<NC>(wu, r, xq, xd, K, u);
+    xs.template dot<NC>(wg, r, g);
+    xs.template dot<NC>(wu, r, u);
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         const float gs = warp_sum(g[c]), us = warp_sum(u[c]);
-        if ((threadIdx.x & 31) == 0) {
-            float a;
-            if (act == 0) {
-                a = gs / (1.0f + expf(-gs));
-            } else {
-                const float z = 0.7978845608f * (gs + 0.044715f * gs * gs * gs);
-                a = gs / (1.0f + expf(-2.0f * z));
-            }
-            y[(size_t)c * M + r] = a * us;
-        }
+        if ((threadIdx.x & 31) == 0) y[(size_t)c * M + r] = gate_act(gs, act) * us;
     }
 }
 
+#define MATVEC(NC)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
+        matvec_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,  \
+                    float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
+                    const float* __restrict__ x, int K) {                                                 \
+        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XF32{x, K});                                  \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
+        glu_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const float* __restrict__ x,       \
+                 float* __restrict__ y, int M, int K, int act) {                                          \
+        glu_impl<NC>(wg, wu, XF32{x, K}, y, M, act);                                                      \
+    }
+
+// The same kernels against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d * sum q)).
 #define MATVEC_Q8(NC)                                                                                      \
     extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
         mvq8_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,     \
                   float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
                   const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {              \
-        matvec_q8_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, xq, xd, K);                                 \
+        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XQ8{xq, xd, K});                               \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
         gluq8_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const signed char* __restrict__ xq, \
                    const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) {         \
-        glu_q8_impl<NC>(wg, wu, xq, xd, y, M, K, act);                                                     \
+        glu_impl<NC>(wg, wu, XQ8{xq, xd, K}, y, M, act);                                                   \
     }
+
+#ifdef HAS_Q8
 MATVEC_Q8(1)
 MATVEC_Q8(2)
 MATVEC_Q8(4)
