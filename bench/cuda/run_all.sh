@@ -334,7 +334,7 @@ if has serve && [ -x "$hearth" ]; then
         can_start 120 "serve $name" || continue
         say "serve $name"
         bounded 0 "$python" "$here/serve_agg.py" --hearth "$hearth" --model "$m" --json "$results/$name.serve.json" \
-            --streams "$(tr ',' '\n' <<<"$NPL" | grep -vx 1 | paste -sd,)" --tokens "$GEN" "${sflags[@]}" \
+            --streams "$NPL" --tokens "$GEN" "${sflags[@]}" \
             2>&1 | tee -a "$results/run_all.log"
         [ "${PIPESTATUS[0]}" = 0 ] || failed+=("serve $name")
     done

@@ -63,6 +63,24 @@ def wave(client, n, tokens, ban):
             "decode_window_s": end - first, "decode_tokens_per_s": (toks - n) / (end - first)}
 
 
+def ttft(client, ban, target=100, runs=9):
+    """Time to first token of a prompt of about `target` tokens on the warm server: the words are sized from
+    one calibration request's prompt_tokens, and each run starts at a different word (no shared prefix)."""
+    def one(words, salt):
+        body = {"model": "bench", "prompt": text_of(words, salt), "max_tokens": 2, "temperature": 0,
+                "stream": True, "stream_options": {"include_usage": True}, "logit_bias": ban}
+        t, _, usage = client.stream("/v1/completions", body)
+        return t, (usage or {}).get("prompt_tokens", 0)
+    _, pt = one(80, 997)
+    words = max(1, round(80 * target / max(pt, 1)))
+    times, toks = [], 0
+    for i in range(runs):
+        t, toks = one(words, 1000 + 7 * i)
+        times.append(t * 1e3)
+    s = sorted(times)
+    return {"prompt_tokens": toks, "median_ms": s[len(s) // 2], "all_ms": times}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hearth", required=True)
@@ -100,6 +118,9 @@ def main():
         wave(client, 1, 4, ban)  # loads the model
         out["load_s"] = time.monotonic() - t
         log(f"model loaded and answering after {out['load_s']:.1f} s")
+        out["ttft"] = ttft(client, ban)
+        log(f"time to first token, {out['ttft']['prompt_tokens']}-token prompt on the warm server: "
+            f"{out['ttft']['median_ms']:.1f} ms (median of {len(out['ttft']['all_ms'])})")
         for n in [int(s) for s in args.streams.split(",") if s]:
             wave(client, n, 8, ban)  # warm-up at this width
             w = wave(client, n, args.tokens, ban)

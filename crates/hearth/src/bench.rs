@@ -70,9 +70,16 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let mut next = argmax(model.forward(&mut st, &prompt, Logits::Last)?);
         prefill.push(a.prompt_tokens as f64 / t0.elapsed().as_secs_f64());
         let prefill_profile = hearth_engine::backend::device::profile_report();
+        let last = rep + 1 == a.reps.max(1);
+        if last {
+            hearth_engine::backend::device::profiler_range(true);
+        }
         let t1 = Instant::now();
         for _ in 0..a.gen_tokens {
             next = argmax(model.forward(&mut st, &[next], Logits::Last)?);
+        }
+        if last {
+            hearth_engine::backend::device::profiler_range(false);
         }
         decode.push(a.gen_tokens as f64 / t1.elapsed().as_secs_f64());
         // HEARTH_CUDA_PROFILE=1: where the last rep's GPU time went, by kernel.

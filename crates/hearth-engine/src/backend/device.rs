@@ -84,6 +84,17 @@ pub fn profile_report() -> Option<String> {
     None
 }
 
+/// Marks the start (`true`) or end of the span an external GPU profiler records, when HEARTH_PROFILER_RANGE=1:
+/// `ncu --profile-from-start off` then sees only that span (say, the decode steps of a benchmark), not the
+/// model's upload and prefill. Without the variable, or without a GPU, it does nothing.
+pub fn profiler_range(start: bool) {
+    #[cfg(feature = "cuda")]
+    if std::env::var("HEARTH_PROFILER_RANGE").is_ok_and(|v| v == "1") {
+        super::cuda::profiler_range(start);
+    }
+    let _ = start;
+}
+
 /// The device a model actually runs on, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chosen {

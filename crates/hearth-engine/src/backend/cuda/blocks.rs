@@ -181,12 +181,17 @@ impl Backend for Cuda {
             0
         };
         let n_splits = s.splits(n, c.n_kv_heads, gpu.sms);
-        let (part, att, ml, fr) = (s.part.ptr, s.att.ptr, s.max_len_dev, s.flash_rows);
-        let nh = c.n_heads as i32;
+        let (part, att, done, ml, fr) = (
+            s.part.ptr,
+            s.att.ptr,
+            s.attn_done.ptr,
+            s.max_len_dev,
+            s.flash_rows,
+        );
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
         let ns = n_splits as i32;
         gpu.run(
-            gpu.ops.f("attn_partial"),
+            gpu.ops.f("attn_decode"),
             ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
             (128, 1, 1),
             &mut [
@@ -198,6 +203,8 @@ impl Backend for Cuda {
                 arg(&toff),
                 arg(&tabs),
                 arg(&part),
+                arg(&att),
+                arg(&done),
                 arg(&nkv),
                 arg(&bs),
                 arg(&window),
@@ -207,12 +214,6 @@ impl Backend for Cuda {
                 arg(&ns),
                 arg(&fr),
             ],
-        );
-        gpu.run(
-            gpu.ops.f("attn_combine"),
-            ((n * c.n_heads) as u32, 1, 1),
-            (threads.min(256), 1, 1),
-            &mut [arg(&part), arg(&att), arg(&ns), arg(&fr), arg(&nh)],
         );
         // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
         if s.flash_tiles > 0 {

@@ -50,6 +50,16 @@ impl DevBuf {
         })
     }
 
+    /// `bytes` of device memory set to zero (counters that kernels keep across steps).
+    pub fn zeroed(ctx: &Arc<CudaContext>, bytes: usize) -> Result<DevBuf> {
+        let b = DevBuf::alloc(ctx, bytes)?;
+        // SAFETY: the buffer holds at least `bytes.max(1)` bytes.
+        drv("memset", unsafe {
+            result::memset_d8_sync(b.ptr, 0, bytes.max(1))
+        })?;
+        Ok(b)
+    }
+
     /// The address `off` bytes in.
     #[inline]
     pub fn at(&self, off: usize) -> u64 {

@@ -123,6 +123,19 @@ pub fn copy_bandwidth(n: usize) -> Result<f64> {
     Ok(2.0 * bytes as f64 / (ms / 1e3))
 }
 
+/// Starts or stops an attached profiler's collection (cuProfilerStart/Stop; no-ops when none is attached).
+/// The current thread must have a context, so this is called between steps of an open model.
+pub(crate) fn profiler_range(start: bool) {
+    // SAFETY: plain driver calls with no arguments; an error (no current context) is ignored.
+    let _ = unsafe {
+        if start {
+            sys::cuProfilerStart()
+        } else {
+            sys::cuProfilerStop()
+        }
+    };
+}
+
 /// A kernel: its function handle and its name (for errors and the profiler).
 #[derive(Clone, Copy)]
 pub struct Kernel {
@@ -227,12 +240,11 @@ fn flash_smem_bytes(head_dim: usize) -> usize {
     3 * 64 * (head_dim + 8) * 2
 }
 
-const OPS_KERNELS: [&str; 12] = [
+const OPS_KERNELS: [&str; 11] = [
     "rmsnorm_rows",
     "add_rmsnorm_rows",
     "qkv_finish",
-    "attn_partial",
-    "attn_combine",
+    "attn_decode",
     "act_mul",
     "to_half",
     "gather_rows",

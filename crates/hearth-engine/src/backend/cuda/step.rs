@@ -44,8 +44,11 @@ pub struct DevStep {
     pub xbq: DevBuf,
     pub xbd: DevBuf,
     pub xb_q8: bool,
-    /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 2] f32.
+    /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 4] f32 (see ops.cu's PART_STRIDE).
     pub part: DevBuf,
+    /// Per (row, KV head): how many of its attention splits have finished this step ([max, n_kv] i32, zeroed
+    /// once; the last split resets its count).
+    pub attn_done: DevBuf,
     pub out_x: DevBuf, // [max, hidden] the wanted rows' final hidden states
     pub logits_dev: DevBuf,
     pub logits_host: Vec<f32>,
@@ -136,7 +139,8 @@ impl DevStep {
             xbq: DevBuf::alloc(ctx, max * c.hidden)?,
             xbd: DevBuf::alloc(ctx, max * c.hidden.div_ceil(32) * 8)?,
             xb_q8: false,
-            part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 2))?,
+            part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 4))?,
+            attn_done: DevBuf::zeroed(ctx, max * c.n_kv_heads * 4)?,
             out_x: f(max * c.hidden)?,
             logits_dev: f(c.vocab)?,
             logits_host: Vec::new(),
@@ -266,6 +270,7 @@ impl DevStep {
     /// longest key range (`max_len_dev`), and splits past a row's keys end at once.
     pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> usize {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
+        // 64: MAX_SPLITS in ops.cu.
         (4 * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
     }
 

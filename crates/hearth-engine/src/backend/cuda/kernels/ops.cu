@@ -186,29 +186,54 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
 // Shared rows of keys/values: padded by 16 bytes so rows read together fall in different banks.
 #define KV_STRIDE (HDIM + 8)
 // Values: each thread owns DPT consecutive elements of the head for every query head of the group, over
-// the keys i with i % KSPLIT == its key group; the KSPLIT partial sums are added at the end.
-#define DPT ((HDIM + ATTN_THREADS - 1) / ATTN_THREADS)
+// the keys i with i % KSPLIT == its key group; the KSPLIT partial sums are added at the end. Four elements
+// each, so a tile's keys are shared among several key groups and each thread's chain of dependent updates
+// is a fraction of the tile (the threads beyond HDIM / DPT * KSPLIT, if any, idle).
+#define DPT (HDIM / 4 <= ATTN_THREADS ? 4 : (HDIM + ATTN_THREADS - 1) / ATTN_THREADS)
 #define KSPLIT (ATTN_THREADS / ((HDIM + DPT - 1) / DPT) > 0 ? ATTN_THREADS / ((HDIM + DPT - 1) / DPT) : 1)
+#define KV_TILE_BYTES (2 * TILE * KV_STRIDE * 2)
+#define RED_BYTES (KSPLIT * GQA * HDIM * 4)
+#define KV_SMEM_BYTES (KV_TILE_BYTES > RED_BYTES ? KV_TILE_BYTES : RED_BYTES)
 
-// Causal attention over the paged cache, split along the keys (flash-decoding): block (t * n_kv + kv head,
-// split) covers the GQA query heads of KV head `kh` for query row t and keys [split * split_len, ...) up to the
-// row's position (split_len: the step's longest key range over n_splits, in whole tiles). Each tile's keys
-// and values are first copied to shared memory with every thread's loads in flight together; then scores,
-// an online-softmax update (running max `m`, sum `l`, un-normalized output per query head) and the values'
-// weighted sum read them from there. The result goes to `part` [n, n_heads, n_splits, HDIM + 2] for
-// attn_combine. Rows that flash_prefill handles are skipped.
+// Per split, the partial result: HDIM accumulated outputs, then the running max `m` and sum `l` (padded to a
+// multiple of four floats so every record starts 16-byte aligned).
+#define PART_STRIDE (HDIM + 4)
+// The most splits a row's keys are cut into (the host never asks for more).
+#define MAX_SPLITS 64
+
+// 16 bytes from global to shared memory without passing through registers (sm_80+); `bytes` < 16 zero-fills
+// the rest, so 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
+// Causal attention over the paged cache for one query row, split along the keys (flash-decoding): block
+// (t * n_kv + kv head, split) covers the GQA query heads of KV head `kh` for query row t and keys
+// [split * split_len, ...) up to the row's position (split_len: the step's longest key range over n_splits,
+// in whole tiles). Each tile's keys and values are copied to shared memory asynchronously, every copy of the
+// tile in flight at once; then scores, an online-softmax update (running max `m`, sum `l`, un-normalized
+// output per query head) and the values' weighted sum read them from there. The split's (acc, m, l) go to
+// `part` [n, n_heads, n_splits, PART_STRIDE]; the last split of a (row, KV head) to finish (counted in
+// `done`, which it resets for the next step) merges them into `out`. Rows that flash_prefill handles are
+// skipped.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-    attn_partial(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-                 const int* __restrict__ positions, const int* __restrict__ row_seq,
-                 const int* __restrict__ table_off, const int* __restrict__ tables, float* __restrict__ part,
-                 int n_kv, int block_size, int window, float scale, float softcap, const int* __restrict__ max_len,
-                 int n_splits, const int* __restrict__ flash_rows) {
+    attn_decode(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
+                const int* __restrict__ positions, const int* __restrict__ row_seq,
+                const int* __restrict__ table_off, const int* __restrict__ tables, float* __restrict__ part,
+                float* __restrict__ out, int* __restrict__ done, int n_kv, int block_size, int window,
+                float scale, float softcap, const int* __restrict__ max_len, int n_splits,
+                const int* __restrict__ flash_rows) {
     __shared__ __align__(16) float qs[GQA][HDIM];
-    __shared__ __align__(16) u16 ks[TILE][KV_STRIDE];
-    __shared__ __align__(16) u16 vs[TILE][KV_STRIDE];
+    // The tile's keys and values; after the last tile, the key groups' partial outputs.
+    __shared__ __align__(16) unsigned char kv_smem[KV_SMEM_BYTES];
+    u16(*ks)[KV_STRIDE] = (u16(*)[KV_STRIDE])kv_smem;
+    u16(*vs)[KV_STRIDE] = (u16(*)[KV_STRIDE])(kv_smem + TILE * KV_STRIDE * 2);
+    float(*red)[GQA][HDIM] = (float(*)[GQA][HDIM])kv_smem;
     __shared__ float sc[GQA][TILE];
-    __shared__ float red[KSPLIT > 1 ? KSPLIT : 1][GQA][HDIM];
     __shared__ float m_s[GQA], l_s[GQA], alpha_s[GQA];
+    __shared__ int is_last;
     const int t = blockIdx.x / n_kv, kh = blockIdx.x % n_kv, sp = blockIdx.y;
     if (flash_rows[t]) return;  // this row's attention runs in flash_prefill
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -238,15 +263,21 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     for (int tile = begin; tile < end; tile += TILE) {
         const int cnt = min(TILE, end - tile);
         __syncthreads();  // the previous tile's keys and values are no longer read
-        // Keys and values of the tile into shared memory: HDIM / 8 16-byte chunks per key.
-        for (int i = tid; i < cnt * (HDIM / 8); i += ATTN_THREADS) {
+        // Keys and values of the tile into shared memory: HDIM / 8 16-byte chunks per key, all in flight.
+#pragma unroll
+        for (int it = 0; it < (TILE * (HDIM / 8) + ATTN_THREADS - 1) / ATTN_THREADS; it++) {
+            const int i = tid + it * ATTN_THREADS;
             const int key = i / (HDIM / 8), ch = i % (HDIM / 8);
-            const int p = tile + key;
-            const size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-            const size_t at = slot * kv_dim + kh * HDIM;
-            *(uint4*)&ks[key][ch * 8] = __ldg((const uint4*)(kc + at) + ch);
-            *(uint4*)&vs[key][ch * 8] = __ldg((const uint4*)(vc + at) + ch);
+            if (key < TILE) {
+                const int p = tile + min(key, cnt - 1);
+                const size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+                const size_t at = slot * kv_dim + kh * HDIM;
+                const int bytes = key < cnt ? 16 : 0;
+                cp_async16(&ks[key][ch * 8], (const uint4*)(kc + at) + ch, bytes);
+                cp_async16(&vs[key][ch * 8], (const uint4*)(vc + at) + ch, bytes);
+            }
         }
+        cp_async_wait_all();
         __syncthreads();
         // Scores: key i = tid / TPK; each of its TPK threads takes EPT elements; their sums meet by shuffles.
         {
@@ -346,40 +377,67 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
                 if (d0 + e < HDIM) red[kg][g][d0 + e] = acc[g][e];
     }
     __syncthreads();
+    const size_t rec0 = ((size_t)t * n_heads + kh * GQA) * n_splits;  // head g's split s: (rec0 + g n_splits + s)
     for (int idx = tid; idx < GQA * HDIM; idx += ATTN_THREADS) {
         const int g = idx / HDIM, d = idx % HDIM;
         float o = 0.0f;
 #pragma unroll
         for (int k = 0; k < KSPLIT; k++) o += red[k][g][d];
-        const size_t at = (((size_t)t * n_heads + kh * GQA + g) * n_splits + sp) * (HDIM + 2);
+        const size_t at = (rec0 + (size_t)g * n_splits + sp) * PART_STRIDE;
         part[at + d] = o;
         if (d == 0) {
             part[at + HDIM] = m_s[g];
             part[at + HDIM + 1] = l_s[g];
         }
     }
-}
-
-// out[t, h] = sum_s acc_s * exp(m_s - M) / sum_s l_s * exp(m_s - M): merges the splits of attn_partial.
-// One block per (row, head).
-extern "C" __global__ void attn_combine(const float* __restrict__ part, float* __restrict__ out, int n_splits,
-                                        const int* __restrict__ flash_rows, int n_heads) {
-    if (flash_rows[blockIdx.x / n_heads]) return;
-    const float* base = part + (size_t)blockIdx.x * n_splits * (HDIM + 2);
-    float M = NEG_INF;
-    for (int s = 0; s < n_splits; s++) M = fmaxf(M, base[s * (HDIM + 2) + HDIM]);
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float m = base[s * (HDIM + 2) + HDIM];
-        if (m != NEG_INF) L += base[s * (HDIM + 2) + HDIM + 1] * expf(m - M);
+    // The last split to finish merges: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M) over the splits
+    // that saw keys.
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int* c = done + blockIdx.x;
+        is_last = atomicAdd(c, 1) == n_splits - 1;
+        if (is_last) *c = 0;
     }
-    for (int d = threadIdx.x; d < HDIM; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_splits; s++) {
-            const float m = base[s * (HDIM + 2) + HDIM];
-            if (m != NEG_INF) o += base[s * (HDIM + 2) + d] * expf(m - M);
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    __shared__ float wsh[GQA][MAX_SPLITS];
+    __shared__ float inv_l[GQA];
+    const int s_lo = lo / split_len, s_hi = min(n_splits, pos / split_len + 1);
+    const int ns = s_hi - s_lo;
+    for (int g = w; g < GQA; g += ATTN_WARPS) {
+        const float* rec = part + (rec0 + (size_t)g * n_splits + s_lo) * PART_STRIDE;
+        float mx = NEG_INF;
+        for (int i = lane; i < ns; i += 32) mx = fmaxf(mx, __ldcg(rec + (size_t)i * PART_STRIDE + HDIM));
+        mx = warp_max(mx);
+        float l = 0.0f;
+        for (int i = lane; i < ns; i += 32) {
+            const float m = __ldcg(rec + (size_t)i * PART_STRIDE + HDIM);
+            const float wv = m == NEG_INF ? 0.0f : expf(m - mx);
+            wsh[g][i] = wv;
+            l += __ldcg(rec + (size_t)i * PART_STRIDE + HDIM + 1) * wv;
         }
-        out[(size_t)blockIdx.x * HDIM + d] = o / L;
+        l = warp_sum(l);
+        if (lane == 0) inv_l[g] = 1.0f / l;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < GQA * (HDIM / 4); idx += ATTN_THREADS) {
+        const int g = idx / (HDIM / 4), d = 4 * (idx % (HDIM / 4));
+        const float* rec = part + (rec0 + (size_t)g * n_splits + s_lo) * PART_STRIDE + d;
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 16
+        for (int i = 0; i < ns; i++) {
+            const float4 a = __ldcg((const float4*)(rec + (size_t)i * PART_STRIDE));
+            const float wv = wsh[g][i];
+            o.x = fmaf(a.x, wv, o.x);
+            o.y = fmaf(a.y, wv, o.y);
+            o.z = fmaf(a.z, wv, o.z);
+            o.w = fmaf(a.w, wv, o.w);
+        }
+        const float il = inv_l[g];
+        *(float4*)(out + ((size_t)t * n_heads + kh * GQA + g) * HDIM + d) =
+            make_float4(o.x * il, o.y * il, o.z * il, o.w * il);
     }
 }
 

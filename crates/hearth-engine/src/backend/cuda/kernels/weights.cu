@@ -5,12 +5,21 @@
 // A weight matrix W is [M rows, K cols], each row whole blocks of WT_BLOCK_BYTES bytes; `wt_deq32(row, u, v)`
 // decodes the 32 weights 32u..32u+31 of a row. K is a multiple of 32 (checked at upload).
 
-#define WARPS_PER_BLOCK 4
+// Threads of a matrix-vector block: all of them stream the block's NR weight rows together, so a row's bytes
+// are spread over four warps and a matrix of few rows still keeps the whole GPU's loads in flight. (Row
+// groups of one or two warps for short rows, chosen at run time, measured slower on an H200 for every type:
+// the loops lose their compile-time stride.)
+#define MV_THREADS 128
+#define MV_WARPS (MV_THREADS / 32)
+// Weight rows a block reads at once (a product's two rows, or a gated MLP's gate and up rows), so twice the
+// loads are in flight per thread.
+#define NR 2
 
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
-// One warp per weight row. `row_dot` leaves each lane's partial sums of row · x[c] for the NC activation rows
-// c; the kernels reduce them over the warp. Activations are read through the read-only cache (every warp of
-// the grid reads the same x).
+// Thread t of a block takes the 16-byte chunks (or 32-weight units) t, t + T, ... (T = MV_THREADS) of each of
+// its NR rows. `rows_dot` leaves each thread's partial sums of row i · x[c] for the NC activation rows c;
+// `block_rows_sum` adds them over the block. Activations are read
+// through the read-only cache (every block of the grid reads the same x).
 
 // acc[c] += w[0..n) · x[c][0..n) for n floats of weights `w` at x offset `k`.
 template <int NC, int N>
@@ -57,59 +66,55 @@ __device__ __forceinline__ void chunk_to_f32(uint4 v, float* f) {
 #endif
 }
 
-// Float rows: lane l reads the 16-byte chunks l, l + 32, ..., so each load instruction of the warp covers 512
-// contiguous bytes; four chunks per lane are loaded for the next step while the current four are multiplied
-// (software pipelining: eight in flight).
+// Float rows: PIPE chunks of each of the NR rows are loaded before any is used (2 PIPE loads in flight per
+// thread); a warp's load instruction covers 512 contiguous bytes of a row.
 #define PIPE 4
 template <int NC>
-__device__ __forceinline__ void row_dot(const u8* __restrict__ w, int r, const float* __restrict__ x, int K,
-                                        float* acc) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ void rows_dot(const u8* const (&w)[NR], const int (&r)[NR],
+                                         const float* __restrict__ x, int K, float (&acc)[NR][NC], int t,
+                                         int T) {
     const int chunks = K / CHUNK_ELEMS;
-    const uint4* row = (const uint4*)(w + (size_t)r * (size_t)K * (16 / CHUNK_ELEMS));
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    uint4 cur[PIPE];
+    const uint4* row[NR];
 #pragma unroll
-    for (int j = 0; j < PIPE; j++) cur[j] = lane + 32 * j < chunks ? __ldg(row + lane + 32 * j) : zero;
-    for (int ch = lane; ch < chunks; ch += 32 * PIPE) {
-        uint4 nxt[PIPE];
-        const int nx = ch + 32 * PIPE;
+    for (int i = 0; i < NR; i++) row[i] = (const uint4*)(w[i] + (size_t)r[i] * (size_t)K * (16 / CHUNK_ELEMS));
+    for (int ch = t; ch < chunks; ch += T * PIPE) {
+        uint4 v[NR][PIPE];
 #pragma unroll
-        for (int j = 0; j < PIPE; j++) nxt[j] = nx + 32 * j < chunks ? __ldg(row + nx + 32 * j) : zero;
+        for (int j = 0; j < PIPE; j++)
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (ch + T * j < chunks) v[i][j] = __ldg(row[i] + ch + T * j);
 #pragma unroll
         for (int j = 0; j < PIPE; j++) {
-            if (ch + 32 * j < chunks) {
-                float f[CHUNK_ELEMS];
-                chunk_to_f32(cur[j], f);
-                dot_x<NC, CHUNK_ELEMS>(f, x, K, (ch + 32 * j) * CHUNK_ELEMS, acc);
+            if (ch + T * j < chunks) {
+#pragma unroll
+                for (int i = 0; i < NR; i++) {
+                    float f[CHUNK_ELEMS];
+                    chunk_to_f32(v[i][j], f);
+                    dot_x<NC, CHUNK_ELEMS>(f, x, K, (ch + T * j) * CHUNK_ELEMS, acc[i]);
+                }
             }
         }
-#pragma unroll
-        for (int j = 0; j < PIPE; j++) cur[j] = nxt[j];
     }
 }
 
 #else
-// Block rows: lane l decodes the 32-weight units l, l + 32, ... of the row (wt_deq32_fast: one load pass and
-// the decode per unit); two units per step, so the second's loads are in flight while the first is used.
+// Block rows: thread t decodes the 32-weight units t, t + T, ... of each row (wt_deq32_fast: one load
+// pass and the decode per unit); the NR rows' units are decoded before they are used.
 template <int NC>
-__device__ __forceinline__ void row_dot(const u8* __restrict__ w, int r, const float* __restrict__ x, int K,
-                                        float* acc) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ void rows_dot(const u8* const (&w)[NR], const int (&r)[NR],
+                                         const float* __restrict__ x, int K, float (&acc)[NR][NC], int t,
+                                         int T) {
     const int units = K >> 5;
-    const u8* row = w + (size_t)r * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    int u = lane;
-    for (; u + 32 < units; u += 64) {
-        float v0[32], v1[32];
-        wt_deq32_fast(row, u, v0);
-        wt_deq32_fast(row, u + 32, v1);
-        dot_x<NC, 32>(v0, x, K, u << 5, acc);
-        dot_x<NC, 32>(v1, x, K, (u + 32) << 5, acc);
-    }
-    if (u < units) {
-        float v[32];
-        wt_deq32_fast(row, u, v);
-        dot_x<NC, 32>(v, x, K, u << 5, acc);
+    const u8* row[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    for (int u = t; u < units; u += T) {
+        float v[NR][32];
+#pragma unroll
+        for (int i = 0; i < NR; i++) wt_deq32_fast(row[i], u, v[i]);
+#pragma unroll
+        for (int i = 0; i < NR; i++) dot_x<NC, 32>(v[i], x, K, u << 5, acc[i]);
     }
 }
 #endif
@@ -123,30 +128,46 @@ __device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
     return d;
 }
 
+// Units per thread and row loaded before any is used: with NR rows, 2 NR units' loads in flight per thread.
+#define UPT 2
 template <int NC>
-__device__ __forceinline__ void row_dot_q8(const u8* __restrict__ w, int r, const signed char* __restrict__ xq,
-                                           const float2* __restrict__ xd, int K, float* acc) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int (&r)[NR],
+                                            const signed char* __restrict__ xq, const float2* __restrict__ xd,
+                                            int K, float (&acc)[NR][NC], int t, int T) {
     const int units = K >> 5;
-    const u8* row = w + (size_t)r * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    for (int u = lane; u < units; u += 32) {
-        u32 q[8];
-        float a0, a1, b;
-        unit_q8(row, u, q, &a0, &a1, &b);
+    const u8* row[NR];
 #pragma unroll
-        for (int c = 0; c < NC; c++) {
-            const uint4* xp = (const uint4*)(xq + (size_t)c * K + ((size_t)u << 5));
-            const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-            const float2 s = __ldg(xd + (size_t)c * units + u);
-            int i0 = dp4a(q[0], x0.x, 0);
-            i0 = dp4a(q[1], x0.y, i0);
-            i0 = dp4a(q[2], x0.z, i0);
-            i0 = dp4a(q[3], x0.w, i0);
-            int i1 = dp4a(q[4], x1.x, 0);
-            i1 = dp4a(q[5], x1.y, i1);
-            i1 = dp4a(q[6], x1.z, i1);
-            i1 = dp4a(q[7], x1.w, i1);
-            acc[c] += s.x * (a0 * (float)i0 + a1 * (float)i1) + b * s.y;
+    for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    for (int u0 = t; u0 < units; u0 += T * UPT) {
+        u32 q[UPT][NR][8];
+        float a0[UPT][NR], a1[UPT][NR], b[UPT][NR];
+#pragma unroll
+        for (int j = 0; j < UPT; j++)
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (u0 + T * j < units) unit_q8(row[i], u0 + T * j, q[j][i], &a0[j][i], &a1[j][i], &b[j][i]);
+#pragma unroll
+        for (int j = 0; j < UPT; j++) {
+            const int u = u0 + T * j;
+            if (u >= units) break;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                const uint4* xp = (const uint4*)(xq + (size_t)c * K + ((size_t)u << 5));
+                const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+                const float2 s = __ldg(xd + (size_t)c * units + u);
+#pragma unroll
+                for (int i = 0; i < NR; i++) {
+                    int i0 = dp4a(q[j][i][0], x0.x, 0);
+                    i0 = dp4a(q[j][i][1], x0.y, i0);
+                    i0 = dp4a(q[j][i][2], x0.z, i0);
+                    i0 = dp4a(q[j][i][3], x0.w, i0);
+                    int i1 = dp4a(q[j][i][4], x1.x, 0);
+                    i1 = dp4a(q[j][i][5], x1.y, i1);
+                    i1 = dp4a(q[j][i][6], x1.z, i1);
+                    i1 = dp4a(q[j][i][7], x1.w, i1);
+                    acc[i][c] += s.x * (a0[j][i] * (float)i0 + a1[j][i] * (float)i1) + b[j][i] * s.y;
+                }
+            }
         }
     }
 }
@@ -154,13 +175,14 @@ __device__ __forceinline__ void row_dot_q8(const u8* __restrict__ w, int r, cons
 #endif
 
 // The activations a product reads: f32 rows [NC, K], or (with HAS_Q8) the same rows quantized to 8 bits.
-// `dot` leaves each lane's partial sums of weight row r with every activation row, as row_dot does.
+// `dot` leaves each thread's partial sums of the NR weight rows with every activation row, as rows_dot does.
 struct XF32 {
     const float* __restrict__ x;
     int K;
     template <int NC>
-    __device__ __forceinline__ void dot(const u8* __restrict__ w, int r, float* acc) const {
-        row_dot<NC>(w, r, x, K, acc);
+    __device__ __forceinline__ void dot(const u8* const (&w)[NR], const int (&r)[NR], float (&acc)[NR][NC], int t,
+                                        int T) const {
+        rows_dot<NC>(w, r, x, K, acc, t, T);
     }
 };
 
@@ -170,8 +192,9 @@ struct XQ8 {
     const float2* __restrict__ xd;
     int K;
     template <int NC>
-    __device__ __forceinline__ void dot(const u8* __restrict__ w, int r, float* acc) const {
-        row_dot_q8<NC>(w, r, xq, xd, K, acc);
+    __device__ __forceinline__ void dot(const u8* const (&w)[NR], const int (&r)[NR], float (&acc)[NR][NC], int t,
+                                        int T) const {
+        rows_dot_q8<NC>(w, r, xq, xd, K, acc, t, T);
     }
 };
 #endif
@@ -198,79 +221,110 @@ __device__ __forceinline__ bool pick_row(int r, const u8* w0, float* y0, int m0,
     return false;
 }
 
+// Adds each thread's acc[i][c] over the block; thread 0 gets the totals back in acc.
+template <int NC>
+__device__ __forceinline__ void block_rows_sum(float (&acc)[NR][NC]) {
+    __shared__ float part[MV_WARPS][NR][NC];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            const float v = warp_sum(acc[i][c]);
+            if (lane == 0) part[w][i][c] = v;
+        }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 0; i < NR; i++)
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                float v = 0.0f;
+#pragma unroll
+                for (int k = 0; k < MV_WARPS; k++) v += part[k][i][c];
+                acc[i][c] = v;
+            }
+    }
+}
+
 // y_j[c * M_j + r] = W_j[r] · x[c] for up to three matrices of this type sharing the activations `xs` (a
-// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Each warp takes two rows (of the three
-// matrices' rows in order), so two rows' loads are in flight at once.
+// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Block b takes rows NR b and NR b + 1 of
+// the three matrices' rows in order.
 template <int NC, class X>
 __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
                                             const u8* __restrict__ w1, float* __restrict__ y1, int m1,
                                             const u8* __restrict__ w2, float* __restrict__ y2, int m2, X xs) {
-    const int r0 = 2 * (blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5));
-    const u8 *wa, *wb;
-    float *ya, *yb;
-    int ma, mb, ra, rb;
-    if (!pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wa, &ya, &ma, &ra)) return;
-    const bool two = pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &wb, &yb, &mb, &rb);
-    float a[NC], b[NC];
+    const int r0 = NR * blockIdx.x;
+    const u8* w[NR];
+    float* y[NR];
+    int m[NR], r[NR];
+    if (!pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[0], &y[0], &m[0], &r[0])) return;
+    // Past the last row the block reads the first row again and writes it once.
+    const bool two = pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[1], &y[1], &m[1], &r[1]);
+    if (!two) w[1] = w[0], y[1] = y[0], m[1] = m[0], r[1] = r[0];
+    float acc[NR][NC];
 #pragma unroll
-    for (int c = 0; c < NC; c++) a[c] = b[c] = 0.0f;
-    xs.template dot<NC>(wa, ra, a);
-    if (two) xs.template dot<NC>(wb, rb, b);
+    for (int i = 0; i < NR; i++)
 #pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const float sa = warp_sum(a[c]);
-        const float sb = warp_sum(b[c]);
-        if ((threadIdx.x & 31) == 0) {
-            ya[(size_t)c * ma + ra] = sa;
-            if (two) yb[(size_t)c * mb + rb] = sb;
+        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
+    xs.template dot<NC>(w, r, acc, threadIdx.x, MV_THREADS);
+    block_rows_sum<NC>(acc);
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            y[0][(size_t)c * m[0] + r[0]] = acc[0][c];
+            if (two) y[1][(size_t)c * m[1] + r[1]] = acc[1][c];
         }
     }
 }
 
 // y[c * M + r] = act(Wg[r] · x[c]) * (Wu[r] · x[c]): a gated MLP's gate and up products and its activation
-// (common.cuh's gate_act) in one pass, one warp per row of both.
+// (common.cuh's gate_act) in one pass, one block per row of both.
 template <int NC, class X>
 __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __restrict__ wu, X xs,
                                          float* __restrict__ y, int M, int act) {
-    const int r = blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    const int r = blockIdx.x;
     if (r >= M) return;
-    float g[NC], u[NC];
+    const u8* w[NR] = {wg, wu};
+    const int rr[NR] = {r, r};
+    float acc[NR][NC];
 #pragma unroll
-    for (int c = 0; c < NC; c++) g[c] = u[c] = 0.0f;
-    xs.template dot<NC>(wg, r, g);
-    xs.template dot<NC>(wu, r, u);
+    for (int i = 0; i < NR; i++)
 #pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const float gs = warp_sum(g[c]), us = warp_sum(u[c]);
-        if ((threadIdx.x & 31) == 0) y[(size_t)c * M + r] = gate_act(gs, act) * us;
+        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
+    xs.template dot<NC>(w, rr, acc, threadIdx.x, MV_THREADS);
+    block_rows_sum<NC>(acc);
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int c = 0; c < NC; c++) y[(size_t)c * M + r] = gate_act(acc[0][c], act) * acc[1][c];
     }
 }
 
 #define MATVEC(NC)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                    \
         matvec_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,  \
                     float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
-                    const float* __restrict__ x, int K) {                                                 \
-        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XF32{x, K});                                  \
+                    const float* __restrict__ x, int K) {                                        \
+        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XF32{x, K});                             \
     }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                    \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                    \
         glu_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const float* __restrict__ x,       \
-                 float* __restrict__ y, int M, int K, int act) {                                          \
-        glu_impl<NC>(wg, wu, XF32{x, K}, y, M, act);                                                      \
+                 float* __restrict__ y, int M, int K, int act) {                                 \
+        glu_impl<NC>(wg, wu, XF32{x, K}, y, M, act);                                                 \
     }
 
 // The same kernels against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d * sum q)).
 #define MATVEC_Q8(NC)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                     \
         mvq8_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,     \
                   float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
-                  const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {              \
-        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XQ8{xq, xd, K});                               \
+                  const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {     \
+        matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XQ8{xq, xd, K});                          \
     }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(WARPS_PER_BLOCK * 32)                                     \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                     \
         gluq8_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const signed char* __restrict__ xq, \
-                   const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) {         \
-        glu_impl<NC>(wg, wu, XQ8{xq, xd, K}, y, M, act);                                                   \
+                   const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) { \
+        glu_impl<NC>(wg, wu, XQ8{xq, xd, K}, y, M, act);                                              \
     }
 
 #ifdef HAS_Q8
