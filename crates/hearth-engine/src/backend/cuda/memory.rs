@@ -98,7 +98,9 @@ pub fn arg<T>(v: &T) -> *mut c_void {
 }
 
 /// Launches `f` on `stream`: `args` are pointers to each argument value (see [`arg`]), which must outlive
-/// the call (the driver copies them at launch).
+/// the call (the driver copies them at launch). With `pdl`, the kernel may start while the previous one in
+/// the stream finishes (programmatic dependent launch, sm_90+): every kernel of hearth waits for its
+/// predecessor at its start (common.cuh's PDL_PROLOGUE), so only launch latency and weight prefetches overlap.
 pub fn launch(
     f: sys::CUfunction,
     stream: sys::CUstream,
@@ -106,13 +108,37 @@ pub fn launch(
     block: (u32, u32, u32),
     smem: u32,
     args: &mut [*mut c_void],
+    pdl: bool,
 ) -> Result<()> {
-    // SAFETY: `f` is a function of a loaded module; the caller passes arguments matching its signature, all
-    // device pointers owned by live buffers.
-    unsafe {
-        drv(
-            "kernel launch",
-            result::launch_kernel(f, grid, block, smem, stream, args),
-        )
+    if !pdl {
+        // SAFETY: `f` is a function of a loaded module; the caller passes arguments matching its signature,
+        // all device pointers owned by live buffers.
+        return unsafe {
+            drv(
+                "kernel launch",
+                result::launch_kernel(f, grid, block, smem, stream, args),
+            )
+        };
     }
+    // SAFETY: a zeroed attribute is a valid plain-data value; the id and the union member set match.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block.0,
+        blockDimY: block.1,
+        blockDimZ: block.2,
+        sharedMemBytes: smem,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: as above; `config` and `attr` live across the call.
+    let r = unsafe {
+        sys::cuLaunchKernelEx(&config, f, args.as_mut_ptr(), std::ptr::null_mut()).result()
+    };
+    drv("kernel launch", r)
 }

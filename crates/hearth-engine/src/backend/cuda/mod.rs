@@ -296,6 +296,9 @@ pub struct Gpu {
     /// The first error of a step's launches (the trait's block operations return nothing; the step's
     /// `logits` reports it).
     err: Mutex<Option<Error>>,
+    /// Whether kernels are launched with programmatic dependent launch (sm_90+; HEARTH_CUDA_PDL=0 turns it
+    /// off).
+    pdl: bool,
     _workspace: DevBuf,
 }
 
@@ -356,6 +359,7 @@ impl Gpu {
             weight_modules: Mutex::new(HashMap::new()),
             ops,
             err: Mutex::new(None),
+            pdl: arch.0 >= 9 && std::env::var("HEARTH_CUDA_PDL").map_or(true, |v| v != "0"),
             _workspace: workspace,
         }))
     }
@@ -405,7 +409,7 @@ impl Gpu {
         smem: u32,
         args: &mut [*mut c_void],
     ) {
-        let mut go = || memory::launch(k.f, self.cu_stream(), grid, block, smem, args);
+        let mut go = || memory::launch(k.f, self.cu_stream(), grid, block, smem, args, self.pdl);
         let r = if profile::enabled() {
             profile::timed(k.name, self.cu_stream(), go)
         } else {

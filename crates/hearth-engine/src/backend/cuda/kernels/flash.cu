@@ -52,6 +52,7 @@ extern "C" __global__ void __launch_bounds__(128)
                   const int* __restrict__ row_seq, const int* __restrict__ table_off,
                   const int* __restrict__ tables, int n_heads, int n_kv, int block_size, int window, float scale,
                   float softcap) {
+    PDL_PROLOGUE();
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) u16 smem[];
     u16* qs = smem;                              // [FA_ROWS][FA_STRIDE]

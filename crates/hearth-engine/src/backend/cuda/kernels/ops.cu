@@ -57,6 +57,7 @@ __device__ __forceinline__ void emit_q8(float o, int i, int dim, size_t row, sig
 // every thread reads only its own elements, and only after the reduction writes them.
 extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict__ g, float* out, int dim,
                                         float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_PROLOGUE();
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
     const int nt = blockDim.x;
@@ -86,6 +87,7 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict_
 extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* __restrict__ src,
                                             const float* __restrict__ g, float* __restrict__ out, int dim,
                                             float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_PROLOGUE();
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* sr = src + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
@@ -131,6 +133,7 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
                                       const int* __restrict__ table_off, const int* __restrict__ tables,
                                       int block_size, u16* __restrict__ kcache, u16* __restrict__ vcache, int n_heads, int n_kv,
                                       float eps) {
+    PDL_PROLOGUE();
     __shared__ float buf[HDIM];
     const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     const bool is_q = h < n_heads;
@@ -225,6 +228,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
                 float* __restrict__ out, int* __restrict__ done, int n_kv, int block_size, int window,
                 float scale, float softcap, const int* __restrict__ max_len, int n_splits,
                 const int* __restrict__ flash_rows) {
+    PDL_PROLOGUE();
     __shared__ __align__(16) float qs[GQA][HDIM];
     // The tile's keys and values; after the last tile, the key groups' partial outputs.
     __shared__ __align__(16) unsigned char kv_smem[KV_SMEM_BYTES];
@@ -443,6 +447,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 
 // gate[i] = silu(gate[i]) * up[i] (act 0) or gelu_tanh(gate[i]) * up[i] (act 1).
 extern "C" __global__ void act_mul(float* __restrict__ gate, const float* __restrict__ up, long long n, int act) {
+    PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     gate[i] = gate_act(gate[i], act) * up[i];
@@ -450,6 +455,7 @@ extern "C" __global__ void act_mul(float* __restrict__ gate, const float* __rest
 
 // out[i] = x[i] as f16 (to_bf16 = 0) or bf16 (1): activations for a tensor-core GEMM.
 extern "C" __global__ void to_half(const float* __restrict__ x, u16* __restrict__ out, long long n, int to_bf16) {
+    PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     out[i] = to_bf16 ? f32_to_bf16_bits(x[i]) : f32_to_f16_bits(x[i]);
@@ -458,6 +464,7 @@ extern "C" __global__ void to_half(const float* __restrict__ x, u16* __restrict_
 // out[i] = src[rows[i]]: the rows whose logits are wanted.
 extern "C" __global__ void gather_rows(const float* __restrict__ src, const int* __restrict__ rows,
                                        float* __restrict__ out, int dim) {
+    PDL_PROLOGUE();
     const float* s = src + (size_t)rows[blockIdx.x] * dim;
     float* o = out + (size_t)blockIdx.x * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = s[i];
@@ -465,12 +472,14 @@ extern "C" __global__ void gather_rows(const float* __restrict__ src, const int*
 
 // x[i] = cap * tanh(x[i] / cap): final-logit soft-capping.
 extern "C" __global__ void softcap_inplace(float* __restrict__ x, long long n, float cap) {
+    PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
 // x[i] *= s.
 extern "C" __global__ void scale_inplace(float* __restrict__ x, long long n, float s) {
+    PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = __fmul_rn(x[i], s);
 }
@@ -480,6 +489,7 @@ extern "C" __global__ void scale_inplace(float* __restrict__ x, long long n, flo
 // per block, one value per lane.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, signed char* __restrict__ xq,
                                        float2* __restrict__ xd, int n_blocks) {
+    PDL_PROLOGUE();
     const int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (b >= n_blocks) return;
     const int lane = threadIdx.x & 31;

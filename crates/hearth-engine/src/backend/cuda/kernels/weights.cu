@@ -258,10 +258,15 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __
     const u8* w[NR];
     float* y[NR];
     int m[NR], r[NR];
-    if (!pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[0], &y[0], &m[0], &r[0])) return;
+    const bool one = pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[0], &y[0], &m[0], &r[0]);
     // Past the last row the block reads the first row again and writes it once.
-    const bool two = pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[1], &y[1], &m[1], &r[1]);
+    const bool two = one && pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[1], &y[1], &m[1], &r[1]);
     if (!two) w[1] = w[0], y[1] = y[0], m[1] = m[0], r[1] = r[0];
+    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    if (one) prefetch_l2(w[0] + (size_t)r[0] * row_bytes, row_bytes);
+    if (two) prefetch_l2(w[1] + (size_t)r[1] * row_bytes, row_bytes);
+    PDL_PROLOGUE();
+    if (!one) return;
     float acc[NR][NC];
 #pragma unroll
     for (int i = 0; i < NR; i++)
@@ -284,6 +289,12 @@ template <int NC, class X>
 __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __restrict__ wu, X xs,
                                          float* __restrict__ y, int M, int act) {
     const int r = blockIdx.x;
+    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    if (r < M) {
+        prefetch_l2(wg + (size_t)r * row_bytes, row_bytes);
+        prefetch_l2(wu + (size_t)r * row_bytes, row_bytes);
+    }
+    PDL_PROLOGUE();
     if (r >= M) return;
     const u8* w[NR] = {wg, wu};
     const int rr[NR] = {r, r};
@@ -345,6 +356,7 @@ MATVEC(8)
 // tensor-core GEMM. One thread per 32-weight unit; four 16-byte stores each.
 extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restrict__ out, int r0, int r1, int K,
                                         int to_bf16) {
+    PDL_PROLOGUE();
     const long long units = (long long)(K >> 5);
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)(r1 - r0) * units) return;
@@ -369,6 +381,7 @@ extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restric
 // out[t * K + k] = W[tokens[t], k] * scale: token embeddings. One thread per 32-weight unit.
 extern "C" __global__ void embed_rows(const u8* __restrict__ w, const u32* __restrict__ tokens,
                                       float* __restrict__ out, int n, int K, float scale, int scaled) {
+    PDL_PROLOGUE();
     const int units = K >> 5;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n * units) return;
@@ -384,6 +397,7 @@ extern "C" __global__ void embed_rows(const u8* __restrict__ w, const u32* __res
 // mismatches += number of weights where wt_deq32_fast differs from wt_deq32 (bits; NaNs equal), over `units`
 // 32-weight units of one row: the fast decoders checked against the reference ones on the GPU itself.
 extern "C" __global__ void deq_compare(const u8* __restrict__ row, int units, unsigned int* mismatches) {
+    PDL_PROLOGUE();
     const int u = blockIdx.x * blockDim.x + threadIdx.x;
     if (u >= units) return;
     float a[32], b[32];
