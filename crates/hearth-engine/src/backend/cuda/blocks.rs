@@ -190,6 +190,19 @@ impl Backend for Cuda {
         );
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
         let ns = n_splits as i32;
+        // The output in 8 bits too, for the output projection's integer kernel, when every row's attention
+        // runs here (ops.cu: whole warps of 32-value blocks).
+        s.att_q8 = super::matmul::q8_activations()
+            && att_q8_enabled()
+            && super::has_q8_path(a.wo.dtype)
+            && s.flash_tiles == 0
+            && c.head_dim.is_multiple_of(32)
+            && (c.n_heads / c.n_kv_heads * c.head_dim / 4).is_multiple_of(32);
+        let (aq, ad) = if s.att_q8 {
+            (s.attq.ptr, s.attd.ptr)
+        } else {
+            (0, 0)
+        };
         gpu.run(
             gpu.ops.f("attn_decode"),
             ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
@@ -213,6 +226,8 @@ impl Backend for Cuda {
                 arg(&ml),
                 arg(&ns),
                 arg(&fr),
+                arg(&aq),
+                arg(&ad),
             ],
         );
         // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
@@ -387,4 +402,11 @@ fn graphs_enabled() -> bool {
     *ON.get_or_init(|| {
         std::env::var("HEARTH_CUDA_GRAPHS").map_or(true, |v| v != "0") && !profile::enabled()
     })
+}
+
+/// Whether the attention kernel may write its output in 8 bits as well (HEARTH_CUDA_ATT_Q8=0 makes the
+/// output projection quantize it separately instead: the same bytes, for checking the fused path).
+fn att_q8_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("HEARTH_CUDA_ATT_Q8").map_or(true, |v| v != "0"))
 }

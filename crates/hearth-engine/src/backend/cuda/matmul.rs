@@ -224,7 +224,7 @@ impl DevMat {
             acts.skip_rows(c0, k).run(
                 gpu,
                 w0.module.f(kernel),
-                total.div_ceil(2), // two rows a block (weights.cu's NR)
+                total.div_ceil(super::mv_rows()), // weights.cu's NR rows a block
                 &head,
                 &[arg(&kk)],
             );
@@ -266,7 +266,7 @@ impl DevMat {
             acts.skip_rows(c0, gate.cols).run(
                 &be.gpu,
                 gate.module.f(kernel),
-                gate.rows, // one row of each matrix a block
+                gate.rows.div_ceil(super::mv_rows() / 2), // NR / 2 rows of each matrix a block
                 &[arg(&wg), arg(&wu)],
                 &[arg(&yc), arg(&m), arg(&k), arg(&act)],
             );

@@ -254,10 +254,34 @@ const OPS_KERNELS: [&str; 11] = [
     "quantize_q8",
 ];
 
-/// The `-D` defines that select a weight type in `quant.cuh`.
+/// Weight rows one matrix-vector block streams together (weights.cu's MV_NR): 4 by default, so each thread
+/// has four rows' loads in flight; `HEARTH_CUDA_NR=2` halves it (for benchmarks).
+pub(super) fn mv_rows() -> usize {
+    static NR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *NR.get_or_init(|| match std::env::var("HEARTH_CUDA_NR").as_deref() {
+        Ok("2") => 2,
+        _ => 4,
+    })
+}
+
+/// Whether the matrix-vector kernels prefetch their rows into L2 before waiting for the previous kernel
+/// (weights.cu's MV_PREFETCH); `HEARTH_CUDA_PREFETCH=0` turns it off (for benchmarks).
+fn mv_prefetch() -> bool {
+    std::env::var("HEARTH_CUDA_PREFETCH").map_or(true, |v| v != "0")
+}
+
+/// The `-D` defines that select a weight type in `quant.cuh`, and the matrix-vector kernels' shape.
 fn weight_defines(dtype: DType) -> Result<Vec<String>> {
+    let mut d = type_defines(dtype);
+    d.push(format!("MV_NR={}", mv_rows()));
+    d.push(format!("MV_PREFETCH={}", mv_prefetch() as u8));
+    Ok(d)
+}
+
+/// The `-D` defines that select a weight type in `quant.cuh`.
+fn type_defines(dtype: DType) -> Vec<String> {
     use crate::tensor::mlx::{MlxFloat, MlxMode};
-    Ok(match dtype {
+    match dtype {
         DType::Mlx(m) => {
             let mode = match m.quant.mode() {
                 MlxMode::Affine => 0,
@@ -279,7 +303,7 @@ fn weight_defines(dtype: DType) -> Result<Vec<String>> {
             ]
         }
         other => vec![format!("WT_{other:?}")],
-    })
+    }
 }
 
 /// One GPU as a model uses it: context, stream, cuBLAS, compiled modules.

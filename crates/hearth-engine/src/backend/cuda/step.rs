@@ -44,6 +44,10 @@ pub struct DevStep {
     pub xbq: DevBuf,
     pub xbd: DevBuf,
     pub xb_q8: bool,
+    /// The attention output quantized the same way by the attention kernel, and whether that is current.
+    pub attq: DevBuf,
+    pub attd: DevBuf,
+    pub att_q8: bool,
     /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 4] f32 (see ops.cu's PART_STRIDE).
     pub part: DevBuf,
     /// Per (row, KV head): how many of its attention splits have finished this step ([max, n_kv] i32, zeroed
@@ -139,6 +143,9 @@ impl DevStep {
             xbq: DevBuf::alloc(ctx, max * c.hidden)?,
             xbd: DevBuf::alloc(ctx, max * c.hidden.div_ceil(32) * 8)?,
             xb_q8: false,
+            attq: DevBuf::alloc(ctx, max * qdim)?,
+            attd: DevBuf::alloc(ctx, max * qdim.div_ceil(32) * 8)?,
+            att_q8: false,
             part: f(PART_ROW_SPLITS.max(max) * c.n_heads * (c.head_dim + 4))?,
             attn_done: DevBuf::zeroed(ctx, max * c.n_kv_heads * 4)?,
             out_x: f(max * c.hidden)?,
@@ -310,10 +317,12 @@ impl DevStep {
     }
 
     /// The 8-bit form of `count` activations at `x`: the norm's own quantization when `x` is Xb and it is
-    /// current, else a fresh one ([`DevStep::quantize_q8`]).
+    /// current (the attention kernel's for its output), else a fresh one ([`DevStep::quantize_q8`]).
     pub fn q8_of(&self, gpu: &Gpu, x: u64, count: usize) -> (u64, u64) {
         if x == self.xb.ptr && self.xb_q8 {
             (self.xbq.ptr, self.xbd.ptr)
+        } else if x == self.att.ptr && self.att_q8 {
+            (self.attq.ptr, self.attd.ptr)
         } else {
             self.quantize_q8(gpu, x, count)
         }

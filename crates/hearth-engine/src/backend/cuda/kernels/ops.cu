@@ -61,12 +61,13 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict_
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
     const int nt = blockDim.x;
-    float v[NORM_REGS];
+    float v[NORM_REGS], gv[NORM_REGS];
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
         v[j] = i < dim ? xr[i] : 0.0f;
+        gv[j] = i < dim ? g[i] : 0.0f;  // loaded with x, not after the reduction
         ss += v[j] * v[j];
     }
     for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) ss += xr[i] * xr[i];
@@ -75,7 +76,7 @@ extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict_
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
-        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), g[i]) : 0.0f;
+        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), gv[j]) : 0.0f;
         if (i < dim) orow[i] = o;
         if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
     }
@@ -92,12 +93,13 @@ extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* 
     const float* sr = src + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;
     const int nt = blockDim.x;
-    float v[NORM_REGS];
+    float v[NORM_REGS], gv[NORM_REGS];
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
         v[j] = 0.0f;
+        gv[j] = i < dim ? g[i] : 0.0f;  // loaded with x, not after the reduction
         if (i < dim) {
             v[j] = xr[i] + sr[i];
             xr[i] = v[j];
@@ -114,7 +116,7 @@ extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* 
 #pragma unroll
     for (int j = 0; j < NORM_REGS; j++) {
         const int i = threadIdx.x + j * nt;
-        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), g[i]) : 0.0f;
+        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), gv[j]) : 0.0f;
         if (i < dim) orow[i] = o;
         if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
     }
@@ -227,7 +229,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
                 const int* __restrict__ table_off, const int* __restrict__ tables, float* __restrict__ part,
                 float* __restrict__ out, int* __restrict__ done, int n_kv, int block_size, int window,
                 float scale, float softcap, const int* __restrict__ max_len, int n_splits,
-                const int* __restrict__ flash_rows) {
+                const int* __restrict__ flash_rows, signed char* __restrict__ xq, float2* __restrict__ xd) {
     PDL_PROLOGUE();
     __shared__ __align__(16) float qs[GQA][HDIM];
     // The tile's keys and values; after the last tile, the key groups' partial outputs.
@@ -440,8 +442,27 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
             o.w = fmaf(a.w, wv, o.w);
         }
         const float il = inv_l[g];
-        *(float4*)(out + ((size_t)t * n_heads + kh * GQA + g) * HDIM + d) =
-            make_float4(o.x * il, o.y * il, o.z * il, o.w * il);
+        o = make_float4(o.x * il, o.y * il, o.z * il, o.w * il);
+        const size_t at = ((size_t)t * n_heads + kh * GQA + g) * HDIM + d;
+        *(float4*)(out + at) = o;
+        // With xq, the row also goes out in 8 bits for the output projection, as quantize_q8 writes it: the
+        // eight threads of a 32-value block meet by shuffles (the host passes xq only when every warp's
+        // threads are all in the loop: GQA HDIM / 4 a multiple of 32).
+        if (xq) {
+            float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+#pragma unroll
+            for (int k = 1; k < 8; k <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
+            const float dq = amax / 127.0f;
+            const float id = dq != 0.0f ? 1.0f / dq : 0.0f;
+            const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id);
+            const int q2 = __float2int_rn(o.z * id), q3 = __float2int_rn(o.w * id);
+            float sum = (float)(q0 + q1 + q2 + q3);
+#pragma unroll
+            for (int k = 1; k < 8; k <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+            *(u32*)(xq + at) = (u32)(q0 & 0xff) | ((u32)(q1 & 0xff) << 8) | ((u32)(q2 & 0xff) << 16) |
+                               ((u32)(q3 & 0xff) << 24);
+            if ((idx & 7) == 0) xd[at / 32] = make_float2(dq, dq * sum);
+        }
     }
 }
 

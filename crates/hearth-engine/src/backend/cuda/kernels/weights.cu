@@ -11,9 +11,16 @@
 // the loops lose their compile-time stride.)
 #define MV_THREADS 128
 #define MV_WARPS (MV_THREADS / 32)
-// Weight rows a block reads at once (a product's two rows, or a gated MLP's gate and up rows), so twice the
-// loads are in flight per thread.
-#define NR 2
+// Weight rows a block reads at once (a product's rows, or a gated MLP's gate and up rows in pairs), so NR
+// times the loads are in flight per thread: MV_NR, a -D define the host sets (2 or 4).
+#ifndef MV_NR
+#define MV_NR 2
+#endif
+#define NR MV_NR
+// Whether the matrix-vector kernels ask L2 for their rows before waiting for the previous kernel (-D).
+#ifndef MV_PREFETCH
+#define MV_PREFETCH 1
+#endif
 
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
 // Thread t of a block takes the 16-byte chunks (or 32-weight units) t, t + T, ... (T = MV_THREADS) of each of
@@ -248,7 +255,7 @@ __device__ __forceinline__ void block_rows_sum(float (&acc)[NR][NC]) {
 }
 
 // y_j[c * M_j + r] = W_j[r] · x[c] for up to three matrices of this type sharing the activations `xs` (a
-// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Block b takes rows NR b and NR b + 1 of
+// layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Block b takes rows NR b .. NR b + NR - 1 of
 // the three matrices' rows in order.
 template <int NC, class X>
 __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __restrict__ y0, int m0,
@@ -258,15 +265,21 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __
     const u8* w[NR];
     float* y[NR];
     int m[NR], r[NR];
-    const bool one = pick_row(r0, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[0], &y[0], &m[0], &r[0]);
-    // Past the last row the block reads the first row again and writes it once.
-    const bool two = one && pick_row(r0 + 1, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[1], &y[1], &m[1], &r[1]);
-    if (!two) w[1] = w[0], y[1] = y[0], m[1] = m[0], r[1] = r[0];
+    bool ok[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+        ok[i] = pick_row(r0 + i, w0, y0, m0, w1, y1, m1, w2, y2, m2, &w[i], &y[i], &m[i], &r[i]);
+        // Past the last row the block reads its first row again and writes it once.
+        if (!ok[i]) w[i] = w[0], y[i] = y[0], m[i] = m[0], r[i] = r[0];
+    }
+#if MV_PREFETCH
     const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    if (one) prefetch_l2(w[0] + (size_t)r[0] * row_bytes, row_bytes);
-    if (two) prefetch_l2(w[1] + (size_t)r[1] * row_bytes, row_bytes);
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+        if (ok[i]) prefetch_l2(w[i] + (size_t)r[i] * row_bytes, row_bytes);
+#endif
     PDL_PROLOGUE();
-    if (!one) return;
+    if (!ok[0]) return;
     float acc[NR][NC];
 #pragma unroll
     for (int i = 0; i < NR; i++)
@@ -276,28 +289,35 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __
     block_rows_sum<NC>(acc);
     if (threadIdx.x == 0) {
 #pragma unroll
-        for (int c = 0; c < NC; c++) {
-            y[0][(size_t)c * m[0] + r[0]] = acc[0][c];
-            if (two) y[1][(size_t)c * m[1] + r[1]] = acc[1][c];
-        }
+        for (int i = 0; i < NR; i++)
+            if (ok[i])
+#pragma unroll
+                for (int c = 0; c < NC; c++) y[i][(size_t)c * m[i] + r[i]] = acc[i][c];
     }
 }
 
 // y[c * M + r] = act(Wg[r] · x[c]) * (Wu[r] · x[c]): a gated MLP's gate and up products and its activation
-// (common.cuh's gate_act) in one pass, one block per row of both.
+// (common.cuh's gate_act) in one pass. Block b takes rows NR / 2 b .. of both matrices.
 template <int NC, class X>
 __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __restrict__ wu, X xs,
                                          float* __restrict__ y, int M, int act) {
-    const int r = blockIdx.x;
-    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    if (r < M) {
-        prefetch_l2(wg + (size_t)r * row_bytes, row_bytes);
-        prefetch_l2(wu + (size_t)r * row_bytes, row_bytes);
+    constexpr int RB = NR / 2;
+    const int rb = RB * blockIdx.x;
+    const u8* w[NR];
+    int rr[NR];
+#pragma unroll
+    for (int j = 0; j < RB; j++) {
+        w[2 * j] = wg, w[2 * j + 1] = wu;
+        rr[2 * j] = rr[2 * j + 1] = min(rb + j, M - 1);  // past the last row: read it again, write nothing
     }
+#if MV_PREFETCH
+    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+        if (rb + i / 2 < M) prefetch_l2(w[i] + (size_t)rr[i] * row_bytes, row_bytes);
+#endif
     PDL_PROLOGUE();
-    if (r >= M) return;
-    const u8* w[NR] = {wg, wu};
-    const int rr[NR] = {r, r};
+    if (rb >= M) return;
     float acc[NR][NC];
 #pragma unroll
     for (int i = 0; i < NR; i++)
@@ -307,7 +327,11 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
     block_rows_sum<NC>(acc);
     if (threadIdx.x == 0) {
 #pragma unroll
-        for (int c = 0; c < NC; c++) y[(size_t)c * M + r] = gate_act(acc[0][c], act) * acc[1][c];
+        for (int j = 0; j < RB; j++)
+            if (rb + j < M)
+#pragma unroll
+                for (int c = 0; c < NC; c++)
+                    y[(size_t)c * M + rb + j] = gate_act(acc[2 * j][c], act) * acc[2 * j + 1][c];
     }
 }
 
