@@ -254,27 +254,52 @@ const OPS_KERNELS: [&str; 11] = [
     "quantize_q8",
 ];
 
-/// Weight rows one matrix-vector block streams together (weights.cu's MV_NR): 4 by default, so each thread
-/// has four rows' loads in flight; `HEARTH_CUDA_NR=2` halves it (for benchmarks).
+/// Weight rows one matrix-vector block streams together (weights.cu's MV_NR): 2, which measured faster than
+/// 4 for bf16, Q8_0 and Q4_K_M decode on an H200 (fewer registers, more blocks resident). `HEARTH_CUDA_NR=4`
+/// overrides, for benchmarks.
 pub(super) fn mv_rows() -> usize {
     static NR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *NR.get_or_init(|| match std::env::var("HEARTH_CUDA_NR").as_deref() {
-        Ok("2") => 2,
-        _ => 4,
+        Ok("4") => 4,
+        _ => 2,
     })
 }
 
-/// Whether the matrix-vector kernels prefetch their rows into L2 before waiting for the previous kernel
-/// (weights.cu's MV_PREFETCH); `HEARTH_CUDA_PREFETCH=0` turns it off (for benchmarks).
-fn mv_prefetch() -> bool {
-    std::env::var("HEARTH_CUDA_PREFETCH").map_or(true, |v| v != "0")
+/// Whether the matrix-vector kernels for `dtype` prefetch their rows into L2 before waiting for the previous
+/// kernel (weights.cu's MV_PREFETCH): for types under 8 bits a weight, whose integer kernels are bound by
+/// latency more than by bandwidth (on an H200: Q4_K_M decode +7%; bf16 and Q8_0 lost 10% and 4% to it).
+/// `HEARTH_CUDA_PREFETCH=0|1` overrides, for benchmarks.
+fn mv_prefetch(dtype: DType) -> bool {
+    match std::env::var("HEARTH_CUDA_PREFETCH").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => dtype.block_bytes() < dtype.block_elems(),
+    }
+}
+
+/// A numeric `-D` value from the environment (`var`), else `default`: the matrix-vector kernels' knobs for
+/// benchmarks.
+fn env_knob(var: &str, default: u32) -> u32 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The `-D` defines that select a weight type in `quant.cuh`, and the matrix-vector kernels' shape.
 fn weight_defines(dtype: DType) -> Result<Vec<String>> {
     let mut d = type_defines(dtype);
     d.push(format!("MV_NR={}", mv_rows()));
-    d.push(format!("MV_PREFETCH={}", mv_prefetch() as u8));
+    d.push(format!("MV_PREFETCH={}", mv_prefetch(dtype) as u8));
+    // Units per thread and row in flight (HEARTH_CUDA_UPT) and a register cap (HEARTH_CUDA_MIN_BLOCKS).
+    d.push(format!(
+        "MV_UPT={}",
+        env_knob("HEARTH_CUDA_UPT", 2).clamp(1, 4)
+    ));
+    d.push(format!(
+        "MV_MIN_BLOCKS={}",
+        env_knob("HEARTH_CUDA_MIN_BLOCKS", 0).min(16)
+    ));
     Ok(d)
 }
 

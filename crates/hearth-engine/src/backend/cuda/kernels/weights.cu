@@ -21,6 +21,15 @@
 #ifndef MV_PREFETCH
 #define MV_PREFETCH 1
 #endif
+// Blocks per multiprocessor the compiler must fit (a register cap; 0: no cap), a -D define.
+#ifndef MV_MIN_BLOCKS
+#define MV_MIN_BLOCKS 0
+#endif
+#if MV_MIN_BLOCKS > 0
+#define MV_BOUNDS __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS)
+#else
+#define MV_BOUNDS __launch_bounds__(MV_THREADS)
+#endif
 
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
 // Thread t of a block takes the 16-byte chunks (or 32-weight units) t, t + T, ... (T = MV_THREADS) of each of
@@ -135,8 +144,12 @@ __device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
     return d;
 }
 
-// Units per thread and row loaded before any is used: with NR rows, 2 NR units' loads in flight per thread.
-#define UPT 2
+// Units per thread and row loaded before any is used: with NR rows, UPT NR units' loads in flight per thread
+// (MV_UPT, a -D define: 2 by default).
+#ifndef MV_UPT
+#define MV_UPT 2
+#endif
+#define UPT MV_UPT
 template <int NC>
 __device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int (&r)[NR],
                                             const signed char* __restrict__ xq, const float2* __restrict__ xd,
@@ -336,13 +349,13 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
 }
 
 #define MATVEC(NC)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                    \
+    extern "C" __global__ void MV_BOUNDS                                                        \
         matvec_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,  \
                     float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
                     const float* __restrict__ x, int K) {                                        \
         matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XF32{x, K});                             \
     }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                    \
+    extern "C" __global__ void MV_BOUNDS                                                        \
         glu_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const float* __restrict__ x,       \
                  float* __restrict__ y, int M, int K, int act) {                                 \
         glu_impl<NC>(wg, wu, XF32{x, K}, y, M, act);                                                 \
@@ -350,13 +363,13 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
 
 // The same kernels against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d * sum q)).
 #define MATVEC_Q8(NC)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                     \
+    extern "C" __global__ void MV_BOUNDS                                                         \
         mvq8_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,     \
                   float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
                   const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {     \
         matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XQ8{xq, xd, K});                          \
     }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                     \
+    extern "C" __global__ void MV_BOUNDS                                                         \
         gluq8_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const signed char* __restrict__ xq, \
                    const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) { \
         glu_impl<NC>(wg, wu, XQ8{xq, xd, K}, y, M, act);                                              \
