@@ -10,7 +10,7 @@ use crate::backend::{Act, Backend, StepRows};
 use crate::error::{Error, Result};
 use crate::models::config::ModelConfig;
 use crate::models::layers::{Activation, Attention, Mlp};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 impl Cuda {
     /// Where a norm writing `dst` should also put its output quantized to 8 bits: the step's Xb buffers when
@@ -278,13 +278,32 @@ impl Backend for Cuda {
             );
             let (g, u) = (s.gate.ptr, s.up.ptr);
             let count = (n * c.ffn) as i64;
-            self.elementwise(
-                "act_mul",
-                n * c.ffn,
-                &mut [arg(&g), arg(&u), arg(&count), arg(&act)],
-            );
+            // When the down product takes the GEMM path, its half-precision input is written here directly.
+            let half = match m.down.dtype {
+                DType::F32 => None,
+                DType::F16 => Some(false),
+                DType::BF16 => Some(true),
+                _ => Some(s.gemm_bf16),
+            }
+            .filter(|_| n > super::matmul::matvec_max(m.down.dtype));
+            if let Some(bf16) = half {
+                let (h, b) = (s.h16.ptr, bf16 as i32);
+                self.elementwise(
+                    "act_mul_half",
+                    n * c.ffn,
+                    &mut [arg(&g), arg(&u), arg(&h), arg(&count), arg(&act), arg(&b)],
+                );
+                s.act_half.set(Some((g, bf16)));
+            } else {
+                self.elementwise(
+                    "act_mul",
+                    n * c.ffn,
+                    &mut [arg(&g), arg(&u), arg(&count), arg(&act)],
+                );
+            }
         }
         m.down.matmul(self, s, s.gate.ptr, n, s.xb2.ptr);
+        s.act_half.set(None);
     }
 
     fn project(&self, s: &mut DevStep, rows: &StepRows, w: &DevMat, softcap: Option<f32>) {

@@ -31,7 +31,7 @@ pub struct DevMat {
 /// matvec wins over dequantize-and-GEMM (which writes and reads 2 bytes per weight) up to a few passes; for
 /// f16/bf16 weights cuBLAS reads them as they are and wins early. `HEARTH_CUDA_MATVEC_MAX` overrides (for
 /// benchmarks).
-fn matvec_max(dtype: DType) -> usize {
+pub(super) fn matvec_max(dtype: DType) -> usize {
     static OVERRIDE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     if let Some(v) = OVERRIDE.get_or_init(|| {
         std::env::var("HEARTH_CUDA_MATVEC_MAX")
@@ -289,6 +289,12 @@ impl DevMat {
         use bsys::cudaDataType_t as T;
         let mut half = |bf16: bool| match *converted {
             Some((b, p)) if b == bf16 => p,
+            // The MLP wrote this input in half precision already (act_mul_half).
+            _ if s.act_half.get() == Some((x, bf16)) => {
+                s.act_half.set(None);
+                *converted = Some((bf16, s.h16.ptr));
+                s.h16.ptr
+            }
             _ => {
                 let p = s.to_half(gpu, x, n * k, bf16);
                 *converted = Some((bf16, p));

@@ -33,7 +33,10 @@ pub struct DevStep {
     pub gate: DevBuf, // [max, ffn]
     pub up: DevBuf,   // [max, ffn]
     /// Activations as f16/bf16 for a GEMM: [max, max(hidden, ffn, qdim)].
-    h16: DevBuf,
+    pub h16: DevBuf,
+    /// Set just before a product whose input `.0` the MLP has already written to `h16` in half precision
+    /// (`.1`: bf16), so the GEMM path skips its own conversion; cleared once taken or after that product.
+    pub act_half: std::cell::Cell<Option<(u64, bool)>>,
     /// A slab of dequantized weights for a GEMM (f16/bf16).
     pub wbuf: DevBuf,
     /// Activations quantized to 8 bits for the integer matvec kernels: [max, widest] bytes, and per 32-value
@@ -137,6 +140,7 @@ impl DevStep {
             gate: f(max * c.ffn)?,
             up: f(max * c.ffn)?,
             h16: DevBuf::alloc(ctx, max * widest * 2)?,
+            act_half: std::cell::Cell::new(None),
             wbuf: DevBuf::alloc(ctx, largest.min(WBUF_ELEMS) * 2)?,
             xq: DevBuf::alloc(ctx, max * widest)?,
             xd: DevBuf::alloc(ctx, max * widest.div_ceil(32) * 8)?,

@@ -474,6 +474,17 @@ extern "C" __global__ void act_mul(float* __restrict__ gate, const float* __rest
     gate[i] = gate_act(gate[i], act) * up[i];
 }
 
+// out[i] = act(gate[i]) * up[i] as f16 (to_bf16 = 0) or bf16 (1): act_mul and to_half in one pass, when the
+// result only feeds a tensor-core GEMM (the f32 product is never written).
+extern "C" __global__ void act_mul_half(const float* __restrict__ gate, const float* __restrict__ up,
+                                        u16* __restrict__ out, long long n, int act, int to_bf16) {
+    PDL_PROLOGUE();
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float v = gate_act(gate[i], act) * up[i];
+    out[i] = to_bf16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
+}
+
 // out[i] = x[i] as f16 (to_bf16 = 0) or bf16 (1): activations for a tensor-core GEMM.
 extern "C" __global__ void to_half(const float* __restrict__ x, u16* __restrict__ out, long long n, int to_bf16) {
     PDL_PROLOGUE();

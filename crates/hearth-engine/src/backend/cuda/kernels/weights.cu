@@ -145,9 +145,9 @@ __device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
 }
 
 // Units per thread and row loaded before any is used: with NR rows, UPT NR units' loads in flight per thread
-// (MV_UPT, a -D define: 2 by default).
+// (MV_UPT, a -D define the host sets).
 #ifndef MV_UPT
-#define MV_UPT 2
+#define MV_UPT 1
 #endif
 #define UPT MV_UPT
 template <int NC>
