@@ -206,7 +206,7 @@ impl Backend for Cuda {
         gpu.run(
             gpu.ops.f("attn_decode"),
             ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
-            (128, 1, 1),
+            (gpu.attn_threads, 1, 1),
             &mut [
                 arg(&q),
                 arg(&kc),

@@ -334,6 +334,18 @@ fn type_defines(dtype: DType) -> Vec<String> {
     }
 }
 
+/// Threads of a decode attention block for heads of `head_dim` (ops.cu's ATTN_THREADS): 256 where the score
+/// and value loops divide evenly (heads of a multiple of 64), else 128. On an H200 the 8B model's attention
+/// took ... with 128. `HEARTH_CUDA_ATTN_THREADS=128` overrides, for benchmarks.
+fn attention_threads(head_dim: usize) -> u32 {
+    let forced = std::env::var("HEARTH_CUDA_ATTN_THREADS").ok();
+    match forced.as_deref() {
+        Some("128") => 128,
+        _ if head_dim.is_multiple_of(64) => 256,
+        _ => 128,
+    }
+}
+
 /// One GPU as a model uses it: context, stream, cuBLAS, compiled modules.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
@@ -348,6 +360,8 @@ pub struct Gpu {
     /// The first error of a step's launches (the trait's block operations return nothing; the step's
     /// `logits` reports it).
     err: Mutex<Option<Error>>,
+    /// Threads of an attention block (ops.cu's ATTN_THREADS).
+    attn_threads: u32,
     /// Whether kernels are launched with programmatic dependent launch (sm_90+; HEARTH_CUDA_PDL=0 turns it
     /// off).
     pdl: bool,
@@ -371,9 +385,11 @@ impl Gpu {
             "multiprocessor count",
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
         )? as usize;
+        let attn_threads = attention_threads(head_dim);
         let defines = vec![
             format!("HEAD_DIM={head_dim}"),
             format!("GQA={gqa}"),
+            format!("ATTN_THREADS={attn_threads}"),
             "WT_F32".into(),
         ];
         let cubin = nvrtc::compile("ops", &ops_source(), &defines, arch)?;
@@ -411,6 +427,7 @@ impl Gpu {
             weight_modules: Mutex::new(HashMap::new()),
             ops,
             err: Mutex::new(None),
+            attn_threads,
             pdl: arch.0 >= 9 && std::env::var("HEARTH_CUDA_PDL").map_or(true, |v| v != "0"),
             _workspace: workspace,
         }))

@@ -281,8 +281,16 @@ impl DevStep {
     /// longest key range (`max_len_dev`), and splits past a row's keys end at once.
     pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> usize {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
+        // HEARTH_CUDA_ATTN_BLOCKS_PER_SM (default 4) sets the "four times over", for benchmarks.
+        static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let per_sm = *PER_SM.get_or_init(|| {
+            std::env::var("HEARTH_CUDA_ATTN_BLOCKS_PER_SM")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4)
+        });
         // 64: MAX_SPLITS in ops.cu.
-        (4 * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
+        (per_sm * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
     }
 
     /// The key for a recorded step of this shape over `kv`.

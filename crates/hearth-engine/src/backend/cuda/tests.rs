@@ -119,6 +119,7 @@ fn ops_module_compiles_for_every_head_shape() {
                 "--std=c++17".into(),
                 format!("-DHEAD_DIM={hd}"),
                 format!("-DGQA={gqa}"),
+                format!("-DATTN_THREADS={}", super::attention_threads(hd)),
                 "-DWT_F32".into(),
             ];
             nvrtc::compile_uncached("ops", &src, &opts)

@@ -181,7 +181,12 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
     }
 }
 
+// Threads of an attention block (a -D define the host sets: 256 for heads of a multiple of 64, else 128). The
+// kernel is bound by each warp's chain of dependent steps, not by the SM's issue rate, so more warps a block
+// means a shorter chain each.
+#ifndef ATTN_THREADS
 #define ATTN_THREADS 128
+#endif
 #define ATTN_WARPS (ATTN_THREADS / 32)
 // Keys per tile: 64 (32 for heads over 128 wide), so a tile's keys and values take 16 KiB of shared memory each.
 #define TILE (HDIM <= 128 ? 64 : 32)
