@@ -334,14 +334,13 @@ fn type_defines(dtype: DType) -> Vec<String> {
     }
 }
 
-/// Threads of a decode attention block for heads of `head_dim` (ops.cu's ATTN_THREADS): 256 where the score
-/// and value loops divide evenly (heads of a multiple of 64), else 128. On an H200 the 8B model's attention
-/// took ... with 128. `HEARTH_CUDA_ATTN_THREADS=128` overrides, for benchmarks.
+/// Threads of a decode attention block (ops.cu's ATTN_THREADS): 128. On an H200, 256-thread blocks (shorter
+/// dependent chains per warp, half the blocks resident) made the 8B model's decode slower: Q4_K_M 320 against
+/// 338 tok/s, bf16 205 against 210. `HEARTH_CUDA_ATTN_THREADS=256` selects them for heads of a multiple of
+/// 64 (the loops must divide evenly), for benchmarks.
 fn attention_threads(head_dim: usize) -> u32 {
-    let forced = std::env::var("HEARTH_CUDA_ATTN_THREADS").ok();
-    match forced.as_deref() {
-        Some("128") => 128,
-        _ if head_dim.is_multiple_of(64) => 256,
+    match std::env::var("HEARTH_CUDA_ATTN_THREADS").as_deref() {
+        Ok("256") if head_dim.is_multiple_of(64) => 256,
         _ => 128,
     }
 }
