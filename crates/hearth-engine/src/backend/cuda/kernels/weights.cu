@@ -34,8 +34,8 @@
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
 // Thread t of a block takes the 16-byte chunks (or 32-weight units) t, t + T, ... (T = MV_THREADS) of each of
 // its NR rows. `rows_dot` leaves each thread's partial sums of row i · x[c] for the NC activation rows c;
-// `block_rows_sum` adds them over the block. Activations are read
-// through the read-only cache (every block of the grid reads the same x).
+// `block_rows_sum` adds them over the block. Activations are read through the read-only cache (every block of
+// the grid reads the same x).
 
 // acc[c] += w[0..n) · x[c][0..n) for n floats of weights `w` at x offset `k`.
 template <int NC, int N>
