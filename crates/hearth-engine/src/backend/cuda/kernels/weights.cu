@@ -267,6 +267,29 @@ __device__ __forceinline__ void block_rows_sum(float (&acc)[NR][NC]) {
     }
 }
 
+// The block's products of its NR weight rows (those marked ok; the others repeat a real row) with the
+// activations: the rows are asked of L2 before the wait for the previous kernel (MV_PREFETCH), then every
+// thread takes part and thread 0 gets the sums in acc. False, after the wait, when the block has no row.
+template <int NC, class X>
+__device__ __forceinline__ bool block_products(const u8* const (&w)[NR], const int (&r)[NR], const bool (&ok)[NR],
+                                               X xs, float (&acc)[NR][NC]) {
+#if MV_PREFETCH
+    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+        if (ok[i]) prefetch_l2(w[i] + (size_t)r[i] * row_bytes, row_bytes);
+#endif
+    PDL_PROLOGUE();
+    if (!ok[0]) return false;
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
+    xs.template dot<NC>(w, r, acc, threadIdx.x, MV_THREADS);
+    block_rows_sum<NC>(acc);
+    return true;
+}
+
 // y_j[c * M_j + r] = W_j[r] · x[c] for up to three matrices of this type sharing the activations `xs` (a
 // layer's q, k and v; or one matrix with M1 = M2 = 0): one launch. Block b takes rows NR b .. NR b + NR - 1 of
 // the three matrices' rows in order.
@@ -285,21 +308,8 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w0, float* __
         // Past the last row the block reads its first row again and writes it once.
         if (!ok[i]) w[i] = w[0], y[i] = y[0], m[i] = m[0], r[i] = r[0];
     }
-#if MV_PREFETCH
-    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-#pragma unroll
-    for (int i = 0; i < NR; i++)
-        if (ok[i]) prefetch_l2(w[i] + (size_t)r[i] * row_bytes, row_bytes);
-#endif
-    PDL_PROLOGUE();
-    if (!ok[0]) return;
     float acc[NR][NC];
-#pragma unroll
-    for (int i = 0; i < NR; i++)
-#pragma unroll
-        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
-    xs.template dot<NC>(w, r, acc, threadIdx.x, MV_THREADS);
-    block_rows_sum<NC>(acc);
+    if (!block_products<NC>(w, r, ok, xs, acc)) return;
     if (threadIdx.x == 0) {
 #pragma unroll
         for (int i = 0; i < NR; i++)
@@ -318,26 +328,15 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
     const int rb = RB * blockIdx.x;
     const u8* w[NR];
     int rr[NR];
+    bool ok[NR];
 #pragma unroll
     for (int j = 0; j < RB; j++) {
         w[2 * j] = wg, w[2 * j + 1] = wu;
         rr[2 * j] = rr[2 * j + 1] = min(rb + j, M - 1);  // past the last row: read it again, write nothing
+        ok[2 * j] = ok[2 * j + 1] = rb + j < M;
     }
-#if MV_PREFETCH
-    const size_t row_bytes = (size_t)(xs.K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-#pragma unroll
-    for (int i = 0; i < NR; i++)
-        if (rb + i / 2 < M) prefetch_l2(w[i] + (size_t)rr[i] * row_bytes, row_bytes);
-#endif
-    PDL_PROLOGUE();
-    if (rb >= M) return;
     float acc[NR][NC];
-#pragma unroll
-    for (int i = 0; i < NR; i++)
-#pragma unroll
-        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
-    xs.template dot<NC>(w, rr, acc, threadIdx.x, MV_THREADS);
-    block_rows_sum<NC>(acc);
+    if (!block_products<NC>(w, rr, ok, xs, acc)) return;
     if (threadIdx.x == 0) {
 #pragma unroll
         for (int j = 0; j < RB; j++)
