@@ -386,33 +386,9 @@ fn gemm_ex(
     ldc: usize,
 ) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
-    let call = || gemm_call(gpu, a, atype, b, btype, c, m, n, k, ldc, alpha, beta);
-    let r = if super::profile::enabled() {
-        super::profile::timed("gemm (cuBLAS)", gpu.cu_stream(), call)
-    } else {
-        call()
-    };
-    r.map_err(|e| Error::Other(format!("cuBLAS GEMM ({m}x{n}x{k}): {e:?}")))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_call(
-    gpu: &Gpu,
-    a: u64,
-    atype: bsys::cudaDataType_t,
-    b: u64,
-    btype: bsys::cudaDataType_t,
-    c: u64,
-    m: usize,
-    n: usize,
-    k: usize,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-) -> std::result::Result<(), cudarc::cublas::result::CublasError> {
     // SAFETY: a, b, c address live device buffers of at least m*k, n*k and n*ldc elements of their types
     // (callers size them so); alpha and beta are host scalars (cuBLAS's default pointer mode).
-    unsafe {
+    let call = || unsafe {
         blas::gemm_ex(
             *gpu.blas.handle(),
             bsys::cublasOperation_t::CUBLAS_OP_T,
@@ -434,7 +410,13 @@ fn gemm_call(
             bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
         )
-    }
+    };
+    let r = if super::profile::enabled() {
+        super::profile::timed("gemm (cuBLAS)", gpu.cu_stream(), call)
+    } else {
+        call()
+    };
+    r.map_err(|e| Error::Other(format!("cuBLAS GEMM ({m}x{n}x{k}): {e:?}")))
 }
 
 /// Copies a tensor's bytes to a new device buffer in pieces, reporting progress after each.
