@@ -27,6 +27,41 @@ impl Cuda {
             (0, 0)
         }
     }
+
+    /// `dst = rmsnorm(x (+ add, written back to x when add is not 0)) * gain` over `n` rows (ops.cu's
+    /// rmsnorm_rows), quantized to 8 bits too when `dst` is Xb and the integer path wants it. One block per
+    /// row; enough threads that each keeps at most 4 of the row's values (8 fit in its registers), so a
+    /// single decode row still spreads over a whole block.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_launch(
+        &self,
+        s: &mut DevStep,
+        n: usize,
+        x: u64,
+        add: u64,
+        gain: &DevBuf,
+        eps: f32,
+        dst: Act,
+    ) {
+        let (g, o) = (gain.ptr, Self::act_ptr(s, dst));
+        let dim = (gain.bytes / 4) as i32;
+        let (q, d) = Self::xb_quantization(s, dst, dim as usize);
+        self.gpu.run(
+            self.gpu.ops.f("rmsnorm_rows"),
+            (n as u32, 1, 1),
+            (super::norm_threads(dim as usize), 1, 1),
+            &mut [
+                arg(&x),
+                arg(&add),
+                arg(&g),
+                arg(&o),
+                arg(&dim),
+                arg(&eps),
+                arg(&q),
+                arg(&d),
+            ],
+        );
+    }
 }
 
 impl Backend for Cuda {
@@ -62,49 +97,13 @@ impl Backend for Cuda {
     }
 
     fn rmsnorm(&self, s: &mut DevStep, n: usize, src: Act, gain: &DevBuf, eps: f32, dst: Act) {
-        let (x, g, o) = (Self::act_ptr(s, src), gain.ptr, Self::act_ptr(s, dst));
-        let dim = (gain.bytes / 4) as i32;
-        let (q, d) = Self::xb_quantization(s, dst, dim as usize);
-        self.norm_launch(
-            "rmsnorm_rows",
-            n,
-            dim as usize,
-            &mut [
-                arg(&x),
-                arg(&g),
-                arg(&o),
-                arg(&dim),
-                arg(&eps),
-                arg(&q),
-                arg(&d),
-            ],
-        );
+        let x = Self::act_ptr(s, src);
+        self.norm_launch(s, n, x, 0, gain, eps, dst);
     }
 
     fn add_rmsnorm(&self, s: &mut DevStep, n: usize, src: Act, gain: &DevBuf, eps: f32, dst: Act) {
-        let (x, a, g, o) = (
-            s.x.ptr,
-            Self::act_ptr(s, src),
-            gain.ptr,
-            Self::act_ptr(s, dst),
-        );
-        let dim = (gain.bytes / 4) as i32;
-        let (q, d) = Self::xb_quantization(s, dst, dim as usize);
-        self.norm_launch(
-            "add_rmsnorm_rows",
-            n,
-            dim as usize,
-            &mut [
-                arg(&x),
-                arg(&a),
-                arg(&g),
-                arg(&o),
-                arg(&dim),
-                arg(&eps),
-                arg(&q),
-                arg(&d),
-            ],
-        );
+        let (x, add) = (s.x.ptr, Self::act_ptr(s, src));
+        self.norm_launch(s, n, x, add, gain, eps, dst);
     }
 
     fn attention(

@@ -240,9 +240,8 @@ fn flash_smem_bytes(head_dim: usize) -> usize {
     3 * 64 * (head_dim + 8) * 2
 }
 
-const OPS_KERNELS: [&str; 12] = [
+const OPS_KERNELS: [&str; 11] = [
     "rmsnorm_rows",
-    "add_rmsnorm_rows",
     "qkv_finish",
     "attn_decode",
     "act_mul",
@@ -619,18 +618,6 @@ impl Cuda {
             Act::Xb => s.xb.ptr,
             Act::Xb2 => s.xb2.ptr,
         }
-    }
-
-    /// One block per row; enough threads that each keeps at most 4 of the row's values (8 fit in its
-    /// registers), so a single decode row still spreads over a whole block.
-    fn norm_launch(&self, name: &str, n: usize, dim: usize, args: &mut [*mut c_void]) {
-        let threads = norm_threads(dim);
-        self.gpu.run(
-            self.gpu.ops.f(name),
-            (n as u32, 1, 1),
-            (threads, 1, 1),
-            args,
-        );
     }
 
     fn elementwise(&self, name: &str, n: usize, args: &mut [*mut c_void]) {

@@ -53,44 +53,16 @@ __device__ __forceinline__ void emit_q8(float o, int i, int dim, size_t row, sig
     }
 }
 
-// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row). In place when out == x:
-// every thread reads only its own elements, and only after the reduction writes them.
-extern "C" __global__ void rmsnorm_rows(const float* x, const float* __restrict__ g, float* out, int dim,
-                                        float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
-    PDL_PROLOGUE();
-    const float* xr = x + (size_t)blockIdx.x * dim;
-    float* orow = out + (size_t)blockIdx.x * dim;
-    const int nt = blockDim.x;
-    float v[NORM_REGS], gv[NORM_REGS];
-    float ss = 0.0f;
-#pragma unroll
-    for (int j = 0; j < NORM_REGS; j++) {
-        const int i = threadIdx.x + j * nt;
-        v[j] = i < dim ? xr[i] : 0.0f;
-        gv[j] = i < dim ? g[i] : 0.0f;  // loaded with x, not after the reduction
-        ss += v[j] * v[j];
-    }
-    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) ss += xr[i] * xr[i];
-    ss = block_sum(ss);
-    const float s = 1.0f / sqrtf(ss / (float)dim + eps);
-#pragma unroll
-    for (int j = 0; j < NORM_REGS; j++) {
-        const int i = threadIdx.x + j * nt;
-        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), gv[j]) : 0.0f;
-        if (i < dim) orow[i] = o;
-        if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
-    }
-    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
-}
-
-// x[r] += src[r]; out[r] = rmsnorm(x[r]) * g: the residual add and the next block's input norm in one pass
-// (and its 8-bit quantization, with xq).
-extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* __restrict__ src,
-                                            const float* __restrict__ g, float* __restrict__ out, int dim,
-                                            float eps, signed char* __restrict__ xq, float2* __restrict__ xd) {
+// With `add` null: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row), in place
+// when out == x (every thread reads only its own elements, and only after the reduction writes them). With
+// `add`: first x[r] += add[r] (written back), the residual add and the next block's input norm in one pass.
+// With xq, the output row is also quantized to 8 bits.
+extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, const float* __restrict__ g,
+                                        float* out, int dim, float eps, signed char* __restrict__ xq,
+                                        float2* __restrict__ xd) {
     PDL_PROLOGUE();
     float* xr = x + (size_t)blockIdx.x * dim;
-    const float* sr = src + (size_t)blockIdx.x * dim;
+    const float* ar = add ? add + (size_t)blockIdx.x * dim : nullptr;
     float* orow = out + (size_t)blockIdx.x * dim;
     const int nt = blockDim.x;
     float v[NORM_REGS], gv[NORM_REGS];
@@ -101,14 +73,14 @@ extern "C" __global__ void add_rmsnorm_rows(float* __restrict__ x, const float* 
         v[j] = 0.0f;
         gv[j] = i < dim ? g[i] : 0.0f;  // loaded with x, not after the reduction
         if (i < dim) {
-            v[j] = xr[i] + sr[i];
-            xr[i] = v[j];
+            v[j] = ar ? xr[i] + ar[i] : xr[i];
+            if (ar) xr[i] = v[j];
         }
         ss += v[j] * v[j];
     }
     for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) {
-        const float w = xr[i] + sr[i];
-        xr[i] = w;
+        const float w = ar ? xr[i] + ar[i] : xr[i];
+        if (ar) xr[i] = w;
         ss += w * w;
     }
     ss = block_sum(ss);
