@@ -119,21 +119,33 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 }
 
 #elif defined(WT_Q6_K)
-__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+// Unit u of a Q6_K row (32 weights: sub-blocks 2s and 2s + 1 of block u >> 3, s = u & 7): its 6-bit codes
+// as eight words of four bytes (weights 4i .. 4i + 3 in q[i]), the block's factor d and the two 16-weight
+// scales (the low and high bytes of scw). Both decoders below read a unit through it.
+__device__ __forceinline__ void q6k_unit(const u8* row, int u, u32* q, float* d, u32* scw) {
     const u8* b = row + (u >> 3) * 210;
     const int s = u & 7;
     const int j = s >> 2, l = s & 3;
     const u8* ql = b + 64 * j + 32 * (l & 1);
     const u8* qh = b + 128 + 32 * j;
     const int shl = 4 * (l >> 1), shh = 2 * l;
-    const float d = f16_to_f32((u16)ld2(b + 208));
-    const u32 scw = ld2(b + 192 + 2 * s);
+    *d = f16_to_f32((u16)ld2(b + 208));
+    *scw = ld2(b + 192 + 2 * s);
+    UNROLL for (int i = 0; i < 8; i++) {
+        const u32 lo = (ld4_2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu;
+        const u32 hi = ((ld4_2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
+        q[i] = lo | hi;
+    }
+}
+
+__device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
+    u32 qw[8], scw;
+    float d;
+    q6k_unit(row, u, qw, &d, &scw);
     UNROLL for (int h = 0; h < 2; h++) {
         const float dl = MUL(d, (float)(i8)((scw >> (8 * h)) & 0xffu));
         UNROLL for (int i = 0; i < 4; i++) {
-            const u32 lo = (ld4_2(ql + 16 * h + 4 * i) >> shl) & 0x0F0F0F0Fu;
-            const u32 hi = ((ld4_2(qh + 16 * h + 4 * i) >> shh) & 0x03030303u) << 4;
-            const u32 q = lo | hi;  // 6-bit codes, one per byte
+            const u32 q = qw[4 * h + i];  // 6-bit codes, one per byte
             UNROLL for (int k = 0; k < 4; k++)
                 out[16 * h + 4 * i + k] = MUL(dl, magic_byte(q, k) - (MAGIC + 32.0f));
         }
@@ -187,20 +199,11 @@ __device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0
     *a0 = *a1 = MUL(d, (float)sc);
     *b = -MUL(dmin, (float)m);
 #else  // Q6_K
-    const u8* blk = row + (u >> 3) * 210;
-    const int s = u & 7;
-    const int j = s >> 2, l = s & 3;
-    const u8* ql = blk + 64 * j + 32 * (l & 1);
-    const u8* qh = blk + 128 + 32 * j;
-    const int shl = 4 * (l >> 1), shh = 2 * l;
-    const float d = f16_to_f32((u16)ld2(blk + 208));
-    const u32 scw = ld2(blk + 192 + 2 * s);
+    u32 scw;
+    float d;
+    q6k_unit(row, u, q8, &d, &scw);
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const u32 lo = (ld4_2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu;
-        const u32 hi = ((ld4_2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
-        q8[i] = __vsub4(lo | hi, 0x20202020u);  // q - 32 in each signed byte
-    }
+    for (int i = 0; i < 8; i++) q8[i] = __vsub4(q8[i], 0x20202020u);  // q - 32 in each signed byte
     *a0 = MUL(d, (float)(i8)(scw & 0xffu));
     *a1 = MUL(d, (float)(i8)(scw >> 8));
     *b = 0.0f;
