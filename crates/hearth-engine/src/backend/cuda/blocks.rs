@@ -189,11 +189,12 @@ impl Backend for Cuda {
         );
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
         let ns = n_splits as i32;
-        // The output in 8 bits too, for the output projection's integer kernel, when every row's attention
-        // runs here (ops.cu: whole warps of 32-value blocks).
+        // The output in 8 bits too, for the output projection's integer kernel (when it takes the matvec
+        // path), when every row's attention runs here (ops.cu: whole warps of 32-value blocks).
         s.att_q8 = super::matmul::q8_activations()
             && att_q8_enabled()
             && super::has_q8_path(a.wo.dtype)
+            && n <= super::matmul::matvec_max(a.wo.dtype)
             && s.flash_tiles == 0
             && c.head_dim.is_multiple_of(32)
             && (c.n_heads / c.n_kv_heads * c.head_dim / 4).is_multiple_of(32);
