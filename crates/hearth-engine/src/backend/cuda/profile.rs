@@ -14,6 +14,20 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("HEARTH_CUDA_PROFILE").is_ok_and(|v| v == "1"))
 }
 
+/// Whether launches of kernel `name` are left out (HEARTH_CUDA_SKIP=name,name,...). The results are then
+/// wrong; what is left is the step's time without those kernels, which is what each costs inside the real,
+/// graph-replayed pipeline (the event timing of [`timed`] cannot see overlap between launches).
+pub fn skipped(name: &str) -> bool {
+    static SKIP: OnceLock<Vec<String>> = OnceLock::new();
+    SKIP.get_or_init(|| {
+        std::env::var("HEARTH_CUDA_SKIP")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|s| s == name)
+}
+
 #[derive(Default)]
 struct Profiler {
     pending: Vec<(&'static str, sys::CUevent, sys::CUevent)>,
