@@ -30,8 +30,7 @@ impl Cuda {
 
     /// `dst = rmsnorm(x (+ add, written back to x when add is not 0)) * gain` over `n` rows (ops.cu's
     /// rmsnorm_rows), quantized to 8 bits too when `dst` is Xb and the integer path wants it. One block per
-    /// row; enough threads that each keeps at most 4 of the row's values (8 fit in its registers), so a
-    /// single decode row still spreads over a whole block.
+    /// row; enough threads that each keeps at most 16 of the row's values in registers (see `norm_threads`).
     #[allow(clippy::too_many_arguments)]
     fn norm_launch(
         &self,
@@ -180,12 +179,13 @@ impl Backend for Cuda {
             0
         };
         let n_splits = s.splits(n, c.n_kv_heads, gpu.sms);
-        let (part, att, done, ml, fr) = (
+        let (part, att, done, ml, fr, fp) = (
             s.part.ptr,
             s.att.ptr,
             s.attn_done.ptr,
             s.max_len_dev,
             s.flash_rows,
+            s.first_pos,
         );
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
         let ns = n_splits as i32;
@@ -226,6 +226,7 @@ impl Backend for Cuda {
                 arg(&ml),
                 arg(&ns),
                 arg(&fr),
+                arg(&fp),
                 arg(&aq),
                 arg(&ad),
             ],

@@ -69,6 +69,9 @@ pub struct DevStep {
     pub out_rows: u64,
     pub table_off: u64,
     pub tables: u64,
+    /// Per row: its sequence's first position this step. Keys before it were cached by earlier steps, so
+    /// attention may read them before the kernels of this step that write the cache have finished.
+    pub first_pos: u64,
     /// The step's longest key range (an i32), read by attention to size its splits.
     pub max_len_dev: u64,
     /// Per row: 1 when the row's attention runs in the tensor-core kernel (its sequence has many rows).
@@ -163,6 +166,7 @@ impl DevStep {
             out_rows: 0,
             table_off: 0,
             tables: 0,
+            first_pos: 0,
             max_len_dev: 0,
             flash_rows: 0,
             flash_tile_list: 0,
@@ -197,11 +201,11 @@ impl DevStep {
         }
         let n = rows.tokens.len();
         let table_len: usize = rows.seqs.iter().map(|s| s.table.len()).sum();
-        // Layout (i32): tokens | positions | row_seq | out_rows | table_off | flash_row, each `max` long; then
-        // max_len and three words of padding; then the flash tiles (two words each, at most `max` of them);
+        // Layout (i32): tokens | positions | row_seq | out_rows | table_off | flash_row | first_pos, each `max`
+        // long; then max_len and three words of padding; then the flash tiles (two words each, at most `max` of them);
         // then the block tables.
         let m = self.max;
-        let tiles_at = 6 * m + 4;
+        let tiles_at = 7 * m + 4;
         let tables_at = tiles_at + 2 * m;
         let need = tables_at + table_len.max(1);
         self.meta_host.clear();
@@ -227,6 +231,12 @@ impl DevStep {
                 h[tables_at + off + j] = b as i32;
             }
             off += s.table.len();
+            // Keys below the sequence's first position this step were written by earlier steps.
+            if let Some(&first) = rows.positions.get(s.tokens.start) {
+                for r in s.tokens.clone() {
+                    h[6 * m + r] = first as i32;
+                }
+            }
             // Sequences with many rows this step (prompt chunks) take the tensor-core kernel, in tiles of 64.
             let len = s.tokens.len();
             if self.flash && len >= FLASH_MIN_ROWS {
@@ -245,7 +255,7 @@ impl DevStep {
             .map(|&p| p + 1)
             .max()
             .unwrap_or(1);
-        h[6 * m] = self.max_len as i32;
+        h[7 * m] = self.max_len as i32;
         if self.meta.bytes < need * 4 {
             // Room for growth, so a batch whose tables lengthen reallocates rarely.
             self.meta = DevBuf::alloc(&self.gpu.ctx, need * 4 * 3 / 2)?;
@@ -269,7 +279,8 @@ impl DevStep {
         self.out_rows = at(3);
         self.table_off = at(4);
         self.flash_rows = at(5);
-        self.max_len_dev = at(6);
+        self.first_pos = at(6);
+        self.max_len_dev = at(7);
         self.flash_tile_list = base + (tiles_at * 4) as u64;
         self.tables = base + (tables_at * 4) as u64;
         Ok(())

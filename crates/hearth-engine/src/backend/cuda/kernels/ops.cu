@@ -14,85 +14,108 @@
 // Elements of a head each lane of a warp holds when a warp works on one key.
 #define EPL ((HDIM + 31) / 32)
 
-// Sum over the whole block (any blockDim.x that is a multiple of 32, up to 1024); every thread gets it.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float part[32];
-    __shared__ float total;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();  // `part` may still be read by a previous call
-    if (lane == 0) part[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0f;
-        s = warp_sum(s);
-        if (lane == 0) total = s;
-    }
-    __syncthreads();
-    return total;
-}
+// Float4s of a row each thread of a norm keeps in registers between the sum of squares and the scaling:
+// the host picks blockDim so that dim <= 4 NORM_V4 blockDim (16 values a thread: a 4096-wide row takes 256
+// threads). Longer rows, and rows whose width is not a multiple of 4, take the scalar loop.
+#define NORM_V4 4
 
-// Values of a row each thread keeps in registers between the sum of squares and the scaling (the host picks
-// blockDim so that dim <= NORM_REGS * blockDim; longer rows take the fallback loop, reading x twice).
-#define NORM_REGS 8
-
-// With xq non-null, a norm also quantizes its output row for the integer matvec kernels, as quantize_q8 does:
-// for each j the block's warp w holds the row's values j * blockDim + 32 w .. + 32, exactly one 32-value block
-// (the host passes xq only when blockDim is a multiple of 32 and the row fits the registers).
-__device__ __forceinline__ void emit_q8(float o, int i, int dim, size_t row, signed char* __restrict__ xq,
-                                        float2* __restrict__ xd) {
-    const int lane = threadIdx.x & 31;
-    const float amax = warp_max(i < dim ? fabsf(o) : 0.0f);
+// Four consecutive values of a row, quantized to 8 bits as quantize_q8 does: the eight lanes holding one
+// 32-value block (lanes 8k .. 8k + 7 of a warp, all of them calling) meet by shuffles; lane 8k writes the
+// block's (d, d * sum q). `in`: whether this lane's values are in the row (a block is all in or all out).
+__device__ __forceinline__ void q8_store4(float4 o, bool in, signed char* __restrict__ xq,
+                                          float2* __restrict__ xd, size_t at) {
+    float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+#pragma unroll
+    for (int k = 1; k < 8; k <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = __float2int_rn(o * id);
-    const float sum = warp_sum(i < dim ? (float)q : 0.0f);
-    if (i < dim) {
-        xq[row * dim + i] = (signed char)q;
-        if (lane == 0) xd[(row * dim + i) / 32] = make_float2(d, d * sum);
+    const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id);
+    const int q2 = __float2int_rn(o.z * id), q3 = __float2int_rn(o.w * id);
+    float sum = (float)(q0 + q1 + q2 + q3);
+#pragma unroll
+    for (int k = 1; k < 8; k <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    if (in) {
+        *(u32*)(xq + at) =
+            (u32)(q0 & 0xff) | ((u32)(q1 & 0xff) << 8) | ((u32)(q2 & 0xff) << 16) | ((u32)(q3 & 0xff) << 24);
+        if ((threadIdx.x & 7) == 0) xd[at / 32] = make_float2(d, d * sum);
     }
+}
+
+// Sum over the block for every thread, with two barriers: each warp adds the warps' partials itself.
+__device__ __forceinline__ float block_sum_all(float v) {
+    __shared__ float part[32];
+    v = warp_sum(v);
+    __syncthreads();  // `part` may still be read by a previous call
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int k = 0; k < (int)(blockDim.x >> 5); k++) s += part[k];
+    return s;
 }
 
 // With `add` null: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row), in place
 // when out == x (every thread reads only its own elements, and only after the reduction writes them). With
 // `add`: first x[r] += add[r] (written back), the residual add and the next block's input norm in one pass.
-// With xq, the output row is also quantized to 8 bits.
+// With xq (the host passes it only for rows of a multiple of 32 that fit the registers), the output row is
+// also quantized to 8 bits. A decode step runs 2 of these a layer with one row each, so the kernel is a
+// latency chain: the gains are loaded before the wait for the previous kernel, every other load of the row is
+// in flight at once, and the 8-bit blocks of a thread's four float4s are independent shuffle chains.
 extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, const float* __restrict__ g,
                                         float* out, int dim, float eps, signed char* __restrict__ xq,
                                         float2* __restrict__ xd) {
-    PDL_PROLOGUE();
+    const int nt = blockDim.x, tid = threadIdx.x;
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* ar = add ? add + (size_t)blockIdx.x * dim : nullptr;
     float* orow = out + (size_t)blockIdx.x * dim;
-    const int nt = blockDim.x;
-    float v[NORM_REGS], gv[NORM_REGS];
-    float ss = 0.0f;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if ((dim & 3) == 0 && dim <= 4 * NORM_V4 * nt) {
+        float4 gv[NORM_V4], v[NORM_V4];
 #pragma unroll
-    for (int j = 0; j < NORM_REGS; j++) {
-        const int i = threadIdx.x + j * nt;
-        v[j] = 0.0f;
-        gv[j] = i < dim ? g[i] : 0.0f;  // loaded with x, not after the reduction
-        if (i < dim) {
-            v[j] = ar ? xr[i] + ar[i] : xr[i];
-            if (ar) xr[i] = v[j];
+        for (int j = 0; j < NORM_V4; j++) {
+            const int i = 4 * (j * nt + tid);
+            gv[j] = i < dim ? __ldg((const float4*)(g + i)) : zero;
         }
-        ss += v[j] * v[j];
+        PDL_PROLOGUE();
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NORM_V4; j++) {
+            const int i = 4 * (j * nt + tid);
+            v[j] = zero;
+            if (i < dim) {
+                v[j] = *(const float4*)(xr + i);
+                if (ar) {
+                    const float4 a = *(const float4*)(ar + i);
+                    v[j] = make_float4(v[j].x + a.x, v[j].y + a.y, v[j].z + a.z, v[j].w + a.w);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NORM_V4; j++) {
+            const int i = 4 * (j * nt + tid);
+            if (ar && i < dim) *(float4*)(xr + i) = v[j];
+            ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+        }
+        const float s = 1.0f / sqrtf(block_sum_all(ss) / (float)dim + eps);
+#pragma unroll
+        for (int j = 0; j < NORM_V4; j++) {
+            const int i = 4 * (j * nt + tid);
+            const float4 o =
+                make_float4(__fmul_rn(__fmul_rn(v[j].x, s), gv[j].x), __fmul_rn(__fmul_rn(v[j].y, s), gv[j].y),
+                            __fmul_rn(__fmul_rn(v[j].z, s), gv[j].z), __fmul_rn(__fmul_rn(v[j].w, s), gv[j].w));
+            if (i < dim) *(float4*)(orow + i) = o;
+            if (xq && 4 * j * nt < dim) q8_store4(o, i < dim, xq, xd, (size_t)blockIdx.x * dim + i);
+        }
+        return;
     }
-    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) {
+    PDL_PROLOGUE();
+    float ss = 0.0f;
+    for (int i = tid; i < dim; i += nt) {
         const float w = ar ? xr[i] + ar[i] : xr[i];
         if (ar) xr[i] = w;
         ss += w * w;
     }
-    ss = block_sum(ss);
-    const float s = 1.0f / sqrtf(ss / (float)dim + eps);
-#pragma unroll
-    for (int j = 0; j < NORM_REGS; j++) {
-        const int i = threadIdx.x + j * nt;
-        const float o = i < dim ? __fmul_rn(__fmul_rn(v[j], s), gv[j]) : 0.0f;
-        if (i < dim) orow[i] = o;
-        if (xq && j * nt < dim) emit_q8(o, i, dim, blockIdx.x, xq, xd);
-    }
-    for (int i = threadIdx.x + NORM_REGS * nt; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
+    const float s = 1.0f / sqrtf(block_sum_all(ss) / (float)dim + eps);
+    for (int i = tid; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
 }
 
 // After the q/k/v projections, per row t and head: add the bias, apply the per-head RMS norm, rotate (rope),
@@ -122,7 +145,7 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
         if (bias) val += bias[hh * HDIM + d];
     }
     if (gain) {
-        const float ss = block_sum(d < HDIM ? val * val : 0.0f);
+        const float ss = block_sum_all(d < HDIM ? val * val : 0.0f);
         const float s = 1.0f / sqrtf(ss / (float)HDIM + eps);
         if (d < HDIM) val = __fmul_rn(__fmul_rn(val, s), gain[d]);
     }
@@ -191,6 +214,34 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int byt
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
+// 16-byte chunks of a tile each thread copies.
+#define KV_CHUNK_ITERS ((TILE * (HDIM / 8) + ATTN_THREADS - 1) / ATTN_THREADS)
+
+// Keys k_lo <= key < k_hi of the tile at position `tile` (of `cnt` keys; rows from cnt on are zero-filled)
+// from the paged cache into shared memory, asynchronously. Every chunk's block-table lookup is made before
+// any copy is issued, so the lookups are in flight together rather than one after another.
+__device__ __forceinline__ void load_kv_tile(u16 (*ks)[KV_STRIDE], u16 (*vs)[KV_STRIDE], const u16* __restrict__ kc,
+                                             const u16* __restrict__ vc, const int* __restrict__ table, int tile,
+                                             int cnt, int k_lo, int k_hi, int block_size, int kv_dim, int kh) {
+    size_t at[KV_CHUNK_ITERS];
+#pragma unroll
+    for (int it = 0; it < KV_CHUNK_ITERS; it++) {
+        const int key = (threadIdx.x + it * ATTN_THREADS) / (HDIM / 8);
+        const int p = tile + min(key, cnt - 1);
+        at[it] = ((size_t)table[p / block_size] * block_size + p % block_size) * kv_dim + kh * HDIM;
+    }
+#pragma unroll
+    for (int it = 0; it < KV_CHUNK_ITERS; it++) {
+        const int i = threadIdx.x + it * ATTN_THREADS;
+        const int key = i / (HDIM / 8), ch = i % (HDIM / 8);
+        if (key < TILE && key >= k_lo && key < k_hi) {
+            const int bytes = key < cnt ? 16 : 0;
+            cp_async16(&ks[key][ch * 8], (const uint4*)(kc + at[it]) + ch, bytes);
+            cp_async16(&vs[key][ch * 8], (const uint4*)(vc + at[it]) + ch, bytes);
+        }
+    }
+}
+
 // Causal attention over the paged cache for one query row, split along the keys (flash-decoding): block
 // (t * n_kv + kv head, split) covers the GQA query heads of KV head `kh` for query row t and keys
 // [split * split_len, ...) up to the row's position (split_len: the step's longest key range over n_splits,
@@ -199,15 +250,18 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // output per query head) and the values' weighted sum read them from there. The split's (acc, m, l) go to
 // `part` [n, n_heads, n_splits, PART_STRIDE]; the last split of a (row, KV head) to finish (counted in
 // `done`, which it resets for the next step) merges them into `out`. Rows that flash_prefill handles are
-// skipped.
+// skipped. A decode step's kernel is a chain of dependent loads, so what does not depend on the kernels
+// before it in the step is started before waiting for them (PDL): the step layout (written by the host
+// before the step) is read, and the first tile's keys cached by earlier steps (below the row's sequence's
+// `first_pos`) are on their way to shared memory.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     attn_decode(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
                 const int* __restrict__ positions, const int* __restrict__ row_seq,
                 const int* __restrict__ table_off, const int* __restrict__ tables, float* __restrict__ part,
                 float* __restrict__ out, int* __restrict__ done, int n_kv, int block_size, int window,
                 float scale, float softcap, const int* __restrict__ max_len, int n_splits,
-                const int* __restrict__ flash_rows, signed char* __restrict__ xq, float2* __restrict__ xd) {
-    PDL_PROLOGUE();
+                const int* __restrict__ flash_rows, const int* __restrict__ first_pos,
+                signed char* __restrict__ xq, float2* __restrict__ xd) {
     __shared__ __align__(16) float qs[GQA][HDIM];
     // The tile's keys and values; after the last tile, the key groups' partial outputs.
     __shared__ __align__(16) unsigned char kv_smem[KV_SMEM_BYTES];
@@ -218,9 +272,9 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     __shared__ float m_s[GQA], l_s[GQA], alpha_s[GQA];
     __shared__ int is_last;
     const int t = blockIdx.x / n_kv, kh = blockIdx.x % n_kv, sp = blockIdx.y;
-    if (flash_rows[t]) return;  // this row's attention runs in flash_prefill
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int n_heads = n_kv * GQA, kv_dim = n_kv * HDIM;
+    const bool flash = flash_rows[t] != 0;  // this row's attention runs in flash_prefill
     const int pos = positions[t];
     const int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     // Splits of whole tiles, sized from the step's longest key range (read here, so a recorded step stays
@@ -228,6 +282,11 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     const int split_len = ((*max_len + n_splits - 1) / n_splits + TILE - 1) / TILE * TILE;
     const int begin = max(lo, sp * split_len), end = min(pos + 1, (sp + 1) * split_len);
     const int* table = tables + table_off[row_seq[t]];
+    // Keys of the first tile loaded before the wait: those below first_pos.
+    const int pre = flash || begin >= end ? 0 : min(min(TILE, end - begin), max(0, first_pos[t] - begin));
+    if (pre > 0) load_kv_tile(ks, vs, kc, vc, table, begin, min(TILE, end - begin), 0, pre, block_size, kv_dim, kh);
+    PDL_PROLOGUE();
+    if (flash) return;
     for (int i = tid; i < GQA * HDIM; i += ATTN_THREADS)
         qs[i / HDIM][i % HDIM] = q[(size_t)t * n_heads * HDIM + (size_t)(kh * GQA) * HDIM + i];
     if (tid < GQA) {
@@ -246,20 +305,9 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     for (int tile = begin; tile < end; tile += TILE) {
         const int cnt = min(TILE, end - tile);
         __syncthreads();  // the previous tile's keys and values are no longer read
-        // Keys and values of the tile into shared memory: HDIM / 8 16-byte chunks per key, all in flight.
-#pragma unroll
-        for (int it = 0; it < (TILE * (HDIM / 8) + ATTN_THREADS - 1) / ATTN_THREADS; it++) {
-            const int i = tid + it * ATTN_THREADS;
-            const int key = i / (HDIM / 8), ch = i % (HDIM / 8);
-            if (key < TILE) {
-                const int p = tile + min(key, cnt - 1);
-                const size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-                const size_t at = slot * kv_dim + kh * HDIM;
-                const int bytes = key < cnt ? 16 : 0;
-                cp_async16(&ks[key][ch * 8], (const uint4*)(kc + at) + ch, bytes);
-                cp_async16(&vs[key][ch * 8], (const uint4*)(vc + at) + ch, bytes);
-            }
-        }
+        // Keys and values of the tile into shared memory, all in flight (the first tile's early keys already
+        // are).
+        load_kv_tile(ks, vs, kc, vc, table, tile, cnt, tile == begin ? pre : 0, TILE, block_size, kv_dim, kh);
         cp_async_wait_all();
         __syncthreads();
         // Scores: key i = tid / TPK; each of its TPK threads takes EPT elements; their sums meet by shuffles.
@@ -375,31 +423,52 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
     }
     // The last split to finish merges: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M) over the splits
     // that saw keys.
-    __threadfence();
+    // One thread fences and counts for the block: the barrier orders every thread's records before its
+    // fence, which is cumulative (a fence in every thread cost each of them the full wait).
     __syncthreads();
     if (tid == 0) {
+        __threadfence();
         int* c = done + blockIdx.x;
         is_last = atomicAdd(c, 1) == n_splits - 1;
-        if (is_last) *c = 0;
+        if (is_last) {
+            *c = 0;
+            __threadfence();
+        }
     }
     __syncthreads();
     if (!is_last) return;
-    __threadfence();
+    // The other splits' records are read through L2 (__ldcg), never a stale L1 line.
     __shared__ float wsh[GQA][MAX_SPLITS];
     __shared__ float inv_l[GQA];
     const int s_lo = lo / split_len, s_hi = min(n_splits, pos / split_len + 1);
     const int ns = s_hi - s_lo;
     for (int g = w; g < GQA; g += ATTN_WARPS) {
         const float* rec = part + (rec0 + (size_t)g * n_splits + s_lo) * PART_STRIDE;
+        // Each lane's splits' (m, l), loaded once.
+        float mv[MAX_SPLITS / 32], lv[MAX_SPLITS / 32];
         float mx = NEG_INF;
-        for (int i = lane; i < ns; i += 32) mx = fmaxf(mx, __ldcg(rec + (size_t)i * PART_STRIDE + HDIM));
+#pragma unroll
+        for (int j = 0; j < MAX_SPLITS / 32; j++) {
+            const int i = lane + 32 * j;
+            mv[j] = NEG_INF;
+            lv[j] = 0.0f;
+            if (i < ns) {
+                const float2 ml = __ldcg((const float2*)(rec + (size_t)i * PART_STRIDE + HDIM));
+                mv[j] = ml.x;
+                lv[j] = ml.y;
+            }
+            mx = fmaxf(mx, mv[j]);
+        }
         mx = warp_max(mx);
         float l = 0.0f;
-        for (int i = lane; i < ns; i += 32) {
-            const float m = __ldcg(rec + (size_t)i * PART_STRIDE + HDIM);
-            const float wv = m == NEG_INF ? 0.0f : expf(m - mx);
-            wsh[g][i] = wv;
-            l += __ldcg(rec + (size_t)i * PART_STRIDE + HDIM + 1) * wv;
+#pragma unroll
+        for (int j = 0; j < MAX_SPLITS / 32; j++) {
+            const int i = lane + 32 * j;
+            if (i < ns) {
+                const float wv = mv[j] == NEG_INF ? 0.0f : expf(mv[j] - mx);
+                wsh[g][i] = wv;
+                l += lv[j] * wv;
+            }
         }
         l = warp_sum(l);
         if (lane == 0) inv_l[g] = 1.0f / l;
@@ -425,21 +494,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
         // With xq, the row also goes out in 8 bits for the output projection, as quantize_q8 writes it: the
         // eight threads of a 32-value block meet by shuffles (the host passes xq only when every warp's
         // threads are all in the loop: GQA HDIM / 4 a multiple of 32).
-        if (xq) {
-            float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
-#pragma unroll
-            for (int k = 1; k < 8; k <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, k));
-            const float dq = amax / 127.0f;
-            const float id = dq != 0.0f ? 1.0f / dq : 0.0f;
-            const int q0 = __float2int_rn(o.x * id), q1 = __float2int_rn(o.y * id);
-            const int q2 = __float2int_rn(o.z * id), q3 = __float2int_rn(o.w * id);
-            float sum = (float)(q0 + q1 + q2 + q3);
-#pragma unroll
-            for (int k = 1; k < 8; k <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
-            *(u32*)(xq + at) = (u32)(q0 & 0xff) | ((u32)(q1 & 0xff) << 8) | ((u32)(q2 & 0xff) << 16) |
-                               ((u32)(q3 & 0xff) << 24);
-            if ((idx & 7) == 0) xd[at / 32] = make_float2(dq, dq * sum);
-        }
+        if (xq) q8_store4(o, true, xq, xd, at);
     }
 }
 
