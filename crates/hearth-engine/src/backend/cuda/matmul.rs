@@ -420,9 +420,14 @@ fn gemm_ex(
 }
 
 /// Copies a tensor's bytes to a new device buffer in pieces, reporting progress after each.
+/// Bytes allocated after a weight matrix's data (see `upload_bytes`).
+const WEIGHT_PAD: usize = 16;
+
 fn upload_bytes(be: &Cuda, bytes: &[u8]) -> Result<DevBuf> {
     const PIECE: usize = 64 << 20;
-    let buf = DevBuf::alloc(&be.gpu.ctx, bytes.len())?;
+    // WEIGHT_PAD spare bytes after the data: decode_fast.cuh's aligned loads of 2-byte-aligned fields may
+    // read up to 4 bytes past the last block.
+    let buf = DevBuf::alloc(&be.gpu.ctx, bytes.len() + WEIGHT_PAD)?;
     for (i, piece) in bytes.chunks(PIECE).enumerate() {
         upload(be.gpu.cu_stream(), buf.at(i * PIECE), piece)?;
         let (done, total) = {

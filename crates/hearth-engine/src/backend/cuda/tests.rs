@@ -70,7 +70,8 @@ fn fast_decoders_equal_reference_on_gpu() {
         let k = 2048;
         let bytes = t.bytes_for(k).unwrap();
         let row: Vec<u8> = (0..bytes).map(|_| (rng.next_u64() >> 56) as u8).collect();
-        let dev = DevBuf::alloc(&gpu.ctx, bytes).unwrap();
+        // The same spare bytes after the row as an uploaded matrix has (matmul.rs's WEIGHT_PAD).
+        let dev = DevBuf::alloc(&gpu.ctx, bytes + 16).unwrap();
         memory::upload(gpu.cu_stream(), dev.ptr, &row).unwrap();
         let count = DevBuf::alloc(&gpu.ctx, 4).unwrap();
         memory::upload(gpu.cu_stream(), count.ptr, &[0u32]).unwrap();

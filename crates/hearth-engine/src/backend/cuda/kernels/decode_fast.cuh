@@ -12,8 +12,20 @@
 
 __device__ __forceinline__ uint4 ld16(const u8* p) { return __ldg((const uint4*)p); }
 __device__ __forceinline__ u32 ld2(const u8* p) { return __ldg((const unsigned short*)p); }
-// Four bytes from two 16-bit loads (p 2-byte aligned), little-endian.
-__device__ __forceinline__ u32 ld4_2(const u8* p) { return ld2(p) | (ld2(p + 2) << 16); }
+// 4 N bytes at p (2-byte aligned) as N little-endian words, from N + 1 aligned 4-byte loads and funnel
+// shifts: half the load instructions of 16-bit loads, which bound the Q6_K and Q8_0 kernels (ncu on an H200:
+// the Q6_K down product at 34% of DRAM bandwidth, its warps waiting on 32 loads a unit). The last word may
+// lie up to 4 bytes past the field, which the host's padding after every matrix keeps in bounds.
+template <int N>
+__device__ __forceinline__ void ldw_2(const u8* p, u32* w) {
+    const u32* a = (const u32*)((size_t)p & ~(size_t)3);
+    const u32 sh = ((u32)(size_t)p & 2u) * 8u;
+    u32 v[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; i++) v[i] = __ldg(a + i);
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(v[i], v[i + 1], sh);
+}
 // Byte k of w, an unsigned value below 2^23 by construction, plus 2^23, as a float's bits.
 __device__ __forceinline__ float magic_byte(u32 w, int k) {
     return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650 | k));
@@ -73,9 +85,11 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
     const u8* b = row + u * 34;
     const float d = f16_to_f32((u16)ld2(b));
+    u32 qw[8];
+    ldw_2<8>(b + 2, qw);
     UNROLL for (int i = 0; i < 8; i++) {
         // Signed bytes s become s + 128 (flip the top bit), so 2^23 + s + 128 is exact; subtract both.
-        const u32 w = ld4_2(b + 2 + 4 * i) ^ 0x80808080u;
+        const u32 w = qw[i] ^ 0x80808080u;
         UNROLL for (int k = 0; k < 4; k++) out[4 * i + k] = MUL(magic_byte(w, k) - (MAGIC + 128.0f), d);
     }
 }
@@ -84,8 +98,10 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
     const u8* b = row + u * 18;
     const float d = f16_to_f32((u16)ld2(b));
+    u32 qw[4];
+    ldw_2<4>(b + 2, qw);
     UNROLL for (int i = 0; i < 4; i++) {
-        const u32 w = ld4_2(b + 2 + 4 * i);
+        const u32 w = qw[i];
         const u32 lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
         UNROLL for (int k = 0; k < 4; k++) {
             out[4 * i + k] = MUL(d, magic_byte(lo, k) - (MAGIC + 8.0f));
@@ -131,11 +147,10 @@ __device__ __forceinline__ void q6k_unit(const u8* row, int u, u32* q, float* d,
     const int shl = 4 * (l >> 1), shh = 2 * l;
     *d = f16_to_f32((u16)ld2(b + 208));
     *scw = ld2(b + 192 + 2 * s);
-    UNROLL for (int i = 0; i < 8; i++) {
-        const u32 lo = (ld4_2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu;
-        const u32 hi = ((ld4_2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
-        q[i] = lo | hi;
-    }
+    u32 lw[8], hw[8];
+    ldw_2<8>(ql, lw);
+    ldw_2<8>(qh, hw);
+    UNROLL for (int i = 0; i < 8; i++) q[i] = ((lw[i] >> shl) & 0x0F0F0F0Fu) | (((hw[i] >> shh) & 0x03030303u) << 4);
 }
 
 __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) {
@@ -167,16 +182,17 @@ __device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0
 #if defined(WT_Q8_0)
     const u8* blk = row + u * 34;
     const float d = f16_to_f32((u16)ld2(blk));
-#pragma unroll
-    for (int i = 0; i < 8; i++) q8[i] = ld4_2(blk + 2 + 4 * i);
+    ldw_2<8>(blk + 2, q8);
     *a0 = *a1 = d;
     *b = 0.0f;
 #elif defined(WT_Q4_0)
     const u8* blk = row + u * 18;
     const float d = f16_to_f32((u16)ld2(blk));
+    u32 qw[4];
+    ldw_2<4>(blk + 2, qw);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const u32 w = ld4_2(blk + 2 + 4 * i);
+        const u32 w = qw[i];
         q8[i] = w & 0x0F0F0F0Fu;             // weights 4i..4i+3: low nibbles
         q8[4 + i] = (w >> 4) & 0x0F0F0F0Fu;  // weights 16+4i..: high nibbles
     }
