@@ -40,10 +40,22 @@ if "$BIN/hearth_engine" backend::cuda::tests::fast_decoders --test-threads=1 >"$
 else
   fail "kernel tests (see engine_cuda.log)"
 fi
+if "$BIN/hearth_engine" backend::cuda::tests::mmq --test-threads=1 --nocapture >"$OUT/engine_mmq.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/engine_mmq.log" && ! grep -q "skipped:" "$OUT/engine_mmq.log"; then
+  pass "kernel test: integer tensor-core product (mmq) vs a float64 reference, every 8-bit type"
+else
+  fail "mmq kernel test (see engine_mmq.log)"
+fi
 if "$BIN/cuda_backend" --test-threads=1 --nocapture >"$OUT/cuda_backend.log" 2>&1; then
   pass "tiny fixtures: GPU logits vs CPU, batched steps, out-of-memory error"
 else
   fail "tiny fixtures (see cuda_backend.log)"
+fi
+# The same with prompts and batches through the tensor-core integer product (opt-in while it is new).
+if HEARTH_CUDA_MMQ=1 "$BIN/cuda_backend" --test-threads=1 --nocapture >"$OUT/cuda_backend_mmq.log" 2>&1; then
+  pass "tiny fixtures with HEARTH_CUDA_MMQ=1: GPU logits vs CPU"
+else
+  fail "tiny fixtures with HEARTH_CUDA_MMQ=1 (see cuda_backend_mmq.log)"
 fi
 grep -E "prefill .* decode|mismatch|panicked|rel " "$OUT/cuda_backend.log" | head -80
 if "$BIN/cuda_q8" --test-threads=1 --nocapture >"$OUT/cuda_q8.log" 2>&1 \

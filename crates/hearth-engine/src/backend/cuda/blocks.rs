@@ -279,14 +279,18 @@ impl Backend for Cuda {
             );
             let (g, u) = (s.gate.ptr, s.up.ptr);
             let count = (n * c.ffn) as i64;
-            // When the down product takes the GEMM path, its half-precision input is written here directly.
+            // When the down product takes the GEMM path, its half-precision input is written here directly
+            // (the integer tensor-core path reads the f32 product).
             let half = match m.down.dtype {
                 DType::F32 => None,
                 DType::F16 => Some(false),
                 DType::BF16 => Some(true),
                 _ => Some(s.gemm_bf16),
             }
-            .filter(|_| n > super::matmul::matvec_max(m.down.dtype));
+            .filter(|_| {
+                n > super::matmul::matvec_max(m.down.dtype)
+                    && !super::matmul::mmq_applies(&self.gpu, m.down.dtype, n)
+            });
             if let Some(bf16) = half {
                 let (h, b) = (s.h16.ptr, bf16 as i32);
                 self.elementwise(

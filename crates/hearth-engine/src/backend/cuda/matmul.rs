@@ -46,6 +46,24 @@ pub(super) fn matvec_max(dtype: DType) -> usize {
     }
 }
 
+/// weights.cu's MMQ_BM and MMQ_BN: weight rows and activation rows of an mmq block.
+const MMQ_BM: usize = 64;
+const MMQ_BN: usize = 64;
+
+/// Most activation rows the tensor-core integer product takes; larger steps (long prompts) dequantize to
+/// f16 and call cuBLAS, which reads each weight once for the whole step where mmq reads it once per 64 rows.
+const MMQ_MAX_ROWS: usize = 256;
+
+/// Whether a product of `n` activation rows (more than the matvec path takes) with `dtype` weights runs on
+/// the integer tensor cores (weights.cu's mmq) instead of dequantize-and-GEMM: types with 8-bit kernels,
+/// 8-bit activations on, sm_80 or later, up to [`MMQ_MAX_ROWS`] rows. Opt-in with HEARTH_CUDA_MMQ=1 until it
+/// has been measured on a GPU (its kernel test, `mmq_matches_reference_on_gpu`, runs only there).
+pub(super) fn mmq_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("HEARTH_CUDA_MMQ").is_ok_and(|v| v == "1"));
+    on && gpu.arch.0 >= 8 && q8_activations() && super::has_q8_path(dtype) && n <= MMQ_MAX_ROWS
+}
+
 /// Whether decode products meet 8-bit activations (integer dot products) where a weight type has them: the
 /// process-wide switch the CPU backend uses too (`hearth --activations q8`, the binary's default).
 pub(super) fn q8_activations() -> bool {
@@ -169,6 +187,12 @@ impl DevMat {
         let mut i = 0;
         while i < outs.len() {
             let (w, y) = outs[i];
+            if n > matvec_max(w.dtype) && mmq_applies(&be.gpu, w.dtype, n) {
+                let (q, d) = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
+                w.mmq(&be.gpu, q, d, n, y);
+                i += 1;
+                continue;
+            }
             if n > matvec_max(w.dtype) {
                 let r = w.gemm(be, s, x, n, y, &mut converted);
                 be.gpu.note(r);
@@ -194,6 +218,30 @@ impl DevMat {
             Self::matvec(&be.gpu, &outs[i..j], acts, n);
             i = j;
         }
+    }
+
+    /// `y[n, rows] = x · Wᵀ` on the integer tensor cores (weights.cu's mmq) from `x` quantized to 8 bits
+    /// (`xq`, `xd`: [n, cols] bytes and per-32 (d, d * sum q)).
+    pub fn mmq(&self, gpu: &Gpu, xq: u64, xd: u64, n: usize, y: u64) {
+        let (w, m, k, nn) = (self.buf.ptr, self.rows as i32, self.cols as i32, n as i32);
+        gpu.run(
+            self.module.f("mmq"),
+            (
+                self.rows.div_ceil(MMQ_BM) as u32,
+                n.div_ceil(MMQ_BN) as u32,
+                1,
+            ),
+            (128, 1, 1),
+            &mut [
+                arg(&w),
+                arg(&xq),
+                arg(&xd),
+                arg(&y),
+                arg(&m),
+                arg(&k),
+                arg(&nn),
+            ],
+        );
     }
 
     /// `y_j = x · W_jᵀ` for up to three matrices of one type, in launches of up to 8 activation rows.

@@ -128,3 +128,112 @@ fn ops_module_compiles_for_every_head_shape() {
         }
     }
 }
+
+/// On a GPU: the integer tensor-core product (weights.cu's mmq) against a float64 reference on the host, for
+/// every type with 8-bit kernels: random rows quantized by the CPU's quantizer, random activations quantized
+/// per 32 values as the GPU's quantize_q8 does, M and n not multiples of the block's 64 (so both edges are
+/// masked) and, for the 32-value types, K not a multiple of the kernel's 128-value step. The reference adds
+/// dequantized weight times dequantized activation; the kernel adds integer sums scaled per 16 or 32 values,
+/// so they differ by float rounding only: at most 1e-4 of the sum of the terms' magnitudes (a wrong fragment
+/// mapping or a missed edge is off by a whole term or more). Skipped without a GPU unless HEARTH_REQUIRE_CUDA
+/// is set.
+#[test]
+fn mmq_matches_reference_on_gpu() {
+    if let Err(e) = probe(0) {
+        assert!(
+            std::env::var_os("HEARTH_REQUIRE_CUDA").is_none(),
+            "HEARTH_REQUIRE_CUDA is set but {e}"
+        );
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let gpu = Gpu::open(0, 64, 1).unwrap();
+    if gpu.arch.0 < 8 {
+        eprintln!("skipped: mmq needs sm_80 or later");
+        return;
+    }
+    let mut rng = crate::sample::Rng::seed_from_u64(11);
+    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    for (t, k) in [
+        (DType::Q8_0, 1248),
+        (DType::Q4_0, 1248),
+        (DType::Q4_K, 1280),
+        (DType::Q6_K, 1280),
+    ] {
+        let m = 80;
+        let row_bytes = t.bytes_for(k).unwrap();
+        let mut w = vec![0u8; m * row_bytes];
+        let mut w_deq = vec![0f32; m * k];
+        for r in 0..m {
+            let src: Vec<f32> = (0..k).map(|_| uniform() * 0.05).collect();
+            let dst = &mut w[r * row_bytes..(r + 1) * row_bytes];
+            crate::tensor::quants::quantize::quantize_row(t, &src, dst);
+            crate::tensor::quants::dequantize_row(t, dst, &mut w_deq[r * k..(r + 1) * k]);
+        }
+        let wdev = DevBuf::alloc(&gpu.ctx, w.len() + 16).unwrap();
+        memory::upload(gpu.cu_stream(), wdev.ptr, &w).unwrap();
+        let module = gpu.weights_module(t).unwrap();
+        for n in [5usize, 70] {
+            // Activations as quantize_q8 writes them: q = round(x / d), d = max |x| / 127, (d, d * sum q).
+            let mut xq = vec![0i8; n * k];
+            let mut xd = vec![0f32; n * k / 32 * 2];
+            for b in 0..n * k / 32 {
+                let x: Vec<f32> = (0..32).map(|_| uniform()).collect();
+                let d = x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let mut sum = 0f32;
+                for (j, v) in x.iter().enumerate() {
+                    let q = (v * id).round_ties_even() as i8;
+                    xq[32 * b + j] = q;
+                    sum += q as f32;
+                }
+                xd[2 * b] = d;
+                xd[2 * b + 1] = d * sum;
+            }
+            let xq_dev = DevBuf::alloc(&gpu.ctx, xq.len()).unwrap();
+            let xd_dev = DevBuf::alloc(&gpu.ctx, xd.len() * 4).unwrap();
+            let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
+            memory::upload(gpu.cu_stream(), xq_dev.ptr, &xq).unwrap();
+            memory::upload(gpu.cu_stream(), xd_dev.ptr, &xd).unwrap();
+            let (wp, qp, dp, yp) = (wdev.ptr, xq_dev.ptr, xd_dev.ptr, y_dev.ptr);
+            let (mm, kk, nn) = (m as i32, k as i32, n as i32);
+            gpu.run(
+                module.f("mmq"),
+                (m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1),
+                (128, 1, 1),
+                &mut [
+                    arg(&wp),
+                    arg(&qp),
+                    arg(&dp),
+                    arg(&yp),
+                    arg(&mm),
+                    arg(&kk),
+                    arg(&nn),
+                ],
+            );
+            gpu.take_err().unwrap();
+            let mut y = vec![0f32; n * m];
+            // SAFETY: y holds n * m floats, as y_dev does; the stream is synchronized before y is read.
+            unsafe {
+                result::memcpy_dtoh_async(&mut y[..], yp, gpu.cu_stream()).unwrap();
+                result::stream::synchronize(gpu.cu_stream()).unwrap();
+            }
+            for c in 0..n {
+                for r in 0..m {
+                    let (mut want, mut mass) = (0f64, 0f64);
+                    for i in 0..k {
+                        let d = xd[2 * ((c * k + i) / 32)] as f64;
+                        let term = w_deq[r * k + i] as f64 * d * xq[c * k + i] as f64;
+                        want += term;
+                        mass += term.abs();
+                    }
+                    let got = y[c * m + r] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * mass + 1e-6,
+                        "{t} n={n}: y[{c}][{r}] = {got}, reference {want} (terms' magnitude {mass})"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -381,6 +381,131 @@ MATVEC_Q8(4)
 MATVEC_Q8(8)
 #endif
 
+#ifdef HAS_Q8
+// ---- Products for a few to a few hundred activation rows on the integer tensor cores ---------------------
+// y[c * M + r] = W[r] · x[c] for c < n, x as 8-bit blocks (xq, xd as for the matvec kernels): each 16-weight
+// half of a 32-weight unit is one mma.m16n8k16 (s8 x s8 -> s32), and each unit's two integer sums are scaled
+// into f32 accumulators with unit_q8's factors and the activations' (d, d * sum q), the matvec kernels'
+// formula. The weights are read in their file's blocks, once per 64 activation rows, where the GEMM path
+// dequantizes every matrix to f16 first (the cost of a short prompt and of a batch of a few dozen streams).
+//
+// Block: MMQ_BM weight rows x MMQ_BN activation rows, four warps; warp w owns weight rows 16 w .. 16 w + 15 of
+// the block against all its activation rows (eight tiles of 8). K advances MMQ_UK units a step: the threads
+// decode the block's weight units and copy its activation bytes into shared memory, then each warp runs two
+// MMAs per unit and tile. Fragments (PTX ISA, mma.m16n8k16 with .s8): g = lane / 4, t = lane % 4; A (16x16,
+// row): a0 = row g, k 4t .. 4t + 3, a1 = row g + 8; B (16x8, col): b0 = col g, k 4t .. 4t + 3; C (s32):
+// c0, c1 = row g, cols 2t, 2t + 1; c2, c3 = row g + 8.
+#define MMQ_BM 64
+#define MMQ_BN 64
+#define MMQ_UK 4
+// Bytes a shared row takes: 16 spare bytes put the eight rows a fragment load reads in distinct banks.
+#define MMQ_STRIDE (MMQ_UK * 32 + 16)
+
+// (sm_80 and later; the host launches mmq only there.)
+__device__ __forceinline__ void mma_s8_16816(int* c, u32 a0, u32 a1, u32 b0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+#else
+    __trap();
+#endif
+}
+
+// Grid (ceil(M / MMQ_BM), ceil(n / MMQ_BN)), 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    mmq(const u8* __restrict__ w, const signed char* __restrict__ xq, const float2* __restrict__ xd,
+        float* __restrict__ y, int M, int K, int n) {
+    __shared__ __align__(16) u8 ws[MMQ_BM * MMQ_STRIDE];
+    __shared__ __align__(16) u8 xs[MMQ_BN * MMQ_STRIDE];
+    __shared__ float wa0[MMQ_BM][MMQ_UK], wa1[MMQ_BM][MMQ_UK], wb[MMQ_BM][MMQ_UK];
+    __shared__ float2 xds[MMQ_BN][MMQ_UK];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * MMQ_BM, c0 = blockIdx.y * MMQ_BN;
+    const int units = K >> 5;
+    const size_t row_bytes = (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    // Activation tiles of 8 rows that hold any row below n (the rest are skipped, not multiplied by zeros).
+    const int tiles = min(MMQ_BN / 8, (n - c0 + 7) / 8);
+    const int ra = warp * 16 + g;  // this thread's weight rows in the block: ra and ra + 8
+    float acc[MMQ_BN / 8][4];
+#pragma unroll
+    for (int j = 0; j < MMQ_BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
+    PDL_PROLOGUE();
+    for (int u0 = 0; u0 < units; u0 += MMQ_UK) {
+        __syncthreads();  // the previous step's tiles are no longer read
+        // Weight units: rows past M repeat the last row (never written out), units past K are zero.
+        for (int i = tid; i < MMQ_BM * MMQ_UK; i += 128) {
+            const int rr = i / MMQ_UK, uu = i % MMQ_UK, u = u0 + uu;
+            u32 q[8];
+            float a0 = 0.0f, a1 = 0.0f, b = 0.0f;
+            if (u < units) {
+                unit_q8(w + (size_t)min(r0 + rr, M - 1) * row_bytes, u, q, &a0, &a1, &b);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; k++) q[k] = 0u;
+            }
+            uint4* dst = (uint4*)(ws + rr * MMQ_STRIDE + uu * 32);
+            dst[0] = make_uint4(q[0], q[1], q[2], q[3]);
+            dst[1] = make_uint4(q[4], q[5], q[6], q[7]);
+            wa0[rr][uu] = a0;
+            wa1[rr][uu] = a1;
+            wb[rr][uu] = b;
+        }
+        // Activation bytes, 16 at a time; rows past n and units past K are zero.
+        for (int i = tid; i < MMQ_BN * MMQ_UK * 2; i += 128) {
+            const int cc = i / (MMQ_UK * 2), ch = i % (MMQ_UK * 2), u = u0 + ch / 2;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (c0 + cc < n && u < units) v = __ldg((const uint4*)(xq + (size_t)(c0 + cc) * K + ((size_t)u << 5)) + (ch & 1));
+            *(uint4*)(xs + cc * MMQ_STRIDE + ch * 16) = v;
+        }
+        for (int i = tid; i < MMQ_BN * MMQ_UK; i += 128) {
+            const int cc = i / MMQ_UK, uu = i % MMQ_UK, u = u0 + uu;
+            xds[cc][uu] = c0 + cc < n && u < units ? __ldg(xd + (size_t)(c0 + cc) * units + u) : make_float2(0.0f, 0.0f);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int uu = 0; uu < MMQ_UK; uu++) {
+            int ci[2][MMQ_BN / 8][4];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int kb = uu * 32 + h * 16 + 4 * t;
+                const u32 a0 = *(const u32*)(ws + ra * MMQ_STRIDE + kb);
+                const u32 a1 = *(const u32*)(ws + (ra + 8) * MMQ_STRIDE + kb);
+#pragma unroll
+                for (int j = 0; j < MMQ_BN / 8; j++) {
+                    ci[h][j][0] = ci[h][j][1] = ci[h][j][2] = ci[h][j][3] = 0;
+                    if (j < tiles) mma_s8_16816(ci[h][j], a0, a1, *(const u32*)(xs + (8 * j + g) * MMQ_STRIDE + kb));
+                }
+            }
+            const float f0 = wa0[ra][uu], f1 = wa1[ra][uu], fb = wb[ra][uu];
+            const float h0 = wa0[ra + 8][uu], h1 = wa1[ra + 8][uu], hb = wb[ra + 8][uu];
+#pragma unroll
+            for (int j = 0; j < MMQ_BN / 8; j++) {
+                if (j >= tiles) continue;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float2 s = xds[8 * j + 2 * t + e][uu];
+                    acc[j][e] += s.x * (f0 * (float)ci[0][j][e] + f1 * (float)ci[1][j][e]) + fb * s.y;
+                    acc[j][2 + e] += s.x * (h0 * (float)ci[0][j][2 + e] + h1 * (float)ci[1][j][2 + e]) + hb * s.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < MMQ_BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int c = c0 + 8 * j + 2 * t + e;
+            if (c >= n) continue;
+            if (r0 + ra < M) y[(size_t)c * M + r0 + ra] = acc[j][e];
+            if (r0 + ra + 8 < M) y[(size_t)c * M + r0 + ra + 8] = acc[j][2 + e];
+        }
+}
+#endif
+
 // Activation-row counts compiled (the host splits other counts into these: 7 = 4 + 2 + 1); fewer variants
 // keep the run-time compile of a weight module short.
 MATVEC(1)
