@@ -1,5 +1,6 @@
-//! The CUDA backend's integer matvec kernels (8-bit activations, `--activations q8`, the binary's default)
-//! on the fixtures whose weight types have them (Q8_0, Q4_0, Q4_K, Q6_K), measured against the f32 reference
+//! The CUDA backend's integer kernels (8-bit activations, `--activations q8`, the binary's default: the
+//! matvec kernels in decode, and with HEARTH_CUDA_MMQ=1 the tensor-core product in prefill) on the fixtures
+//! whose weight types have them (Q8_0, Q4_0, Q4_K, Q6_K), measured against the f32 reference
 //! (the CPU with f32 activations) side by side with the CPU's own q8 path. Both quantize each 32-value block
 //! of activations the same way, but an activation near a rounding boundary can land on either side of it
 //! (the GPU's keys and values are f16), so the GPU is not held to the CPU's q8 numbers: it is held to the
@@ -76,6 +77,33 @@ fn gpu_q8_decode_tracks_cpu_q8() {
         }
         eprintln!(
             "{rel:<28} relative L2 error from f32: gpu q8 {worst_gpu:.2e}, cpu q8 {worst_cpu:.2e}"
+        );
+        // A 24-token prefill, every row's logits: more rows than the matrix-vector kernels take, so the GPU
+        // runs dequantize + GEMM, or with HEARTH_CUDA_MMQ=1 the integer tensor-core product on 8-bit
+        // activations. Held to the decode bound with the prefill slack of tests/cuda_backend.rs (3e-2).
+        let ids: Vec<u32> = (0..24u32)
+            .map(|t| (11 + 29 * t + t * t) % v as u32)
+            .collect();
+        let (mut pf, mut pc, mut pg) = (cpu.new_state(64), cpu.new_state(64), gpu.new_state(64));
+        hearth_engine::backend::cpu::set_quantized_activations(false);
+        let f = cpu.forward(&mut pf, &ids, Logits::All).unwrap().to_vec();
+        hearth_engine::backend::cpu::set_quantized_activations(true);
+        let a = cpu.forward(&mut pc, &ids, Logits::All).unwrap().to_vec();
+        let b = gpu.forward(&mut pg, &ids, Logits::All).unwrap().to_vec();
+        let (mut worst_gpu, mut worst_cpu) = (0f32, 0f32);
+        for (r, ((f, a), b)) in f.chunks(v).zip(a.chunks(v)).zip(b.chunks(v)).enumerate() {
+            let (eg, ec) = (rel_l2(f, b), rel_l2(f, a));
+            worst_gpu = worst_gpu.max(eg);
+            worst_cpu = worst_cpu.max(ec);
+            if eg > 2.0 * ec + 3e-2 || b.iter().any(|x| !x.is_finite()) {
+                failures.push(format!(
+                    "{}: prefill row {r}: gpu q8 {eg:.2e} vs cpu q8 {ec:.2e} from f32",
+                    path.display()
+                ));
+            }
+        }
+        eprintln!(
+            "{rel:<28} prefill, relative L2 error from f32: gpu {worst_gpu:.2e}, cpu q8 {worst_cpu:.2e}"
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
