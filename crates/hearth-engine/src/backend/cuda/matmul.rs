@@ -6,7 +6,10 @@
 //!   the weights are read once per step at (ideally) memory bandwidth;
 //! - more rows (prefill, large batches): activations go to f16/bf16, the matrix is dequantized a slab of rows
 //!   at a time into a scratch buffer (skipped when it is already f16/bf16), and cuBLAS multiplies on the
-//!   tensor cores with f32 accumulation and f32 output.
+//!   tensor cores with f32 accumulation and f32 output;
+//! - with HEARTH_CUDA_MMQ=1, quantized products of up to 256 rows instead run `mmq` on the integer tensor
+//!   cores against 8-bit activations, reading the blocks as they are (split along K when the matrix has few
+//!   row blocks).
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -49,6 +52,19 @@ pub(super) fn matvec_max(dtype: DType) -> usize {
 /// weights.cu's MMQ_BM and MMQ_BN: weight rows and activation rows of an mmq block.
 const MMQ_BM: usize = 64;
 const MMQ_BN: usize = 64;
+
+/// weights.cu's MMQ_UK: 32-weight units an mmq block takes a step.
+const MMQ_UK: usize = 4;
+
+/// How mmq splits K for a product of `tiles` (row block, activation block) pairs over `units` 32-weight units:
+/// (splits, units a split), enough splits for `want` blocks in all, whole steps of MMQ_UK units each, no empty
+/// split, and at most `room` splits (the partial sums' buffer).
+pub(super) fn mmq_splits(tiles: usize, units: usize, want: usize, room: usize) -> (usize, usize) {
+    let steps = units.div_ceil(MMQ_UK);
+    let splits = want.div_ceil(tiles.max(1)).clamp(1, steps).min(room.max(1));
+    let split_units = steps.div_ceil(splits) * MMQ_UK;
+    (units.div_ceil(split_units), split_units)
+}
 
 /// Most activation rows the tensor-core integer product takes; larger steps (long prompts) dequantize to
 /// f16 and call cuBLAS, which reads each weight once for the whole step where mmq reads it once per 64 rows.
@@ -189,7 +205,7 @@ impl DevMat {
             let (w, y) = outs[i];
             if n > matvec_max(w.dtype) && mmq_applies(&be.gpu, w.dtype, n) {
                 let (q, d) = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
-                w.mmq(&be.gpu, q, d, n, y);
+                w.mmq(&be.gpu, s, q, d, n, y);
                 i += 1;
                 continue;
             }
@@ -221,27 +237,65 @@ impl DevMat {
     }
 
     /// `y[n, rows] = x · Wᵀ` on the integer tensor cores (weights.cu's mmq) from `x` quantized to 8 bits
-    /// (`xq`, `xd`: [n, cols] bytes and per-32 (d, d * sum q)).
-    pub fn mmq(&self, gpu: &Gpu, xq: u64, xd: u64, n: usize, y: u64) {
-        let (w, m, k, nn) = (self.buf.ptr, self.rows as i32, self.cols as i32, n as i32);
+    /// (`xq`, `xd`: [n, cols] bytes and per-32 (d, d * sum q)). Split along K (partial sums in the step's
+    /// weight slab, which this path does not use otherwise) when the row and activation blocks alone would
+    /// not give every multiprocessor four blocks.
+    pub fn mmq(&self, gpu: &Gpu, s: &DevStep, xq: u64, xd: u64, n: usize, y: u64) {
+        let tiles = self.rows.div_ceil(MMQ_BM) * n.div_ceil(MMQ_BN);
+        let room = s.wbuf.bytes / (n * self.rows * 4);
+        let splits = mmq_splits(tiles, self.cols / 32, 4 * gpu.sms, room);
+        self.mmq_launch(gpu, xq, xd, n, y, splits, s.wbuf.ptr);
+    }
+
+    /// One mmq launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and
+    /// mmq_sum adding them into `y`) when there is more than one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mmq_launch(
+        &self,
+        gpu: &Gpu,
+        xq: u64,
+        xd: u64,
+        n: usize,
+        y: u64,
+        (splits, split_units): (usize, usize),
+        part: u64,
+    ) {
+        let out = if splits > 1 { part } else { y };
+        let (w, m, k, nn, su) = (
+            self.buf.ptr,
+            self.rows as i32,
+            self.cols as i32,
+            n as i32,
+            split_units as i32,
+        );
         gpu.run(
             self.module.f("mmq"),
             (
                 self.rows.div_ceil(MMQ_BM) as u32,
                 n.div_ceil(MMQ_BN) as u32,
-                1,
+                splits as u32,
             ),
             (128, 1, 1),
             &mut [
                 arg(&w),
                 arg(&xq),
                 arg(&xd),
-                arg(&y),
+                arg(&out),
                 arg(&m),
                 arg(&k),
                 arg(&nn),
+                arg(&su),
             ],
         );
+        if splits > 1 {
+            let (count, z) = ((n * self.rows) as i32, splits as i32);
+            gpu.run(
+                self.module.f("mmq_sum"),
+                ((n * self.rows).div_ceil(256) as u32, 1, 1),
+                (256, 1, 1),
+                &mut [arg(&part), arg(&y), arg(&count), arg(&z)],
+            );
+        }
     }
 
     /// `y_j = x · W_jᵀ` for up to three matrices of one type, in launches of up to 8 activation rows.

@@ -206,9 +206,10 @@ const WEIGHT_KERNELS: [&str; 11] = [
 ];
 
 /// The integer (8-bit activation) kernels, in the modules of the types that have them ([`has_q8_path`]):
-/// `mvq8_N` and `gluq8_N` for N = 1, 2, 4, 8, and the tensor-core product `mmq`.
-const Q8_KERNELS: [&str; 9] = [
+/// `mvq8_N` and `gluq8_N` for N = 1, 2, 4, 8, and the tensor-core product `mmq` with its split-K sum.
+const Q8_KERNELS: [&str; 10] = [
     "mvq8_1", "mvq8_2", "mvq8_4", "mvq8_8", "gluq8_1", "gluq8_2", "gluq8_4", "gluq8_8", "mmq",
+    "mmq_sum",
 ];
 
 /// Whether `dtype` has integer dot-product kernels against 8-bit activations (decode_fast.cuh's `unit_q8`).

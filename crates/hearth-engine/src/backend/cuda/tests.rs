@@ -195,45 +195,96 @@ fn mmq_matches_reference_on_gpu() {
             let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
             memory::upload(gpu.cu_stream(), xq_dev.ptr, &xq).unwrap();
             memory::upload(gpu.cu_stream(), xd_dev.ptr, &xd).unwrap();
-            let (wp, qp, dp, yp) = (wdev.ptr, xq_dev.ptr, xd_dev.ptr, y_dev.ptr);
-            let (mm, kk, nn) = (m as i32, k as i32, n as i32);
-            gpu.run(
-                module.f("mmq"),
-                (m.div_ceil(64) as u32, n.div_ceil(64) as u32, 1),
-                (128, 1, 1),
-                &mut [
-                    arg(&wp),
-                    arg(&qp),
-                    arg(&dp),
-                    arg(&yp),
-                    arg(&mm),
-                    arg(&kk),
-                    arg(&nn),
-                ],
-            );
-            gpu.take_err().unwrap();
-            let mut y = vec![0f32; n * m];
-            // SAFETY: y holds n * m floats, as y_dev does; the stream is synchronized before y is read.
-            unsafe {
-                result::memcpy_dtoh_async(&mut y[..], yp, gpu.cu_stream()).unwrap();
-                result::stream::synchronize(gpu.cu_stream()).unwrap();
-            }
-            for c in 0..n {
-                for r in 0..m {
-                    let (mut want, mut mass) = (0f64, 0f64);
-                    for i in 0..k {
-                        let d = xd[2 * ((c * k + i) / 32)] as f64;
-                        let term = w_deq[r * k + i] as f64 * d * xq[c * k + i] as f64;
-                        want += term;
-                        mass += term.abs();
+            let check = |y: &[f32], n: usize, splits: usize| {
+                for c in 0..n {
+                    for r in 0..m {
+                        let (mut want, mut mass) = (0f64, 0f64);
+                        for i in 0..k {
+                            let d = xd[2 * ((c * k + i) / 32)] as f64;
+                            let term = w_deq[r * k + i] as f64 * d * xq[c * k + i] as f64;
+                            want += term;
+                            mass += term.abs();
+                        }
+                        let got = y[c * m + r] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4 * mass + 1e-6,
+                            "{t} n={n} splits={splits}: y[{c}][{r}] = {got}, reference {want} (terms' magnitude {mass})"
+                        );
                     }
-                    let got = y[c * m + r] as f64;
-                    assert!(
-                        (got - want).abs() <= 1e-4 * mass + 1e-6,
-                        "{t} n={n}: y[{c}][{r}] = {got}, reference {want} (terms' magnitude {mass})"
+                }
+            };
+            // One split (y written directly) and three (partial sums, then mmq_sum), as the host picks.
+            for want_splits in [1usize, 3] {
+                let (splits, split_units) =
+                    super::matmul::mmq_splits(1, k / 32, want_splits, usize::MAX);
+                assert_eq!(splits, want_splits, "{t}: the split plan");
+                let part = DevBuf::alloc(&gpu.ctx, splits * n * m * 4).unwrap();
+                let (wp, qp, dp, yp) = (wdev.ptr, xq_dev.ptr, xd_dev.ptr, y_dev.ptr);
+                let out = if splits > 1 { part.ptr } else { yp };
+                let (mm, kk, nn, su) = (m as i32, k as i32, n as i32, split_units as i32);
+                gpu.run(
+                    module.f("mmq"),
+                    (m.div_ceil(64) as u32, n.div_ceil(64) as u32, splits as u32),
+                    (128, 1, 1),
+                    &mut [
+                        arg(&wp),
+                        arg(&qp),
+                        arg(&dp),
+                        arg(&out),
+                        arg(&mm),
+                        arg(&kk),
+                        arg(&nn),
+                        arg(&su),
+                    ],
+                );
+                if splits > 1 {
+                    let (pp, count, z) = (part.ptr, (n * m) as i32, splits as i32);
+                    gpu.run(
+                        module.f("mmq_sum"),
+                        ((n * m).div_ceil(256) as u32, 1, 1),
+                        (256, 1, 1),
+                        &mut [arg(&pp), arg(&yp), arg(&count), arg(&z)],
                     );
+                }
+                gpu.take_err().unwrap();
+                let mut y = vec![0f32; n * m];
+                // SAFETY: y holds n * m floats, as y_dev does; the stream is synchronized before y is read.
+                unsafe {
+                    result::memcpy_dtoh_async(&mut y[..], yp, gpu.cu_stream()).unwrap();
+                    result::stream::synchronize(gpu.cu_stream()).unwrap();
+                }
+                check(&y, n, splits);
+            }
+        }
+    }
+}
+
+/// mmq's split-K plan, on any machine: every unit in exactly one split, no empty split, whole 4-unit steps,
+/// never more splits than the partial-sum buffer holds, and one split when the tiles alone fill the GPU.
+#[test]
+fn mmq_split_plans_cover_k_exactly() {
+    for tiles in [1usize, 7, 64, 128, 600] {
+        for units in [1usize, 4, 39, 128, 448] {
+            for room in [1usize, 2, 9, usize::MAX] {
+                let (splits, su) = super::matmul::mmq_splits(tiles, units, 528, room);
+                assert!(
+                    splits >= 1 && splits <= room,
+                    "{tiles} {units} {room}: {splits}"
+                );
+                assert_eq!(su % 4, 0, "{tiles} {units} {room}: split of {su} units");
+                assert!(
+                    splits * su >= units,
+                    "{tiles} {units} {room}: units left out"
+                );
+                assert!(
+                    (splits - 1) * su < units,
+                    "{tiles} {units} {room}: an empty split"
+                );
+                if tiles >= 528 {
+                    assert_eq!(splits, 1);
                 }
             }
         }
     }
+    assert_eq!(super::matmul::mmq_splits(64, 128, 528, usize::MAX), (8, 16));
 }

@@ -413,10 +413,13 @@ __device__ __forceinline__ void mma_s8_16816(int* c, u32 a0, u32 a1, u32 b0) {
 #endif
 }
 
-// Grid (ceil(M / MMQ_BM), ceil(n / MMQ_BN)), 128 threads.
+// Split-K: a matrix of few row blocks (4096 rows are 64 of them) would leave most of the GPU idle with a long
+// serial loop over K in each block, so blockIdx.z takes units [z split_units, (z + 1) split_units) and writes
+// its partial sums to y + z n M; with more than one split the host adds them (mmq_sum). Grid
+// (ceil(M / MMQ_BM), ceil(n / MMQ_BN), splits), 128 threads.
 extern "C" __global__ void __launch_bounds__(128)
     mmq(const u8* __restrict__ w, const signed char* __restrict__ xq, const float2* __restrict__ xd,
-        float* __restrict__ y, int M, int K, int n) {
+        float* __restrict__ y, int M, int K, int n, int split_units) {
     __shared__ __align__(16) u8 ws[MMQ_BM * MMQ_STRIDE];
     __shared__ __align__(16) u8 xs[MMQ_BN * MMQ_STRIDE];
     __shared__ float wa0[MMQ_BM][MMQ_UK], wa1[MMQ_BM][MMQ_UK], wb[MMQ_BM][MMQ_UK];
@@ -424,7 +427,9 @@ extern "C" __global__ void __launch_bounds__(128)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * MMQ_BM, c0 = blockIdx.y * MMQ_BN;
     const int units = K >> 5;
+    const int ub = blockIdx.z * split_units, ue = min(units, ub + split_units);  // this split's units
     const size_t row_bytes = (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    y += (size_t)blockIdx.z * n * M;
     // Activation tiles of 8 rows that hold any row below n (the rest are skipped, not multiplied by zeros).
     const int tiles = min(MMQ_BN / 8, (n - c0 + 7) / 8);
     const int ra = warp * 16 + g;  // this thread's weight rows in the block: ra and ra + 8
@@ -434,14 +439,14 @@ extern "C" __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
     PDL_PROLOGUE();
-    for (int u0 = 0; u0 < units; u0 += MMQ_UK) {
+    for (int u0 = ub; u0 < ue; u0 += MMQ_UK) {
         __syncthreads();  // the previous step's tiles are no longer read
-        // Weight units: rows past M repeat the last row (never written out), units past K are zero.
+        // Weight units: rows past M repeat the last row (never written out), units past the split are zero.
         for (int i = tid; i < MMQ_BM * MMQ_UK; i += 128) {
             const int rr = i / MMQ_UK, uu = i % MMQ_UK, u = u0 + uu;
             u32 q[8];
             float a0 = 0.0f, a1 = 0.0f, b = 0.0f;
-            if (u < units) {
+            if (u < ue) {
                 unit_q8(w + (size_t)min(r0 + rr, M - 1) * row_bytes, u, q, &a0, &a1, &b);
             } else {
 #pragma unroll
@@ -454,16 +459,16 @@ extern "C" __global__ void __launch_bounds__(128)
             wa1[rr][uu] = a1;
             wb[rr][uu] = b;
         }
-        // Activation bytes, 16 at a time; rows past n and units past K are zero.
+        // Activation bytes, 16 at a time; rows past n and units past the split are zero.
         for (int i = tid; i < MMQ_BN * MMQ_UK * 2; i += 128) {
             const int cc = i / (MMQ_UK * 2), ch = i % (MMQ_UK * 2), u = u0 + ch / 2;
             uint4 v = make_uint4(0u, 0u, 0u, 0u);
-            if (c0 + cc < n && u < units) v = __ldg((const uint4*)(xq + (size_t)(c0 + cc) * K + ((size_t)u << 5)) + (ch & 1));
+            if (c0 + cc < n && u < ue) v = __ldg((const uint4*)(xq + (size_t)(c0 + cc) * K + ((size_t)u << 5)) + (ch & 1));
             *(uint4*)(xs + cc * MMQ_STRIDE + ch * 16) = v;
         }
         for (int i = tid; i < MMQ_BN * MMQ_UK; i += 128) {
             const int cc = i / MMQ_UK, uu = i % MMQ_UK, u = u0 + uu;
-            xds[cc][uu] = c0 + cc < n && u < units ? __ldg(xd + (size_t)(c0 + cc) * units + u) : make_float2(0.0f, 0.0f);
+            xds[cc][uu] = c0 + cc < n && u < ue ? __ldg(xd + (size_t)(c0 + cc) * units + u) : make_float2(0.0f, 0.0f);
         }
         __syncthreads();
 #pragma unroll
@@ -503,6 +508,16 @@ extern "C" __global__ void __launch_bounds__(128)
             if (r0 + ra < M) y[(size_t)c * M + r0 + ra] = acc[j][e];
             if (r0 + ra + 8 < M) y[(size_t)c * M + r0 + ra + 8] = acc[j][2 + e];
         }
+}
+
+// y[i] = sum over the splits z of part[z count + i]: mmq's split-K partial sums, in a fixed order.
+extern "C" __global__ void mmq_sum(const float* __restrict__ part, float* __restrict__ y, int count, int splits) {
+    PDL_PROLOGUE();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float s = 0.0f;
+    for (int z = 0; z < splits; z++) s += part[(size_t)z * count + i];
+    y[i] = s;
 }
 #endif
 
