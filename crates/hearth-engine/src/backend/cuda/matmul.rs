@@ -144,6 +144,24 @@ impl Acts {
 }
 
 impl DevMat {
+    /// A matrix over weights already in device memory (kernel tests, which have no model to upload from).
+    #[cfg(test)]
+    pub(super) fn from_parts(
+        buf: DevBuf,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        module: Arc<Module>,
+    ) -> DevMat {
+        DevMat {
+            buf: Arc::new(buf),
+            dtype,
+            rows,
+            cols,
+            module,
+        }
+    }
+
     /// Uploads `t` (once per tensor name: a tied output matrix shares the embedding's upload).
     pub fn upload(be: &Cuda, t: &Tensor) -> Result<DevMat> {
         if t.shape.len() != 2 {

@@ -49,19 +49,26 @@ fn every_weight_module_compiles() {
     }
 }
 
-/// On a GPU: the fast decoders (decode_fast.cuh) give the reference decoders' bits on random blocks of
-/// every weight type. Skipped without a GPU unless HEARTH_REQUIRE_CUDA is set.
-#[test]
-fn fast_decoders_equal_reference_on_gpu() {
+/// The GPU for a kernel test; None (the test says it skipped) without one, unless HEARTH_REQUIRE_CUDA is set.
+fn test_gpu() -> Option<Arc<Gpu>> {
     if let Err(e) = probe(0) {
         assert!(
             std::env::var_os("HEARTH_REQUIRE_CUDA").is_none(),
             "HEARTH_REQUIRE_CUDA is set but {e}"
         );
         eprintln!("skipped: {e}");
-        return;
+        return None;
     }
-    let gpu = Gpu::open(0, 64, 1).unwrap();
+    Some(Gpu::open(0, 64, 1).unwrap())
+}
+
+/// On a GPU: the fast decoders (decode_fast.cuh) give the reference decoders' bits on random blocks of
+/// every weight type. Skipped without a GPU unless HEARTH_REQUIRE_CUDA is set.
+#[test]
+fn fast_decoders_equal_reference_on_gpu() {
+    let Some(gpu) = test_gpu() else {
+        return;
+    };
     let mut rng = crate::sample::Rng::seed_from_u64(7);
     let mut types: Vec<DType> = crate::tensor::dtype::ALL_DTYPES.to_vec();
     let q = MlxQuant::new(MlxMode::Affine, 4, 64).unwrap();
@@ -131,23 +138,18 @@ fn ops_module_compiles_for_every_head_shape() {
 
 /// On a GPU: the integer tensor-core product (weights.cu's mmq) against a float64 reference on the host, for
 /// every type with 8-bit kernels: random rows quantized by the CPU's quantizer, random activations quantized
-/// per 32 values as the GPU's quantize_q8 does, M and n not multiples of the block's 64 (so both edges are
-/// masked) and, for the 32-value types, K not a multiple of the kernel's 128-value step. The reference adds
+/// per 32 values by the CPU's q8 path (which the GPU's quantize_q8 matches), M and n not multiples of the
+/// block's 64 (so both edges are masked) and, for the 32-value types, K not a multiple of the kernel's
+/// 128-value step. One split and three, through the backend's own launch. The reference adds
 /// dequantized weight times dequantized activation; the kernel adds integer sums scaled per 16 or 32 values,
 /// so they differ by float rounding only: at most 1e-4 of the sum of the terms' magnitudes (a wrong fragment
 /// mapping or a missed edge is off by a whole term or more). Skipped without a GPU unless HEARTH_REQUIRE_CUDA
 /// is set.
 #[test]
 fn mmq_matches_reference_on_gpu() {
-    if let Err(e) = probe(0) {
-        assert!(
-            std::env::var_os("HEARTH_REQUIRE_CUDA").is_none(),
-            "HEARTH_REQUIRE_CUDA is set but {e}"
-        );
-        eprintln!("skipped: {e}");
+    let Some(gpu) = test_gpu() else {
         return;
-    }
-    let gpu = Gpu::open(0, 64, 1).unwrap();
+    };
     if gpu.arch.0 < 8 {
         eprintln!("skipped: mmq needs sm_80 or later");
         return;
@@ -172,23 +174,19 @@ fn mmq_matches_reference_on_gpu() {
         }
         let wdev = DevBuf::alloc(&gpu.ctx, w.len() + 16).unwrap();
         memory::upload(gpu.cu_stream(), wdev.ptr, &w).unwrap();
-        let module = gpu.weights_module(t).unwrap();
+        let mat = super::matmul::DevMat::from_parts(wdev, t, m, k, gpu.weights_module(t).unwrap());
         for n in [5usize, 70] {
-            // Activations as quantize_q8 writes them: q = round(x / d), d = max |x| / 127, (d, d * sum q).
-            let mut xq = vec![0i8; n * k];
-            let mut xd = vec![0f32; n * k / 32 * 2];
-            for b in 0..n * k / 32 {
-                let x: Vec<f32> = (0..32).map(|_| uniform()).collect();
-                let d = x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let mut sum = 0f32;
-                for (j, v) in x.iter().enumerate() {
-                    let q = (v * id).round_ties_even() as i8;
-                    xq[32 * b + j] = q;
-                    sum += q as f32;
+            // Activations quantized by the CPU's q8 path, which the GPU's quantize_q8 matches: per 32 values
+            // q = round(x / d), d = max |x| / 127, and (d, d * sum q).
+            let (mut xq, mut xd) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k / 16));
+            let mut row = crate::backend::cpu::qdot::Q8Row::new();
+            for _ in 0..n {
+                let x: Vec<f32> = (0..k).map(|_| uniform()).collect();
+                crate::backend::cpu::qdot::quantize_q8(&x, &mut row);
+                xq.extend_from_slice(&row.qs);
+                for (d, sum) in row.d.iter().zip(&row.sums) {
+                    xd.extend([*d, d * *sum as f32]);
                 }
-                xd[2 * b] = d;
-                xd[2 * b + 1] = d * sum;
             }
             let xq_dev = DevBuf::alloc(&gpu.ctx, xq.len()).unwrap();
             let xd_dev = DevBuf::alloc(&gpu.ctx, xd.len() * 4).unwrap();
@@ -213,39 +211,14 @@ fn mmq_matches_reference_on_gpu() {
                     }
                 }
             };
-            // One split (y written directly) and three (partial sums, then mmq_sum), as the host picks.
+            // One split (y written directly) and three (partial sums, then mmq_sum), through the launch the
+            // backend uses.
             for want_splits in [1usize, 3] {
-                let (splits, split_units) =
-                    super::matmul::mmq_splits(1, k / 32, want_splits, usize::MAX);
-                assert_eq!(splits, want_splits, "{t}: the split plan");
-                let part = DevBuf::alloc(&gpu.ctx, splits * n * m * 4).unwrap();
-                let (wp, qp, dp, yp) = (wdev.ptr, xq_dev.ptr, xd_dev.ptr, y_dev.ptr);
-                let out = if splits > 1 { part.ptr } else { yp };
-                let (mm, kk, nn, su) = (m as i32, k as i32, n as i32, split_units as i32);
-                gpu.run(
-                    module.f("mmq"),
-                    (m.div_ceil(64) as u32, n.div_ceil(64) as u32, splits as u32),
-                    (128, 1, 1),
-                    &mut [
-                        arg(&wp),
-                        arg(&qp),
-                        arg(&dp),
-                        arg(&out),
-                        arg(&mm),
-                        arg(&kk),
-                        arg(&nn),
-                        arg(&su),
-                    ],
-                );
-                if splits > 1 {
-                    let (pp, count, z) = (part.ptr, (n * m) as i32, splits as i32);
-                    gpu.run(
-                        module.f("mmq_sum"),
-                        ((n * m).div_ceil(256) as u32, 1, 1),
-                        (256, 1, 1),
-                        &mut [arg(&pp), arg(&yp), arg(&count), arg(&z)],
-                    );
-                }
+                let plan = super::matmul::mmq_splits(1, k / 32, want_splits, usize::MAX);
+                assert_eq!(plan.0, want_splits, "{t}: the split plan");
+                let part = DevBuf::alloc(&gpu.ctx, plan.0 * n * m * 4).unwrap();
+                let yp = y_dev.ptr;
+                mat.mmq_launch(&gpu, xq_dev.ptr, xd_dev.ptr, n, yp, plan, part.ptr);
                 gpu.take_err().unwrap();
                 let mut y = vec![0f32; n * m];
                 // SAFETY: y holds n * m floats, as y_dev does; the stream is synchronized before y is read.
@@ -253,7 +226,7 @@ fn mmq_matches_reference_on_gpu() {
                     result::memcpy_dtoh_async(&mut y[..], yp, gpu.cu_stream()).unwrap();
                     result::stream::synchronize(gpu.cu_stream()).unwrap();
                 }
-                check(&y, n, splits);
+                check(&y, n, plan.0);
             }
         }
     }
