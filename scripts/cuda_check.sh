@@ -40,11 +40,11 @@ if "$BIN/hearth_engine" backend::cuda::tests::fast_decoders --test-threads=1 >"$
 else
   fail "kernel tests (see engine_cuda.log)"
 fi
-if "$BIN/hearth_engine" backend::cuda::tests::mmq --test-threads=1 --nocapture >"$OUT/engine_mmq.log" 2>&1 \
-  && grep -q "test result: ok. 1 passed" "$OUT/engine_mmq.log" && ! grep -q "skipped:" "$OUT/engine_mmq.log"; then
-  pass "kernel test: integer tensor-core product (mmq) vs a float64 reference, every 8-bit type"
+if "$BIN/hearth_engine" dqmm_matches_reference_on_gpu --test-threads=1 --nocapture >"$OUT/engine_dqmm.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/engine_dqmm.log" && ! grep -q "skipped:" "$OUT/engine_dqmm.log"; then
+  pass "kernel test: tensor-core product of quantized weights (dqmm) vs a float64 reference, f16 and bf16"
 else
-  fail "mmq kernel test (see engine_mmq.log)"
+  fail "dqmm kernel test (see engine_dqmm.log)"
 fi
 if "$BIN/cuda_backend" --test-threads=1 --nocapture >"$OUT/cuda_backend.log" 2>&1; then
   pass "tiny fixtures: GPU logits vs CPU, batched steps, out-of-memory error"
@@ -59,14 +59,12 @@ else
   fail "8-bit activations (see cuda_q8.log)"
 fi
 grep -E "relative L2|rel " "$OUT/cuda_q8.log" | head -20
-# The same with 24-row prefills through the tensor-core integer product (opt-in while it is new).
-if HEARTH_CUDA_MMQ=1 "$BIN/cuda_q8" --test-threads=1 --nocapture >"$OUT/cuda_q8_mmq.log" 2>&1 \
-  && grep -q "test result: ok. 1 passed" "$OUT/cuda_q8_mmq.log"; then
-  pass "8-bit activations with HEARTH_CUDA_MMQ=1: prefill through mmq vs the CPU"
+# The fixtures again with the prefills on dequantize + cuBLAS instead of dqmm.
+if HEARTH_CUDA_DQMM=0 "$BIN/cuda_backend" --test-threads=1 >"$OUT/cuda_backend_nodqmm.log" 2>&1; then
+  pass "tiny fixtures with HEARTH_CUDA_DQMM=0: prefills through dequantize + cuBLAS"
 else
-  fail "8-bit activations with HEARTH_CUDA_MMQ=1 (see cuda_q8_mmq.log)"
+  fail "tiny fixtures with HEARTH_CUDA_DQMM=0 (see cuda_backend_nodqmm.log)"
 fi
-grep -E "prefill" "$OUT/cuda_q8_mmq.log" | head -10
 fi
 
 # The scored text: the start of this repository's README (ordinary technical English, no repetition, a

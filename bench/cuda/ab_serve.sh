@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run THERE: hearth's server-side numbers (aggregate decode of 1, 16 and 64 streams, time to first token of a
 # 100-token prompt) and `hearth bench` at a 256-token prompt, under several environment settings, on the
-# random-weight 8B files (made if missing). For A/B of a switch such as HEARTH_CUDA_MMQ in one call.
+# random-weight 8B files (made if missing). For A/B of a switch such as HEARTH_CUDA_DQMM in one call.
 #
 # usage: bench/cuda/ab_serve.sh OUT_DIR HEARTH SETTING [SETTING ...]
-#   SETTING: "-" (no extra environment) or space-separated VAR=VALUE pairs, e.g. "HEARTH_CUDA_MMQ=1".
+#   SETTING: "-" (no extra environment) or space-separated VAR=VALUE pairs, e.g. "HEARTH_CUDA_DQMM=0".
 #   OUT_DIR gets MODEL.<n>.serve.json (serve_agg.py) and MODEL.<n>.bench.txt for setting number n.
 # env: MODELS (default "q4_k_m q8_0"), STREAMS (default 1,16,64).
 set -uo pipefail

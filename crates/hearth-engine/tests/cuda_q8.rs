@@ -1,5 +1,5 @@
 //! The CUDA backend's integer kernels (8-bit activations, `--activations q8`, the binary's default: the
-//! matvec kernels in decode, and with HEARTH_CUDA_MMQ=1 the tensor-core product in prefill) on the fixtures
+//! matvec kernels in decode) on the fixtures
 //! whose weight types have them (Q8_0, Q4_0, Q4_K, Q6_K), measured against the f32 reference
 //! (the CPU with f32 activations) side by side with the CPU's own q8 path. Both quantize each 32-value block
 //! of activations the same way, but an activation near a rounding boundary can land on either side of it
@@ -79,8 +79,8 @@ fn gpu_q8_decode_tracks_cpu_q8() {
             "{rel:<28} relative L2 error from f32: gpu q8 {worst_gpu:.2e}, cpu q8 {worst_cpu:.2e}"
         );
         // A 24-token prefill, every row's logits: more rows than the matrix-vector kernels take, so the GPU
-        // runs dequantize + GEMM, or with HEARTH_CUDA_MMQ=1 the integer tensor-core product on 8-bit
-        // activations. Held to the decode bound with the prefill slack of tests/cuda_backend.rs (3e-2).
+        // runs the half-precision tensor-core product (dqmm, or dequantize + GEMM with HEARTH_CUDA_DQMM=0).
+        // Held to the decode bound with the prefill slack of tests/cuda_backend.rs (3e-2).
         let ids: Vec<u32> = (0..24u32)
             .map(|t| (11 + 29 * t + t * t) % v as u32)
             .collect();

@@ -194,7 +194,7 @@ impl Backend for Cuda {
         s.att_q8 = super::matmul::q8_activations()
             && att_q8_enabled()
             && super::has_q8_path(a.wo.dtype)
-            && n <= super::matmul::matvec_max(a.wo.dtype)
+            && n <= super::matmul::matvec_max(&self.gpu, a.wo.dtype)
             && s.flash_tiles == 0
             && c.head_dim.is_multiple_of(32)
             && (c.n_heads / c.n_kv_heads * c.head_dim / 4).is_multiple_of(32);
@@ -279,18 +279,15 @@ impl Backend for Cuda {
             );
             let (g, u) = (s.gate.ptr, s.up.ptr);
             let count = (n * c.ffn) as i64;
-            // When the down product takes the GEMM path, its half-precision input is written here directly
-            // (the integer tensor-core path reads the f32 product).
+            // When the down product takes a half-precision path (cuBLAS or dqmm), its input is written
+            // here in half precision directly.
             let half = match m.down.dtype {
                 DType::F32 => None,
                 DType::F16 => Some(false),
                 DType::BF16 => Some(true),
                 _ => Some(s.gemm_bf16),
             }
-            .filter(|_| {
-                n > super::matmul::matvec_max(m.down.dtype)
-                    && !super::matmul::mmq_applies(&self.gpu, m.down.dtype, n)
-            });
+            .filter(|_| n > super::matmul::matvec_max(&self.gpu, m.down.dtype));
             if let Some(bf16) = half {
                 let (h, b) = (s.h16.ptr, bf16 as i32);
                 self.elementwise(
@@ -338,16 +335,17 @@ impl Backend for Cuda {
     fn logits<'s>(&self, s: &'s mut DevStep, rows: &StepRows) -> Result<&'s [f32]> {
         self.gpu.take_err()?;
         let count = rows.out_rows.len() * s.vocab();
-        s.logits_host.resize(count, 0.0);
-        if count > 0 {
-            s.download_logits(count)?;
-        }
         if profile::enabled() {
             drv("synchronize", self.gpu.stream.synchronize())?;
             profile::collect();
         }
         self.gpu.take_err()?;
-        Ok(&s.logits_host[..count])
+        if count == 0 {
+            return Ok(&[]);
+        }
+        let logits = s.download_logits(count)?;
+        self.gpu.take_err()?;
+        Ok(logits)
     }
 
     /// Decode steps (one token per sequence, up to [`MAX_GRAPH_ROWS`] sequences) are recorded as a CUDA graph

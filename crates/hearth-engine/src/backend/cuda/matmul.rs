@@ -7,9 +7,9 @@
 //! - more rows (prefill, large batches): activations go to f16/bf16, the matrix is dequantized a slab of rows
 //!   at a time into a scratch buffer (skipped when it is already f16/bf16), and cuBLAS multiplies on the
 //!   tensor cores with f32 accumulation and f32 output;
-//! - with HEARTH_CUDA_MMQ=1, quantized products of up to 256 rows instead run `mmq` on the integer tensor
-//!   cores against 8-bit activations, reading the blocks as they are (split along K when the matrix has few
-//!   row blocks).
+//! - between the two (a batch of a few dozen streams), quantized types with the 8-bit unit decoder run
+//!   `dqmm`: the blocks are read as they are, decoded to half precision in shared memory and multiplied on
+//!   the tensor cores, split along K when the matrix has few row blocks.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -31,10 +31,11 @@ pub struct DevMat {
 }
 
 /// Up to how many activation rows the matvec path is used: quantized weights are read once per 8 rows, so
-/// matvec wins over dequantize-and-GEMM (which writes and reads 2 bytes per weight) up to a few passes; for
-/// f16/bf16 weights cuBLAS reads them as they are and wins early. `HEARTH_CUDA_MATVEC_MAX` overrides (for
-/// benchmarks).
-pub(super) fn matvec_max(dtype: DType) -> usize {
+/// matvec wins over dequantize-and-GEMM (which writes and reads 2 bytes per weight) up to a few passes, and
+/// over dqmm up to one pass (measured on an H200, 16 streams of a llama-8B-shaped Q8_0: 8.0 ms a step through
+/// dqmm against 10.7 ms through two 8-row matvec passes); for f16/bf16 weights cuBLAS reads them as they are
+/// and wins early. `HEARTH_CUDA_MATVEC_MAX` overrides (for benchmarks).
+pub(super) fn matvec_max(gpu: &Gpu, dtype: DType) -> usize {
     static OVERRIDE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     if let Some(v) = OVERRIDE.get_or_init(|| {
         std::env::var("HEARTH_CUDA_MATVEC_MAX")
@@ -45,39 +46,70 @@ pub(super) fn matvec_max(dtype: DType) -> usize {
     }
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => 2,
+        _ if dqmm_applies(gpu, dtype, DQMM_MAX_ROWS) => 8,
         _ => 16,
     }
 }
 
-/// weights.cu's MMQ_BM and MMQ_BN: weight rows and activation rows of an mmq block.
-const MMQ_BM: usize = 64;
-const MMQ_BN: usize = 64;
+/// weights.cu's DQ_BM and DQ_BN: weight rows and activation rows of a dqmm block.
+const DQ_BM: usize = 64;
+const DQ_BN: usize = 64;
 
-/// weights.cu's MMQ_UK: 32-weight units an mmq block takes a step.
-const MMQ_UK: usize = 4;
+/// weights.cu's DQ_UK: 32-weight units a dqmm block takes a step.
+const DQ_UK: usize = 4;
 
-/// How mmq splits K for a product of `tiles` (row block, activation block) pairs over `units` 32-weight units:
-/// (splits, units a split), enough splits for `want` blocks in all, whole steps of MMQ_UK units each, no empty
-/// split, and at most `room` splits (the partial sums' buffer).
-pub(super) fn mmq_splits(tiles: usize, units: usize, want: usize, room: usize) -> (usize, usize) {
-    let steps = units.div_ceil(MMQ_UK);
-    let splits = want.div_ceil(tiles.max(1)).clamp(1, steps).min(room.max(1));
-    let split_units = steps.div_ceil(splits) * MMQ_UK;
-    (units.div_ceil(split_units), split_units)
+/// weights.cu's DQ_STRIDE: bytes a half-precision row of a dqmm step takes in shared memory.
+const DQ_STRIDE: usize = DQ_UK * 32 * 2 + 16;
+
+/// Bytes of dynamic shared memory dqmm takes for `dtype` weights (weights.cu's DQ_SMEM, which the kernel
+/// checks its launch against): two buffers of a step's raw weight bytes (DQ_BM rows of the 16-byte chunks
+/// covering DQ_UK units, or the one 256-weight block they lie in), two of half-precision activations and
+/// one of decoded weights.
+pub(super) fn dqmm_smem_bytes(dtype: DType) -> usize {
+    let span = if dtype.block_elems() == 32 {
+        DQ_UK * dtype.block_bytes()
+    } else {
+        dtype.block_bytes()
+    };
+    2 * DQ_BM * ((span + 30) / 16 * 16) + 3 * DQ_BN * DQ_STRIDE
 }
 
-/// Most activation rows the tensor-core integer product takes; larger steps (long prompts) dequantize to
-/// f16 and call cuBLAS, which reads each weight once for the whole step where mmq reads it once per 64 rows.
-const MMQ_MAX_ROWS: usize = 256;
+/// Most activation rows dqmm takes: one block column. Measured on an H200 (llama-8B-shaped Q8_0 and Q4_K_M,
+/// a 256-token prompt): dqmm 6,836 and 6,650 tokens/s against 11,122 and 11,257 for dequantize-and-cuBLAS,
+/// whose larger tiles win once a step has a few hundred rows; at 64 rows (64 streams) dqmm's forward pass
+/// took 12.4 ms against 17.0 ms.
+const DQMM_MAX_ROWS: usize = DQ_BN;
 
-/// Whether a product of `n` activation rows (more than the matvec path takes) with `dtype` weights runs on
-/// the integer tensor cores (weights.cu's mmq) instead of dequantize-and-GEMM: types with 8-bit kernels,
-/// 8-bit activations on, sm_80 or later, up to [`MMQ_MAX_ROWS`] rows. Opt-in with HEARTH_CUDA_MMQ=1 until it
-/// has been measured on a GPU (its kernel test, `mmq_matches_reference_on_gpu`, runs only there).
-pub(super) fn mmq_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
+/// Whether a product of `n` activation rows (more than the matvec path takes) with `dtype` weights runs as
+/// dqmm instead of dequantize-to-memory and cuBLAS: types with the 8-bit unit decoder, sm_80 or later, up to
+/// [`DQMM_MAX_ROWS`] rows; HEARTH_CUDA_DQMM=0 turns it off (for A/B measurements).
+pub(super) fn dqmm_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("HEARTH_CUDA_MMQ").is_ok_and(|v| v == "1"));
-    on && gpu.arch.0 >= 8 && q8_activations() && super::has_q8_path(dtype) && n <= MMQ_MAX_ROWS
+    let on = *ON.get_or_init(|| std::env::var("HEARTH_CUDA_DQMM").map_or(true, |v| v != "0"));
+    on && gpu.arch.0 >= 8 && super::has_q8_path(dtype) && n <= DQMM_MAX_ROWS
+}
+
+/// Blocks a multiprocessor dqmm's split-K aims for (HEARTH_CUDA_DQMM_WAVES, default 4): more splits fill the
+/// GPU, fewer give each block more steps to hide its first copy behind.
+fn dqmm_waves() -> usize {
+    static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *W.get_or_init(|| {
+        std::env::var("HEARTH_CUDA_DQMM_WAVES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4)
+            .clamp(1, 32)
+    })
+}
+
+/// How dqmm splits K for a product of `tiles` (row block, activation block) pairs over `units` 32-weight
+/// units: (splits, units a split), enough splits for `want` blocks in all, whole steps of DQ_UK units each,
+/// no empty split, and at most `room` splits (the partial sums' buffer).
+pub(super) fn dqmm_splits(tiles: usize, units: usize, want: usize, room: usize) -> (usize, usize) {
+    let steps = units.div_ceil(DQ_UK);
+    let splits = want.div_ceil(tiles.max(1)).clamp(1, steps).min(room.max(1));
+    let split_units = steps.div_ceil(splits) * DQ_UK;
+    (units.div_ceil(split_units), split_units)
 }
 
 /// Whether decode products meet 8-bit activations (integer dot products) where a weight type has them: the
@@ -221,13 +253,7 @@ impl DevMat {
         let mut i = 0;
         while i < outs.len() {
             let (w, y) = outs[i];
-            if n > matvec_max(w.dtype) && mmq_applies(&be.gpu, w.dtype, n) {
-                let (q, d) = *quantized.get_or_insert_with(|| s.q8_of(&be.gpu, x, n * w.cols));
-                w.mmq(&be.gpu, s, q, d, n, y);
-                i += 1;
-                continue;
-            }
-            if n > matvec_max(w.dtype) {
+            if n > matvec_max(&be.gpu, w.dtype) {
                 let r = w.gemm(be, s, x, n, y, &mut converted);
                 be.gpu.note(r);
                 i += 1;
@@ -239,7 +265,7 @@ impl DevMat {
                 && j - i < 3
                 && outs[j].0.dtype == w.dtype
                 && outs[j].0.cols == w.cols
-                && n <= matvec_max(outs[j].0.dtype)
+                && n <= matvec_max(&be.gpu, outs[j].0.dtype)
             {
                 j += 1;
             }
@@ -254,27 +280,26 @@ impl DevMat {
         }
     }
 
-    /// `y[n, rows] = x · Wᵀ` on the integer tensor cores (weights.cu's mmq) from `x` quantized to 8 bits
-    /// (`xq`, `xd`: [n, cols] bytes and per-32 (d, d * sum q)). Split along K (partial sums in the step's
-    /// weight slab, which this path does not use otherwise) when the row and activation blocks alone would
-    /// not give every multiprocessor four blocks.
-    pub fn mmq(&self, gpu: &Gpu, s: &DevStep, xq: u64, xd: u64, n: usize, y: u64) {
-        let tiles = self.rows.div_ceil(MMQ_BM) * n.div_ceil(MMQ_BN);
+    /// `y[n, rows] = x · Wᵀ` for half-precision `x` ([n, cols], bf16 if `bf16`) by weights.cu's dqmm. Split
+    /// along K (partial sums in the step's weight slab, which this path does not use otherwise) when the row
+    /// and activation blocks alone would not give every multiprocessor [`dqmm_waves`] blocks.
+    pub fn dqmm(&self, gpu: &Gpu, s: &DevStep, x: u64, n: usize, y: u64, bf16: bool) {
+        let tiles = self.rows.div_ceil(DQ_BM) * n.div_ceil(DQ_BN);
         let room = s.wbuf.bytes / (n * self.rows * 4);
-        let splits = mmq_splits(tiles, self.cols / 32, 4 * gpu.sms, room);
-        self.mmq_launch(gpu, xq, xd, n, y, splits, s.wbuf.ptr);
+        let splits = dqmm_splits(tiles, self.cols / 32, dqmm_waves() * gpu.sms, room);
+        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr);
     }
 
-    /// One mmq launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and
-    /// mmq_sum adding them into `y`) when there is more than one.
+    /// One dqmm launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and
+    /// dqmm_sum adding them into `y`) when there is more than one.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn mmq_launch(
+    pub(super) fn dqmm_launch(
         &self,
         gpu: &Gpu,
-        xq: u64,
-        xd: u64,
+        x: u64,
         n: usize,
         y: u64,
+        bf16: bool,
         (splits, split_units): (usize, usize),
         part: u64,
     ) {
@@ -286,18 +311,18 @@ impl DevMat {
             n as i32,
             split_units as i32,
         );
-        gpu.run(
-            self.module.f("mmq"),
+        gpu.run_smem(
+            self.module.f(if bf16 { "dqmm_bf16" } else { "dqmm_f16" }),
             (
-                self.rows.div_ceil(MMQ_BM) as u32,
-                n.div_ceil(MMQ_BN) as u32,
+                self.rows.div_ceil(DQ_BM) as u32,
+                n.div_ceil(DQ_BN) as u32,
                 splits as u32,
             ),
             (128, 1, 1),
+            dqmm_smem_bytes(self.dtype) as u32,
             &mut [
                 arg(&w),
-                arg(&xq),
-                arg(&xd),
+                arg(&x),
                 arg(&out),
                 arg(&m),
                 arg(&k),
@@ -305,10 +330,15 @@ impl DevMat {
                 arg(&su),
             ],
         );
+        self.split_sum(gpu, n, y, splits, part);
+    }
+
+    /// dqmm_sum over `splits` partial products in `part` into `y`, when there is more than one.
+    fn split_sum(&self, gpu: &Gpu, n: usize, y: u64, splits: usize, part: u64) {
         if splits > 1 {
             let (count, z) = ((n * self.rows) as i32, splits as i32);
             gpu.run(
-                self.module.f("mmq_sum"),
+                self.module.f("dqmm_sum"),
                 ((n * self.rows).div_ceil(256) as u32, 1, 1),
                 (256, 1, 1),
                 &mut [arg(&part), arg(&y), arg(&count), arg(&z)],
@@ -368,7 +398,7 @@ impl DevMat {
         if n == 0
             || gate.dtype != up.dtype
             || (gate.rows, gate.cols) != (up.rows, up.cols)
-            || n > matvec_max(gate.dtype)
+            || n > matvec_max(&be.gpu, gate.dtype)
         {
             return false;
         }
@@ -436,6 +466,10 @@ impl DevMat {
         };
         if matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16) {
             return gemm_ex(gpu, self.buf.ptr, wtype, b, btype, y, m, n, k, m);
+        }
+        if dqmm_applies(gpu, self.dtype, n) {
+            self.dqmm(gpu, s, b, n, y, s.gemm_bf16);
+            return Ok(());
         }
         // Slabs of rows, dequantized into the step's weight scratch, one GEMM each.
         let slab = (s.wbuf.bytes / 2 / k).clamp(1, m);

@@ -205,13 +205,22 @@ const WEIGHT_KERNELS: [&str; 11] = [
     "deq_compare",
 ];
 
-/// The integer (8-bit activation) kernels, in the modules of the types that have them ([`has_q8_path`]):
-/// `mvq8_N` and `gluq8_N` for N = 1, 2, 4, 8, and the tensor-core product `mmq` with its split-K sum.
-const Q8_KERNELS: [&str; 10] = [
-    "mvq8_1", "mvq8_2", "mvq8_4", "mvq8_8", "gluq8_1", "gluq8_2", "gluq8_4", "gluq8_8", "mmq",
-    "mmq_sum",
+/// The kernels built on decode_fast.cuh's 8-bit unit decoder, in the modules of the types that have it
+/// ([`has_q8_path`]): the integer matvec kernels `mvq8_N` and `gluq8_N` (N = 1, 2, 4, 8) against 8-bit
+/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sum.
+const Q8_KERNELS: [&str; 11] = [
+    "mvq8_1",
+    "mvq8_2",
+    "mvq8_4",
+    "mvq8_8",
+    "gluq8_1",
+    "gluq8_2",
+    "gluq8_4",
+    "gluq8_8",
+    "dqmm_f16",
+    "dqmm_bf16",
+    "dqmm_sum",
 ];
-
 /// Whether `dtype` has integer dot-product kernels against 8-bit activations (decode_fast.cuh's `unit_q8`).
 fn has_q8_path(dtype: DType) -> bool {
     matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
@@ -453,6 +462,20 @@ impl Gpu {
             names.extend(Q8_KERNELS);
         }
         let m = Arc::new(Module::load(&self.ctx, &cubin, &names)?);
+        if has_q8_path(dtype) && self.arch.0 >= 8 {
+            // dqmm's shared tiles pass the 48 KiB default.
+            for name in ["dqmm_f16", "dqmm_bf16"] {
+                let bytes = matmul::dqmm_smem_bytes(dtype);
+                // SAFETY: a function of the module just loaded; the attribute is a size in bytes.
+                drv("dqmm shared memory", unsafe {
+                    result::function::set_function_attribute(
+                        m.f(name).f,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        bytes as i32,
+                    )
+                })?;
+            }
+        }
         mods.insert(dtype, m.clone());
         Ok(m)
     }

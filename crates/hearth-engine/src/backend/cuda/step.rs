@@ -58,7 +58,10 @@ pub struct DevStep {
     pub attn_done: DevBuf,
     pub out_x: DevBuf, // [max, hidden] the wanted rows' final hidden states
     pub logits_dev: DevBuf,
-    pub logits_host: Vec<f32>,
+    /// The step's logits on the host, in page-locked memory (grown as steps need): a batch of 64 rows of a
+    /// 128k vocabulary is 33 MB a step, which a copy from device to pageable memory moves at a fraction of
+    /// the bus's speed through the driver's staging buffers.
+    logits_host: Option<cudarc::driver::PinnedHostSlice<f32>>,
     /// The step's layout, uploaded by `begin`: i32 arrays at fixed offsets of one buffer (the addresses
     /// below point into it).
     meta: DevBuf,
@@ -157,7 +160,7 @@ impl DevStep {
             attn_done: DevBuf::zeroed(ctx, max * c.n_kv_heads * 4)?,
             out_x: f(max * c.hidden)?,
             logits_dev: f(c.vocab)?,
-            logits_host: Vec::new(),
+            logits_host: None,
             meta: DevBuf::alloc(ctx, 4)?,
             meta_host: Vec::new(),
             tokens: 0,
@@ -360,22 +363,30 @@ impl DevStep {
         Ok(())
     }
 
-    /// Copies `count` logits to the host and waits for the step to finish.
-    pub fn download_logits(&mut self, count: usize) -> Result<()> {
+    /// Copies `count` logits to the host, waits for the step to finish, and returns them.
+    pub fn download_logits(&mut self, count: usize) -> Result<&[f32]> {
+        if self.logits_host.as_ref().is_none_or(|h| h.len() < count) {
+            // Room for a little growth, so that a batch one row larger does not reallocate.
+            let len = count.max(self.vocab) + count / 4;
+            // SAFETY: the memory is written by the copy below before any of it is read (only [..count] is
+            // handed out). Flags 0: ordinary cached memory (not write-combined), which the CPU reads fast.
+            self.logits_host = Some(drv("pinned logits buffer", unsafe {
+                self.gpu.ctx.alloc_pinned_with_flags::<f32>(len, 0)
+            })?);
+        }
+        let host = self.logits_host.as_mut().expect("allocated above");
         let stream = self.gpu.cu_stream();
-        // SAFETY: logits_host holds `count` floats (resized by the caller) and logits_dev at least as many;
-        // the stream is synchronized before the host buffer is read.
+        let dst = &mut drv("pinned logits buffer", host.as_mut_slice())?[..count];
+        // SAFETY: dst holds `count` floats and logits_dev at least as many; the stream is synchronized before
+        // the host buffer is read.
         unsafe {
             drv(
                 "copy logits",
-                result::memcpy_dtoh_async(
-                    &mut self.logits_host[..count],
-                    self.logits_dev.ptr,
-                    stream,
-                ),
+                result::memcpy_dtoh_async(dst, self.logits_dev.ptr, stream),
             )?;
-            drv("synchronize", result::stream::synchronize(stream))
+            drv("synchronize", result::stream::synchronize(stream))?;
         }
+        Ok(&drv("pinned logits buffer", host.as_slice())?[..count])
     }
 
     pub fn vocab(&self) -> usize {

@@ -136,110 +136,144 @@ fn ops_module_compiles_for_every_head_shape() {
     }
 }
 
-/// On a GPU: the integer tensor-core product (weights.cu's mmq) against a float64 reference on the host, for
-/// every type with 8-bit kernels: random rows quantized by the CPU's quantizer, random activations quantized
-/// per 32 values by the CPU's q8 path (which the GPU's quantize_q8 matches), M and n not multiples of the
-/// block's 64 (so both edges are masked) and, for the 32-value types, K not a multiple of the kernel's
-/// 128-value step. One split and three, through the backend's own launch. The reference adds
-/// dequantized weight times dequantized activation; the kernel adds integer sums scaled per 16 or 32 values,
-/// so they differ by float rounding only: at most 1e-4 of the sum of the terms' magnitudes (a wrong fragment
-/// mapping or a missed edge is off by a whole term or more). Skipped without a GPU unless HEARTH_REQUIRE_CUDA
-/// is set.
+/// The dqmm test's weight types and K: 32-value types with K not a multiple of a kernel step's
+/// 128 values, 256-value types with five blocks a row.
+const PRODUCT_TYPES: [(DType, usize); 4] = [
+    (DType::Q8_0, 1248),
+    (DType::Q4_0, 1248),
+    (DType::Q4_K, 1280),
+    (DType::Q6_K, 1280),
+];
+
+/// `m` random rows of `k` weights quantized by the CPU's quantizer, uploaded (with the backend's spare bytes
+/// after the matrix), and their dequantized values.
+fn random_matrix(
+    gpu: &Arc<Gpu>,
+    t: DType,
+    m: usize,
+    k: usize,
+    uniform: &mut impl FnMut() -> f32,
+) -> (super::matmul::DevMat, Vec<f32>) {
+    let row_bytes = t.bytes_for(k).unwrap();
+    let mut w = vec![0u8; m * row_bytes];
+    let mut w_deq = vec![0f32; m * k];
+    for r in 0..m {
+        let src: Vec<f32> = (0..k).map(|_| uniform() * 0.05).collect();
+        let dst = &mut w[r * row_bytes..(r + 1) * row_bytes];
+        crate::tensor::quants::quantize::quantize_row(t, &src, dst);
+        crate::tensor::quants::dequantize_row(t, dst, &mut w_deq[r * k..(r + 1) * k]);
+    }
+    let wdev = DevBuf::alloc(&gpu.ctx, w.len() + 16).unwrap();
+    memory::upload(gpu.cu_stream(), wdev.ptr, &w).unwrap();
+    let mat = super::matmul::DevMat::from_parts(wdev, t, m, k, gpu.weights_module(t).unwrap());
+    (mat, w_deq)
+}
+
+/// `len` floats from the device, after the stream's work.
+fn download(gpu: &Gpu, ptr: u64, len: usize) -> Vec<f32> {
+    let mut y = vec![0f32; len];
+    // SAFETY: ptr addresses at least len floats; the stream is synchronized before y is read.
+    unsafe {
+        result::memcpy_dtoh_async(&mut y[..], ptr, gpu.cu_stream()).unwrap();
+        result::stream::synchronize(gpu.cu_stream()).unwrap();
+    }
+    y
+}
+
+/// Asserts y[c * m + r] = sum_i w[r, i] x[c, i] (the reference in float64) within `tol` of the sum of the
+/// terms' magnitudes: the kernels differ from it by float rounding only, where a wrong fragment mapping or a
+/// missed edge is off by a whole term or more.
+fn check_product(
+    what: &str,
+    y: &[f32],
+    w: &[f32],
+    x: &[f64],
+    (m, n, k): (usize, usize, usize),
+    tol: f64,
+) {
+    for c in 0..n {
+        for r in 0..m {
+            let (mut want, mut mass) = (0f64, 0f64);
+            for i in 0..k {
+                let term = w[r * k + i] as f64 * x[c * k + i];
+                want += term;
+                mass += term.abs();
+            }
+            let got = y[c * m + r] as f64;
+            assert!(
+                (got - want).abs() <= tol * mass + 1e-6,
+                "{what}: y[{c}][{r}] = {got}, reference {want} (terms' magnitude {mass})"
+            );
+        }
+    }
+}
+
+/// On a GPU: the dequantizing half-precision product (weights.cu's dqmm), f16 and bf16, against a float64
+/// reference of the same operands rounded to half precision (the weights quantized and dequantized by the
+/// CPU, the activations random), for every type it takes: M and n not multiples of the block's 64 (so both
+/// edges are masked), one split and three, through the backend's own launch. The
+/// kernel accumulates in f32 and rounds each weight to half precision once, as the reference does, except
+/// that for the K-quants it rounds the per-sub-block factors to f16 first (a weight may then land one f16
+/// step away, with random sign): within 2e-4 of the terms' magnitudes, where a wrong fragment or edge is off
+/// by whole terms.
 #[test]
-fn mmq_matches_reference_on_gpu() {
+fn dqmm_matches_reference_on_gpu() {
     let Some(gpu) = test_gpu() else {
         return;
     };
     if gpu.arch.0 < 8 {
-        eprintln!("skipped: mmq needs sm_80 or later");
+        eprintln!("skipped: dqmm needs sm_80 or later");
         return;
     }
-    let mut rng = crate::sample::Rng::seed_from_u64(11);
+    let mut rng = crate::sample::Rng::seed_from_u64(12);
     let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-    for (t, k) in [
-        (DType::Q8_0, 1248),
-        (DType::Q4_0, 1248),
-        (DType::Q4_K, 1280),
-        (DType::Q6_K, 1280),
-    ] {
+    for (t, k) in PRODUCT_TYPES {
         let m = 80;
-        let row_bytes = t.bytes_for(k).unwrap();
-        let mut w = vec![0u8; m * row_bytes];
-        let mut w_deq = vec![0f32; m * k];
-        for r in 0..m {
-            let src: Vec<f32> = (0..k).map(|_| uniform() * 0.05).collect();
-            let dst = &mut w[r * row_bytes..(r + 1) * row_bytes];
-            crate::tensor::quants::quantize::quantize_row(t, &src, dst);
-            crate::tensor::quants::dequantize_row(t, dst, &mut w_deq[r * k..(r + 1) * k]);
-        }
-        let wdev = DevBuf::alloc(&gpu.ctx, w.len() + 16).unwrap();
-        memory::upload(gpu.cu_stream(), wdev.ptr, &w).unwrap();
-        let mat = super::matmul::DevMat::from_parts(wdev, t, m, k, gpu.weights_module(t).unwrap());
-        for n in [5usize, 70] {
-            // Activations quantized by the CPU's q8 path, which the GPU's quantize_q8 matches: per 32 values
-            // q = round(x / d), d = max |x| / 127, and (d, d * sum q).
-            let (mut xq, mut xd) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k / 16));
-            let mut row = crate::backend::cpu::qdot::Q8Row::new();
-            for _ in 0..n {
-                let x: Vec<f32> = (0..k).map(|_| uniform()).collect();
-                crate::backend::cpu::qdot::quantize_q8(&x, &mut row);
-                xq.extend_from_slice(&row.qs);
-                for (d, sum) in row.d.iter().zip(&row.sums) {
-                    xd.extend([*d, d * *sum as f32]);
-                }
-            }
-            let xq_dev = DevBuf::alloc(&gpu.ctx, xq.len()).unwrap();
-            let xd_dev = DevBuf::alloc(&gpu.ctx, xd.len() * 4).unwrap();
-            let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
-            memory::upload(gpu.cu_stream(), xq_dev.ptr, &xq).unwrap();
-            memory::upload(gpu.cu_stream(), xd_dev.ptr, &xd).unwrap();
-            let check = |y: &[f32], n: usize, splits: usize| {
-                for c in 0..n {
-                    for r in 0..m {
-                        let (mut want, mut mass) = (0f64, 0f64);
-                        for i in 0..k {
-                            let d = xd[2 * ((c * k + i) / 32)] as f64;
-                            let term = w_deq[r * k + i] as f64 * d * xq[c * k + i] as f64;
-                            want += term;
-                            mass += term.abs();
-                        }
-                        let got = y[c * m + r] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-4 * mass + 1e-6,
-                            "{t} n={n} splits={splits}: y[{c}][{r}] = {got}, reference {want} (terms' magnitude {mass})"
-                        );
-                    }
+        let (mat, w_deq) = random_matrix(&gpu, t, m, k, &mut uniform);
+        for bf16 in [false, true] {
+            let to_half = |v: f32| -> u16 {
+                if bf16 {
+                    crate::tensor::quants::quantize::f32_to_bf16(v)
+                } else {
+                    half::f16::from_f32(v).to_bits()
                 }
             };
-            // One split (y written directly) and three (partial sums, then mmq_sum), through the launch the
-            // backend uses.
-            for want_splits in [1usize, 3] {
-                let plan = super::matmul::mmq_splits(1, k / 32, want_splits, usize::MAX);
-                assert_eq!(plan.0, want_splits, "{t}: the split plan");
-                let part = DevBuf::alloc(&gpu.ctx, plan.0 * n * m * 4).unwrap();
-                let yp = y_dev.ptr;
-                mat.mmq_launch(&gpu, xq_dev.ptr, xd_dev.ptr, n, yp, plan, part.ptr);
-                gpu.take_err().unwrap();
-                let mut y = vec![0f32; n * m];
-                // SAFETY: y holds n * m floats, as y_dev does; the stream is synchronized before y is read.
-                unsafe {
-                    result::memcpy_dtoh_async(&mut y[..], yp, gpu.cu_stream()).unwrap();
-                    result::stream::synchronize(gpu.cu_stream()).unwrap();
+            let from_half = |h: u16| -> f32 {
+                if bf16 {
+                    f32::from_bits((h as u32) << 16)
+                } else {
+                    half::f16::from_bits(h).to_f32()
                 }
-                check(&y, n, plan.0);
+            };
+            let w_half: Vec<f32> = w_deq.iter().map(|&v| from_half(to_half(v))).collect();
+            for n in [5usize, 70] {
+                let x: Vec<u16> = (0..n * k).map(|_| to_half(uniform())).collect();
+                let x_ref: Vec<f64> = x.iter().map(|&h| from_half(h) as f64).collect();
+                let x_dev = DevBuf::alloc(&gpu.ctx, x.len() * 2).unwrap();
+                let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
+                memory::upload(gpu.cu_stream(), x_dev.ptr, &x).unwrap();
+                for want_splits in [1usize, 3] {
+                    let plan = super::matmul::dqmm_splits(1, k / 32, want_splits, usize::MAX);
+                    let part = DevBuf::alloc(&gpu.ctx, plan.0 * n * m * 4).unwrap();
+                    mat.dqmm_launch(&gpu, x_dev.ptr, n, y_dev.ptr, bf16, plan, part.ptr);
+                    gpu.take_err().unwrap();
+                    let y = download(&gpu, y_dev.ptr, n * m);
+                    let what = format!("dqmm {t} bf16={bf16} n={n} splits={}", plan.0);
+                    check_product(&what, &y, &w_half, &x_ref, (m, n, k), 2e-4);
+                }
             }
         }
     }
 }
 
-/// mmq's split-K plan, on any machine: every unit in exactly one split, no empty split, whole 4-unit steps,
+/// dqmm's split-K plan, on any machine: every unit in exactly one split, no empty split, whole 4-unit steps,
 /// never more splits than the partial-sum buffer holds, and one split when the tiles alone fill the GPU.
 #[test]
-fn mmq_split_plans_cover_k_exactly() {
+fn dqmm_split_plans_cover_k_exactly() {
     for tiles in [1usize, 7, 64, 128, 600] {
         for units in [1usize, 4, 39, 128, 448] {
             for room in [1usize, 2, 9, usize::MAX] {
-                let (splits, su) = super::matmul::mmq_splits(tiles, units, 528, room);
+                let (splits, su) = super::matmul::dqmm_splits(tiles, units, 528, room);
                 assert!(
                     splits >= 1 && splits <= room,
                     "{tiles} {units} {room}: {splits}"
@@ -259,5 +293,8 @@ fn mmq_split_plans_cover_k_exactly() {
             }
         }
     }
-    assert_eq!(super::matmul::mmq_splits(64, 128, 528, usize::MAX), (8, 16));
+    assert_eq!(
+        super::matmul::dqmm_splits(64, 128, 528, usize::MAX),
+        (8, 16)
+    );
 }

@@ -178,51 +178,119 @@ __device__ __forceinline__ void wt_deq32_fast(const u8* row, int u, float* out) 
 // unit · x = xd * (a0 * dp4a(q8[0..4], x8[0..4]) + a1 * dp4a(q8[4..8], x8[4..8])) + b * xs.
 #if defined(WT_Q8_0) || defined(WT_Q4_0) || defined(WT_Q4_K) || defined(WT_Q6_K)
 #define HAS_Q8 1
-__device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0, float* a1, float* b) {
+// A unit in two steps: unit_q8_load reads the aligned words the unit's fields lie in, unit_q8_decode turns them
+// into unit_q8's values. SH: the row lies in shared memory (weights.cu's dqmm copies each step's raw bytes
+// there first), else in global memory, read through the read-only cache. Aligned addresses are formed from
+// the pointer itself, so the compiler keeps the shared address space.
+template <bool SH>
+__device__ __forceinline__ u32 ldq32(const u8* p) {
+    if (SH) return *(const u32*)p;
+    return __ldg((const u32*)p);
+}
+template <bool SH>
+__device__ __forceinline__ uint4 ldq128(const u8* p) {
+    if (SH) return *(const uint4*)p;
+    return __ldg((const uint4*)p);
+}
+template <bool SH>
+__device__ __forceinline__ u32 ldq16(const u8* p) {
+    if (SH) return *(const unsigned short*)p;
+    return __ldg((const unsigned short*)p);
+}
+#if defined(WT_Q8_0) || defined(WT_Q4_0)
+// The 34- or 18-byte block from the 4-byte word at or below it: d in the first two bytes, then the codes.
+#define Q8_RAW_WORDS (WT_BLOCK_BYTES == 34 ? 9 : 5)
+struct Q8Raw {
+    u32 v[Q8_RAW_WORDS];
+    u32 sh;  // 0 or 16: the block's offset in bits from the first word
+};
+template <bool SH = false>
+__device__ __forceinline__ void unit_q8_load(const u8* row, int u, Q8Raw& r) {
+    const u8* blk = row + u * WT_BLOCK_BYTES;
+    const u8* a = blk - ((size_t)blk & 3u);
+    r.sh = ((u32)(size_t)blk & 2u) * 8u;
+#pragma unroll
+    for (int i = 0; i < Q8_RAW_WORDS; i++) r.v[i] = ldq32<SH>(a + 4 * i);
+}
+#elif defined(WT_Q4_K)
+struct Q8Raw {
+    uint4 h, v0, v1;  // d, dmin, scales[12]; the unit's 32 code bytes
+};
+template <bool SH = false>
+__device__ __forceinline__ void unit_q8_load(const u8* row, int u, Q8Raw& r) {
+    const u8* blk = row + (u >> 3) * 144;
+    const u8* qs = blk + 16 + 32 * ((u & 7) >> 1);
+    r.h = ldq128<SH>(blk);
+    r.v0 = ldq128<SH>(qs);
+    r.v1 = ldq128<SH>(qs + 16);
+}
+#else  // Q6_K: see q6k_unit
+struct Q8Raw {
+    u32 lw[9], hw[9];  // aligned words holding the low and high bits' 32 bytes
+    u32 sh, d, scw;
+};
+template <bool SH = false>
+__device__ __forceinline__ void unit_q8_load(const u8* row, int u, Q8Raw& r) {
+    const u8* b = row + (u >> 3) * 210;
+    const int s = u & 7, j = s >> 2, l = s & 3;
+    const u32 mis = (u32)(size_t)b & 3u;  // ql and qh lie a multiple of 32 bytes from b
+    const u8* ql = b + 64 * j + 32 * (l & 1) - mis;
+    const u8* qh = b + 128 + 32 * j - mis;
+    r.sh = (mis & 2u) * 8u;
+#pragma unroll
+    for (int i = 0; i < 9; i++) r.lw[i] = ldq32<SH>(ql + 4 * i), r.hw[i] = ldq32<SH>(qh + 4 * i);
+    r.d = ldq16<SH>(b + 208);
+    r.scw = ldq16<SH>(b + 192 + 2 * s);
+}
+#endif
+
+__device__ __forceinline__ void unit_q8_decode(const Q8Raw& r, int u, u32* q8, float* a0, float* a1, float* b) {
+#if defined(WT_Q8_0) || defined(WT_Q4_0)
+    const float d = f16_to_f32((u16)(__funnelshift_rc(r.v[0], r.v[1], r.sh) & 0xffffu));
 #if defined(WT_Q8_0)
-    const u8* blk = row + u * 34;
-    const float d = f16_to_f32((u16)ld2(blk));
-    ldw_2<8>(blk + 2, q8);
-    *a0 = *a1 = d;
+#pragma unroll
+    for (int i = 0; i < 8; i++) q8[i] = __funnelshift_rc(r.v[i], r.v[i + 1], 16u + r.sh);
     *b = 0.0f;
-#elif defined(WT_Q4_0)
-    const u8* blk = row + u * 18;
-    const float d = f16_to_f32((u16)ld2(blk));
-    u32 qw[4];
-    ldw_2<4>(blk + 2, qw);
+#else
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const u32 w = qw[i];
+        const u32 w = __funnelshift_rc(r.v[i], r.v[i + 1], 16u + r.sh);
         q8[i] = w & 0x0F0F0F0Fu;             // weights 4i..4i+3: low nibbles
         q8[4 + i] = (w >> 4) & 0x0F0F0F0Fu;  // weights 16+4i..: high nibbles
     }
-    *a0 = *a1 = d;
     *b = -8.0f * d;
+#endif
+    *a0 = *a1 = d;
 #elif defined(WT_Q4_K)
-    const u8* blk = row + (u >> 3) * 144;
     const int s = u & 7;
-    const uint4 h = ld16(blk);
-    const float d = f16_to_f32((u16)(h.x & 0xffffu));
-    const float dmin = f16_to_f32((u16)(h.x >> 16));
+    const float d = f16_to_f32((u16)(r.h.x & 0xffffu));
+    const float dmin = f16_to_f32((u16)(r.h.x >> 16));
     u32 sc, m;
-    q4k_scale_min(h, s, &sc, &m);
+    q4k_scale_min(r.h, s, &sc, &m);
     const int sh = 4 * (s & 1);
-    const u8* qs = blk + 16 + 32 * (s >> 1);
-    const uint4 v0 = ld16(qs), v1 = ld16(qs + 16);
-    const u32 w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    const u32 w[8] = {r.v0.x, r.v0.y, r.v0.z, r.v0.w, r.v1.x, r.v1.y, r.v1.z, r.v1.w};
 #pragma unroll
     for (int i = 0; i < 8; i++) q8[i] = (w[i] >> sh) & 0x0F0F0F0Fu;
     *a0 = *a1 = MUL(d, (float)sc);
     *b = -MUL(dmin, (float)m);
 #else  // Q6_K
-    u32 scw;
-    float d;
-    q6k_unit(row, u, q8, &d, &scw);
+    const int l = (u & 7) & 3;
+    const int shl = 4 * (l >> 1), shh = 2 * l;
 #pragma unroll
-    for (int i = 0; i < 8; i++) q8[i] = __vsub4(q8[i], 0x20202020u);  // q - 32 in each signed byte
-    *a0 = MUL(d, (float)(i8)(scw & 0xffu));
-    *a1 = MUL(d, (float)(i8)(scw >> 8));
+    for (int i = 0; i < 8; i++) {
+        const u32 lo = __funnelshift_r(r.lw[i], r.lw[i + 1], r.sh), hi = __funnelshift_r(r.hw[i], r.hw[i + 1], r.sh);
+        q8[i] = __vsub4(((lo >> shl) & 0x0F0F0F0Fu) | (((hi >> shh) & 0x03030303u) << 4), 0x20202020u);  // q - 32
+    }
+    const float d = f16_to_f32((u16)r.d);
+    *a0 = MUL(d, (float)(i8)(r.scw & 0xffu));
+    *a1 = MUL(d, (float)(i8)(r.scw >> 8));
     *b = 0.0f;
 #endif
+}
+
+__device__ __forceinline__ void unit_q8(const u8* row, int u, u32* q8, float* a0, float* a1, float* b) {
+    Q8Raw r;
+    unit_q8_load(row, u, r);
+    unit_q8_decode(r, u, q8, a0, a1, b);
 }
 #endif

@@ -4,45 +4,11 @@
 // a warp computes S = Q·Kᵀ with mma.m16n8k16 (f16 in, f32 accumulate), masks it (causal, sliding window),
 // updates its rows' running max and sum (online softmax), and adds P·V into its f32 output fragment. Nothing
 // of size rows × keys ever reaches global memory. Needs sm_80+ and HEAD_DIM % 16 == 0.
-//
-// Fragment layouts (PTX ISA, mma.m16n8k16 with .row.col): lane = 4g + c. A (16x16, row-major): a0 = (g, 2c..
-// 2c+1), a1 = (g+8, 2c..), a2 = (g, 2c+8..), a3 = (g+8, 2c+8..). B (16x8, "col"): b0 = (k 2c..2c+1, n g),
-// b1 = (k 2c+8.., n g). C (16x8): c0,c1 = (g, 2c..2c+1), c2,c3 = (g+8, 2c..). ldmatrix hands lane l the pair
-// (row l/4, cols 2(l%4)..) of each 8x8 matrix (.trans: the transposed pair), matrix i's row addresses coming
-// from lanes 8i..8i+7.
+// The fragment layouts and the ldmatrix/mma helpers are in common.cuh.
 
 #define FA_ROWS 64
 #define FA_KEYS 64
 #define FA_STRIDE (HDIM + 8)  // halves per shared row: 16-byte aligned rows, no bank conflicts for ldmatrix
-
-__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-
-__device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-
-__device__ __forceinline__ void mma16816(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Two floats as an f16x2 word (lo in the low half).
-__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 
 // tiles[2 * i]: the tile's first batch row; [2 * i + 1]: its rows (<= 64). Rows of a tile are consecutive rows
 // of one sequence, so their positions are consecutive too.

@@ -206,13 +206,6 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
 // The most splits a row's keys are cut into (the host never asks for more).
 #define MAX_SPLITS 64
 
-// 16 bytes from global to shared memory without passing through registers (sm_80+); `bytes` < 16 zero-fills
-// the rest, so 0 writes zeros.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
 // 16-byte chunks of a tile each thread copies.
 #define KV_CHUNK_ITERS ((TILE * (HDIM / 8) + ATTN_THREADS - 1) / ATTN_THREADS)
