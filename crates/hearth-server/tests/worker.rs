@@ -194,3 +194,55 @@ async fn disconnect_cancels_and_the_worker_goes_on() {
     drop(rxs);
     wait_idle(&h).await;
 }
+
+/// Tokens of a finished job's events.
+fn token_ids(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Twenty streams at once: steps of that many sampled rows are sampled on several threads (the worker's
+/// sample_rows), and every stream must still get exactly the tokens it gets alone, in order, with its own
+/// log-probabilities.
+#[tokio::test]
+async fn many_streams_at_once_match_each_stream_alone() {
+    let reg = registry(&config(&[("llama", "m")]));
+    let h = reg.acquire("m", None).await.unwrap();
+    let prompts: Vec<Vec<u32>> = (0..20)
+        .map(|i| {
+            let text = format!("stream {i} of twenty says {}", "word ".repeat(i % 5));
+            h.tokenizer.encode(&text, true).unwrap()
+        })
+        .collect();
+    let mut receivers = Vec::new();
+    for p in &prompts {
+        let (j, rx) = job(&h, p.clone(), Some(6));
+        h.submit(j).unwrap();
+        receivers.push(rx);
+    }
+    let mut together = Vec::new();
+    for rx in receivers {
+        let events = collect(rx).await;
+        assert!(matches!(events.last(), Some(Event::Done(_))), "{events:?}");
+        for e in &events {
+            if let Event::Token { logprobs, .. } = e {
+                assert_eq!(logprobs.as_ref().unwrap().top.len(), 2);
+            }
+        }
+        together.push(token_ids(&events));
+    }
+    wait_idle(&h).await;
+    for (i, p) in prompts.iter().enumerate() {
+        let (j, rx) = job(&h, p.clone(), Some(6));
+        h.submit(j).unwrap();
+        let alone = token_ids(&collect(rx).await);
+        assert_eq!(alone.len(), 6);
+        assert_eq!(together[i], alone, "stream {i}");
+    }
+    wait_idle(&h).await;
+}
