@@ -229,7 +229,8 @@ const ROWS_PER_SAMPLING_THREAD: usize = 8;
 /// Runs each sampling item's stepper on its logits row (`logits` holds the sampling items' rows in plan
 /// order); the result per plan item, None where it does not sample or its job is gone. A step of many rows
 /// (a batch of streams) samples on several threads: each row's sampler and detokenizer are its own, and with
-/// a 128k vocabulary a row costs tens of microseconds (3.5 ms a step for 64 rows, measured on one thread).
+/// a 49k vocabulary a row cost about 55 µs on the H200 machine's CPU (64 rows: 3.5 ms a step on one thread,
+/// 1.2 ms on several; docs/benchmarks.md).
 fn sample_rows(
     (active, sched, rows): (&mut HashMap<SeqId, Active>, &Scheduler, &mut Vec<Vec<f32>>),
     items: &[hearth_engine::sched::PlanItem],
