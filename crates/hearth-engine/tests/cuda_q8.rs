@@ -1,6 +1,5 @@
-//! The CUDA backend's integer kernels (8-bit activations, `--activations q8`, the binary's default: the
-//! matvec kernels in decode) on the fixtures
-//! whose weight types have them (Q8_0, Q4_0, Q4_K, Q6_K), measured against the f32 reference
+//! The CUDA backend's integer matvec kernels (8-bit activations, `--activations q8`, the binary's default)
+//! on the fixtures whose weight types have them (Q8_0, Q4_0, Q4_K, Q6_K), measured against the f32 reference
 //! (the CPU with f32 activations) side by side with the CPU's own q8 path. Both quantize each 32-value block
 //! of activations the same way, but an activation near a rounding boundary can land on either side of it
 //! (the GPU's keys and values are f16), so the GPU is not held to the CPU's q8 numbers: it is held to the

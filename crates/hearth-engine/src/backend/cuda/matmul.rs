@@ -330,11 +330,6 @@ impl DevMat {
                 arg(&su),
             ],
         );
-        self.split_sum(gpu, n, y, splits, part);
-    }
-
-    /// dqmm_sum over `splits` partial products in `part` into `y`, when there is more than one.
-    fn split_sum(&self, gpu: &Gpu, n: usize, y: u64, splits: usize, part: u64) {
         if splits > 1 {
             let (count, z) = ((n * self.rows) as i32, splits as i32);
             gpu.run(
@@ -573,10 +568,10 @@ fn gemm_ex(
     r.map_err(|e| Error::Other(format!("cuBLAS GEMM ({m}x{n}x{k}): {e:?}")))
 }
 
-/// Copies a tensor's bytes to a new device buffer in pieces, reporting progress after each.
 /// Bytes allocated after a weight matrix's data (see `upload_bytes`).
-const WEIGHT_PAD: usize = 16;
+pub(super) const WEIGHT_PAD: usize = 16;
 
+/// Copies a tensor's bytes to a new device buffer in pieces, reporting progress after each.
 fn upload_bytes(be: &Cuda, bytes: &[u8]) -> Result<DevBuf> {
     const PIECE: usize = 64 << 20;
     // WEIGHT_PAD spare bytes after the data: decode_fast.cuh's aligned loads of 2-byte-aligned fields may

@@ -221,6 +221,7 @@ const Q8_KERNELS: [&str; 11] = [
     "dqmm_bf16",
     "dqmm_sum",
 ];
+
 /// Whether `dtype` has integer dot-product kernels against 8-bit activations (decode_fast.cuh's `unit_q8`).
 fn has_q8_path(dtype: DType) -> bool {
     matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_K | DType::Q6_K)
@@ -464,8 +465,8 @@ impl Gpu {
         let m = Arc::new(Module::load(&self.ctx, &cubin, &names)?);
         if has_q8_path(dtype) && self.arch.0 >= 8 {
             // dqmm's shared tiles pass the 48 KiB default.
+            let bytes = matmul::dqmm_smem_bytes(dtype);
             for name in ["dqmm_f16", "dqmm_bf16"] {
-                let bytes = matmul::dqmm_smem_bytes(dtype);
                 // SAFETY: a function of the module just loaded; the attribute is a size in bytes.
                 drv("dqmm shared memory", unsafe {
                     result::function::set_function_attribute(

@@ -77,8 +77,8 @@ fn fast_decoders_equal_reference_on_gpu() {
         let k = 2048;
         let bytes = t.bytes_for(k).unwrap();
         let row: Vec<u8> = (0..bytes).map(|_| (rng.next_u64() >> 56) as u8).collect();
-        // The same spare bytes after the row as an uploaded matrix has (matmul.rs's WEIGHT_PAD).
-        let dev = DevBuf::alloc(&gpu.ctx, bytes + 16).unwrap();
+        // The same spare bytes after the row as an uploaded matrix has.
+        let dev = DevBuf::alloc(&gpu.ctx, bytes + super::matmul::WEIGHT_PAD).unwrap();
         memory::upload(gpu.cu_stream(), dev.ptr, &row).unwrap();
         let count = DevBuf::alloc(&gpu.ctx, 4).unwrap();
         memory::upload(gpu.cu_stream(), count.ptr, &[0u32]).unwrap();
@@ -91,12 +91,7 @@ fn fast_decoders_equal_reference_on_gpu() {
             &mut [arg(&p), arg(&units), arg(&c)],
         );
         gpu.take_err().unwrap();
-        let mut out = [0u32];
-        // SAFETY: a 4-byte buffer read into a 4-byte array, then the stream is synchronized.
-        unsafe {
-            result::memcpy_dtoh_async(&mut out[..], c, gpu.cu_stream()).unwrap();
-            result::stream::synchronize(gpu.cu_stream()).unwrap();
-        }
+        let out = download::<u32>(&gpu, c, 1);
         assert_eq!(
             out[0], 0,
             "{t}: {} weights differ between the decoders",
@@ -163,16 +158,16 @@ fn random_matrix(
         crate::tensor::quants::quantize::quantize_row(t, &src, dst);
         crate::tensor::quants::dequantize_row(t, dst, &mut w_deq[r * k..(r + 1) * k]);
     }
-    let wdev = DevBuf::alloc(&gpu.ctx, w.len() + 16).unwrap();
+    let wdev = DevBuf::alloc(&gpu.ctx, w.len() + super::matmul::WEIGHT_PAD).unwrap();
     memory::upload(gpu.cu_stream(), wdev.ptr, &w).unwrap();
     let mat = super::matmul::DevMat::from_parts(wdev, t, m, k, gpu.weights_module(t).unwrap());
     (mat, w_deq)
 }
 
-/// `len` floats from the device, after the stream's work.
-fn download(gpu: &Gpu, ptr: u64, len: usize) -> Vec<f32> {
-    let mut y = vec![0f32; len];
-    // SAFETY: ptr addresses at least len floats; the stream is synchronized before y is read.
+/// `len` values from the device, after the stream's work.
+fn download<T: Copy + Default>(gpu: &Gpu, ptr: u64, len: usize) -> Vec<T> {
+    let mut y = vec![T::default(); len];
+    // SAFETY: ptr addresses at least len values of T; the stream is synchronized before y is read.
     unsafe {
         result::memcpy_dtoh_async(&mut y[..], ptr, gpu.cu_stream()).unwrap();
         result::stream::synchronize(gpu.cu_stream()).unwrap();

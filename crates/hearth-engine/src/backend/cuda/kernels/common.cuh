@@ -1,21 +1,16 @@
 // Device helpers both kernel modules use (weights.cu and ops.cu are separate translation units; NVRTC has no
 // include path here, so the host prepends this file, after quant.cuh, to each).
 
-// 16 (or 8) bytes from global to shared memory without passing through registers (sm_80+); `bytes` below the
-// size zero-fills the rest, so 0 writes zeros. The copies a thread issued complete at cp_async_wait_all.
+// 16 bytes from global to shared memory without passing through registers (sm_80+); `bytes` below 16
+// zero-fills the rest, so 0 writes zeros. The copies a thread issued complete at cp_async_wait_all.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
 }
-__device__ __forceinline__ void cp_async8(void* smem, const void* gmem, int bytes) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 #else  // never launched there (the host checks the compute capability)
 __device__ __forceinline__ void cp_async16(void*, const void*, int) { __trap(); }
-__device__ __forceinline__ void cp_async8(void*, const void*, int) { __trap(); }
 __device__ __forceinline__ void cp_async_wait_all() {}
 #endif
 
