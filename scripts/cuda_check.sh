@@ -46,6 +46,12 @@ if "$BIN/hearth_engine" dqmm_matches_reference_on_gpu --test-threads=1 --nocaptu
 else
   fail "dqmm kernel test (see engine_dqmm.log)"
 fi
+if "$BIN/hearth_engine" dequant_rows_match_reference_on_gpu --test-threads=1 --nocapture >"$OUT/engine_deq.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/engine_deq.log"; then
+  pass "kernel test: half-precision slabs for cuBLAS (dequant_rows) vs the CPU's dequantized weights"
+else
+  fail "dequant_rows kernel test (see engine_deq.log)"
+fi
 if "$BIN/cuda_backend" --test-threads=1 --nocapture >"$OUT/cuda_backend.log" 2>&1; then
   pass "tiny fixtures: GPU logits vs CPU, batched steps, out-of-memory error"
 else

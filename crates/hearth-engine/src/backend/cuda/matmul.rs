@@ -46,68 +46,93 @@ pub(super) fn matvec_max(gpu: &Gpu, dtype: DType) -> usize {
     }
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => 2,
-        _ if dqmm_applies(gpu, dtype, DQMM_MAX_ROWS) => 8,
+        // dqmm takes steps of 9 rows and more where it takes 16-row ones.
+        _ if dqmm_applies(gpu, dtype, 16) => 8,
         _ => 16,
     }
 }
 
-/// weights.cu's DQ_BM and DQ_BN: weight rows and activation rows of a dqmm block.
-const DQ_BM: usize = 64;
+/// dqmm.cu's DQ_BM and DQ_BN: weight rows and activation rows of a dqmm block.
+const DQ_BM: usize = 128;
 const DQ_BN: usize = 64;
 
-/// weights.cu's DQ_UK: 32-weight units a dqmm block takes a step.
+/// dqmm.cu's DQ_UK: 32-weight units a dqmm block takes a step.
 const DQ_UK: usize = 4;
 
-/// weights.cu's DQ_STRIDE: bytes a half-precision row of a dqmm step takes in shared memory.
-const DQ_STRIDE: usize = DQ_UK * 32 * 2 + 16;
+/// dqmm.cu's DQ_THREADS.
+const DQ_THREADS: u32 = 256;
 
-/// Bytes of dynamic shared memory dqmm takes for `dtype` weights (weights.cu's DQ_SMEM, which the kernel
-/// checks its launch against): two buffers of a step's raw weight bytes (DQ_BM rows of the 16-byte chunks
-/// covering DQ_UK units, or the one 256-weight block they lie in), two of half-precision activations and
-/// one of decoded weights.
+/// dqmm.cu's DQ_XSTRIDE: bytes a half-precision activation row of a dqmm step takes in shared memory.
+const DQ_XSTRIDE: usize = DQ_UK * 64 + 32;
+
+/// Bytes of dynamic shared memory dqmm takes for `dtype` weights (dqmm.cu's DQ_SMEM, which the kernel checks
+/// its launch against): two buffers each of a step's raw weight bytes (DQ_BM rows of the 16-byte chunks
+/// covering DQ_UK units, or the one 256-weight block they lie in, an odd number of chunks a row) and of
+/// half-precision activations, and 16 spare bytes.
 pub(super) fn dqmm_smem_bytes(dtype: DType) -> usize {
     let span = if dtype.block_elems() == 32 {
         DQ_UK * dtype.block_bytes()
     } else {
         dtype.block_bytes()
     };
-    2 * DQ_BM * ((span + 30) / 16 * 16) + 3 * DQ_BN * DQ_STRIDE
+    2 * DQ_BM * (((span + 30) / 16) | 1) * 16 + 2 * DQ_BN * DQ_XSTRIDE + 16
 }
 
-/// Most activation rows dqmm takes: one block column. Measured on an H200 (llama-8B-shaped Q8_0 and Q4_K_M,
-/// a 256-token prompt): dqmm 6,836 and 6,650 tokens/s against 11,122 and 11,257 for dequantize-and-cuBLAS,
-/// whose larger tiles win once a step has a few hundred rows; at 64 rows (64 streams) dqmm's forward pass
-/// took 12.4 ms against 17.0 ms.
-const DQMM_MAX_ROWS: usize = DQ_BN;
+/// Most activation rows dqmm takes: two block columns. Prefill speed on an H200 (llama-8B-shaped Q8_0 /
+/// Q4_K_M, tokens/s, dqmm against dequantize-and-cuBLAS): 100 rows 7,002 / 6,491 against 5,387 / 5,397;
+/// 160 rows 7,401 / 6,871 against 7,462 / 7,521; 256 rows 10,079 / 9,341 against 11,095 / 11,145. Every
+/// block column decodes the weights again, while cuBLAS's larger tiles pay the f16 round trip once.
+const DQMM_MAX_ROWS: usize = 2 * DQ_BN;
 
 /// Whether a product of `n` activation rows (more than the matvec path takes) with `dtype` weights runs as
 /// dqmm instead of dequantize-to-memory and cuBLAS: types with the 8-bit unit decoder, sm_80 or later, up to
-/// [`DQMM_MAX_ROWS`] rows; HEARTH_CUDA_DQMM=0 turns it off (for A/B measurements).
+/// [`DQMM_MAX_ROWS`] rows (HEARTH_CUDA_DQMM_ROWS sets another limit, for measuring where the two paths
+/// cross); HEARTH_CUDA_DQMM=0 turns it off (for A/B measurements).
 pub(super) fn dqmm_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("HEARTH_CUDA_DQMM").map_or(true, |v| v != "0"));
-    on && gpu.arch.0 >= 8 && super::has_q8_path(dtype) && n <= DQMM_MAX_ROWS
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let rows = *ROWS.get_or_init(|| match std::env::var("HEARTH_CUDA_DQMM") {
+        Ok(v) if v == "0" => 0,
+        _ => env_usize("HEARTH_CUDA_DQMM_ROWS", DQMM_MAX_ROWS),
+    });
+    gpu.arch.0 >= 8 && super::has_q8_path(dtype) && n <= rows
 }
 
-/// Blocks a multiprocessor dqmm's split-K aims for (HEARTH_CUDA_DQMM_WAVES, default 4): more splits fill the
-/// GPU, fewer give each block more steps to hide its first copy behind.
+/// Blocks a multiprocessor dqmm's split-K aims for (HEARTH_CUDA_DQMM_WAVES, default 2, the blocks that fit
+/// one multiprocessor at once): more splits fill the GPU, fewer give each block more steps to hide its first
+/// copy behind and leave less to add up.
 fn dqmm_waves() -> usize {
     static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *W.get_or_init(|| {
-        std::env::var("HEARTH_CUDA_DQMM_WAVES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4)
-            .clamp(1, 32)
-    })
+    *W.get_or_init(|| env_usize("HEARTH_CUDA_DQMM_WAVES", 2).clamp(1, 32))
+}
+
+/// Fewest steps (of DQ_UK units) a dqmm split takes (HEARTH_CUDA_DQMM_MIN_STEPS, default 4): a block's first
+/// copy is not hidden behind anything, so a split of one or two steps spends most of its time waiting.
+fn dqmm_min_steps() -> usize {
+    static S: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *S.get_or_init(|| env_usize("HEARTH_CUDA_DQMM_MIN_STEPS", 4).max(1))
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// How dqmm splits K for a product of `tiles` (row block, activation block) pairs over `units` 32-weight
 /// units: (splits, units a split), enough splits for `want` blocks in all, whole steps of DQ_UK units each,
-/// no empty split, and at most `room` splits (the partial sums' buffer).
-pub(super) fn dqmm_splits(tiles: usize, units: usize, want: usize, room: usize) -> (usize, usize) {
+/// at least `min_steps` steps a split where K has them, no empty split, and at most `room` splits (the
+/// partial sums' buffer).
+pub(super) fn dqmm_splits(
+    tiles: usize,
+    units: usize,
+    want: usize,
+    min_steps: usize,
+    room: usize,
+) -> (usize, usize) {
     let steps = units.div_ceil(DQ_UK);
-    let splits = want.div_ceil(tiles.max(1)).clamp(1, steps).min(room.max(1));
+    let most = (steps / min_steps.max(1)).max(1);
+    let splits = want.div_ceil(tiles.max(1)).clamp(1, most).min(room.max(1));
     let split_units = steps.div_ceil(splits) * DQ_UK;
     (units.div_ceil(split_units), split_units)
 }
@@ -280,13 +305,19 @@ impl DevMat {
         }
     }
 
-    /// `y[n, rows] = x · Wᵀ` for half-precision `x` ([n, cols], bf16 if `bf16`) by weights.cu's dqmm. Split
+    /// `y[n, rows] = x · Wᵀ` for half-precision `x` ([n, cols], bf16 if `bf16`) by dqmm.cu's dqmm. Split
     /// along K (partial sums in the step's weight slab, which this path does not use otherwise) when the row
     /// and activation blocks alone would not give every multiprocessor [`dqmm_waves`] blocks.
     pub fn dqmm(&self, gpu: &Gpu, s: &DevStep, x: u64, n: usize, y: u64, bf16: bool) {
         let tiles = self.rows.div_ceil(DQ_BM) * n.div_ceil(DQ_BN);
-        let room = s.wbuf.bytes / (n * self.rows * 4);
-        let splits = dqmm_splits(tiles, self.cols / 32, dqmm_waves() * gpu.sms, room);
+        // dqmm_sum adds float4s: rows not a multiple of 4 (no model seen so far) run unsplit.
+        let room = if self.rows.is_multiple_of(4) {
+            s.wbuf.bytes / (n * self.rows * 4)
+        } else {
+            1
+        };
+        let want = dqmm_waves() * gpu.sms;
+        let splits = dqmm_splits(tiles, self.cols / 32, want, dqmm_min_steps(), room);
         self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr);
     }
 
@@ -318,7 +349,7 @@ impl DevMat {
                 n.div_ceil(DQ_BN) as u32,
                 splits as u32,
             ),
-            (128, 1, 1),
+            (DQ_THREADS, 1, 1),
             dqmm_smem_bytes(self.dtype) as u32,
             &mut [
                 arg(&w),
@@ -331,12 +362,13 @@ impl DevMat {
             ],
         );
         if splits > 1 {
-            let (count, z) = ((n * self.rows) as i32, splits as i32);
+            assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
+            let (count4, z) = ((n * self.rows / 4) as i32, splits as i32);
             gpu.run(
                 self.module.f("dqmm_sum"),
-                ((n * self.rows).div_ceil(256) as u32, 1, 1),
+                ((n * self.rows / 4).div_ceil(256) as u32, 1, 1),
                 (256, 1, 1),
-                &mut [arg(&part), arg(&y), arg(&count), arg(&z)],
+                &mut [arg(&part), arg(&y), arg(&count4), arg(&z)],
             );
         }
     }
@@ -468,18 +500,11 @@ impl DevMat {
         }
         // Slabs of rows, dequantized into the step's weight scratch, one GEMM each.
         let slab = (s.wbuf.bytes / 2 / k).clamp(1, m);
-        let (w, wb, kk, bf) = (self.buf.ptr, s.wbuf.ptr, k as i32, s.gemm_bf16 as i32);
+        let wb = s.wbuf.ptr;
         let mut r0 = 0;
         while r0 < m {
             let r1 = (r0 + slab).min(m);
-            let (a, z) = (r0 as i32, r1 as i32);
-            let units = (r1 - r0) * (k / 32);
-            gpu.run(
-                self.module.f("dequant_rows"),
-                (units.div_ceil(256) as u32, 1, 1),
-                (256, 1, 1),
-                &mut [arg(&w), arg(&wb), arg(&a), arg(&z), arg(&kk), arg(&bf)],
-            );
+            self.dequantize_rows(gpu, r0..r1, wb, s.gemm_bf16);
             gemm_ex(
                 gpu,
                 wb,
@@ -495,6 +520,26 @@ impl DevMat {
             r0 = r1;
         }
         Ok(())
+    }
+
+    /// `out[(r - rows.start) * cols + i] = W[r, i]` in f16 (bf16 if `bf16`) for the rows in `rows`: a slab for
+    /// a tensor-core GEMM (`out` a device address of room for them).
+    pub(super) fn dequantize_rows(
+        &self,
+        gpu: &Gpu,
+        rows: std::ops::Range<usize>,
+        out: u64,
+        bf16: bool,
+    ) {
+        let (w, kk, bf) = (self.buf.ptr, self.cols as i32, bf16 as i32);
+        let (a, z) = (rows.start as i32, rows.end as i32);
+        let units = rows.len() * (self.cols / 32);
+        gpu.run(
+            self.module.f("dequant_rows"),
+            (units.div_ceil(256) as u32, 1, 1),
+            (256, 1, 1),
+            &mut [arg(&w), arg(&out), arg(&a), arg(&z), arg(&kk), arg(&bf)],
+        );
     }
 
     /// `out[t] = W[tokens[t]] * scale`: embedding rows for `n` tokens (device addresses).

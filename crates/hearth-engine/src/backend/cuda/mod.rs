@@ -40,10 +40,11 @@ const QUANT_CUH: &str = include_str!("kernels/quant.cuh");
 const COMMON_CUH: &str = include_str!("kernels/common.cuh");
 const DECODE_FAST_CUH: &str = include_str!("kernels/decode_fast.cuh");
 const WEIGHTS_CU: &str = include_str!("kernels/weights.cu");
+const DQMM_CU: &str = include_str!("kernels/dqmm.cu");
 
 /// The weight module's translation unit (the weight type is chosen by `-D` defines).
 fn weights_source() -> String {
-    format!("{QUANT_CUH}\n{COMMON_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}")
+    format!("{QUANT_CUH}\n{COMMON_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}\n{DQMM_CU}")
 }
 const OPS_CU: &str = include_str!("kernels/ops.cu");
 const FLASH_CU: &str = include_str!("kernels/flash.cu");
@@ -207,7 +208,7 @@ const WEIGHT_KERNELS: [&str; 11] = [
 
 /// The kernels built on decode_fast.cuh's 8-bit unit decoder, in the modules of the types that have it
 /// ([`has_q8_path`]): the integer matvec kernels `mvq8_N` and `gluq8_N` (N = 1, 2, 4, 8) against 8-bit
-/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sum.
+/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sum (dqmm.cu).
 const Q8_KERNELS: [&str; 11] = [
     "mvq8_1",
     "mvq8_2",

@@ -241,15 +241,21 @@ fn dqmm_matches_reference_on_gpu() {
                 }
             };
             let w_half: Vec<f32> = w_deq.iter().map(|&v| from_half(to_half(v))).collect();
-            for n in [5usize, 70] {
+            for n in [5usize, 40, 70] {
                 let x: Vec<u16> = (0..n * k).map(|_| to_half(uniform())).collect();
                 let x_ref: Vec<f64> = x.iter().map(|&h| from_half(h) as f64).collect();
                 let x_dev = DevBuf::alloc(&gpu.ctx, x.len() * 2).unwrap();
                 let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
                 memory::upload(gpu.cu_stream(), x_dev.ptr, &x).unwrap();
                 for want_splits in [1usize, 3] {
-                    let plan = super::matmul::dqmm_splits(1, k / 32, want_splits, usize::MAX);
+                    let plan = super::matmul::dqmm_splits(1, k / 32, want_splits, 1, usize::MAX);
                     let part = DevBuf::alloc(&gpu.ctx, plan.0 * n * m * 4).unwrap();
+                    // y filled with NaNs first: every output must be written.
+                    // SAFETY: y_dev holds n * m floats.
+                    unsafe {
+                        result::memset_d8_async(y_dev.ptr, 0xff, n * m * 4, gpu.cu_stream())
+                            .unwrap()
+                    };
                     mat.dqmm_launch(&gpu, x_dev.ptr, n, y_dev.ptr, bf16, plan, part.ptr);
                     gpu.take_err().unwrap();
                     let y = download(&gpu, y_dev.ptr, n * m);
@@ -261,35 +267,84 @@ fn dqmm_matches_reference_on_gpu() {
     }
 }
 
+/// On a GPU: dequant_rows (the dequantize-and-cuBLAS path's slabs) against the CPU's dequantized weights
+/// rounded to half precision, f16 and bf16, for the types it decodes with dqmm's decoder, on a slab that
+/// starts past row 0. Q8_0's and Q4_0's f16 weights are exact (the code times the f16 factor, rounded once);
+/// the K-quants round their per-sub-block factors (scale and offset) to f16 first, so a weight may be off by
+/// 2^-11 of each of the two terms it is made of, bounded here by 2^-10 of the row's largest weight on top of
+/// one f16 step; bf16 weights are rounded from f32 (within 2^-8 of the value, and the same allowance).
+#[test]
+fn dequant_rows_match_reference_on_gpu() {
+    let Some(gpu) = test_gpu() else {
+        return;
+    };
+    let mut rng = crate::sample::Rng::seed_from_u64(13);
+    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    for (t, k) in PRODUCT_TYPES {
+        let (m, rows) = (40, 7..33);
+        let (mat, w_deq) = random_matrix(&gpu, t, m, k, &mut uniform);
+        let out = DevBuf::alloc(&gpu.ctx, rows.len() * k * 2).unwrap();
+        for bf16 in [false, true] {
+            mat.dequantize_rows(&gpu, rows.clone(), out.ptr, bf16);
+            gpu.take_err().unwrap();
+            let got: Vec<u16> = download(&gpu, out.ptr, rows.len() * k);
+            let exact = !bf16 && matches!(t, DType::Q8_0 | DType::Q4_0);
+            let rel = if bf16 { 1.0 / 256.0 } else { 1.0 / 1024.0 };
+            for (i, &h) in got.iter().enumerate() {
+                let want = w_deq[rows.start * k + i];
+                let row = &w_deq[(rows.start + i / k) * k..(rows.start + i / k + 1) * k];
+                let largest = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                let v = if bf16 {
+                    f32::from_bits((h as u32) << 16)
+                } else {
+                    half::f16::from_bits(h).to_f32()
+                };
+                let ok = if exact {
+                    h == half::f16::from_f32(want).to_bits()
+                } else {
+                    (v - want).abs() <= rel * want.abs() + largest / 1024.0 + 1e-7
+                };
+                assert!(
+                    ok,
+                    "dequant_rows {t} bf16={bf16}: weight {i} = {v}, reference {want}"
+                );
+            }
+        }
+    }
+}
+
 /// dqmm's split-K plan, on any machine: every unit in exactly one split, no empty split, whole 4-unit steps,
-/// never more splits than the partial-sum buffer holds, and one split when the tiles alone fill the GPU.
+/// at least the fewest steps asked for (where K has that many), never more splits than the partial-sum
+/// buffer holds, and one split when the tiles alone fill the GPU.
 #[test]
 fn dqmm_split_plans_cover_k_exactly() {
     for tiles in [1usize, 7, 64, 128, 600] {
         for units in [1usize, 4, 39, 128, 448] {
             for room in [1usize, 2, 9, usize::MAX] {
-                let (splits, su) = super::matmul::dqmm_splits(tiles, units, 528, room);
-                assert!(
-                    splits >= 1 && splits <= room,
-                    "{tiles} {units} {room}: {splits}"
-                );
-                assert_eq!(su % 4, 0, "{tiles} {units} {room}: split of {su} units");
-                assert!(
-                    splits * su >= units,
-                    "{tiles} {units} {room}: units left out"
-                );
-                assert!(
-                    (splits - 1) * su < units,
-                    "{tiles} {units} {room}: an empty split"
-                );
-                if tiles >= 528 {
-                    assert_eq!(splits, 1);
+                for min_steps in [1usize, 4] {
+                    let case = format!("{tiles} {units} {room} {min_steps}");
+                    let (splits, su) =
+                        super::matmul::dqmm_splits(tiles, units, 528, min_steps, room);
+                    assert!(splits >= 1 && splits <= room, "{case}: {splits}");
+                    assert_eq!(su % 4, 0, "{case}: split of {su} units");
+                    assert!(splits * su >= units, "{case}: units left out");
+                    assert!((splits - 1) * su < units, "{case}: an empty split");
+                    if splits > 1 {
+                        assert!(su >= 4 * min_steps, "{case}: splits of {su} units");
+                    }
+                    if tiles >= 528 {
+                        assert_eq!(splits, 1);
+                    }
                 }
             }
         }
     }
     assert_eq!(
-        super::matmul::dqmm_splits(64, 128, 528, usize::MAX),
+        super::matmul::dqmm_splits(64, 128, 528, 1, usize::MAX),
         (8, 16)
+    );
+    assert_eq!(
+        super::matmul::dqmm_splits(64, 128, 528, 8, usize::MAX),
+        (4, 32)
     );
 }

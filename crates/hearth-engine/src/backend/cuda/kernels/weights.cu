@@ -381,289 +381,6 @@ MATVEC_Q8(4)
 MATVEC_Q8(8)
 #endif
 
-#ifdef HAS_Q8
-// ---- Products of a few dozen activation rows on the tensor cores (dqmm) ---------------------------------
-// y[c * M + r] = W[r] · x[c] for c < n, x in half precision ([n, K], the GEMM path's converted activations):
-// the GEMM path's numbers (weights rounded to half precision, f32 accumulation) without its round trip through
-// memory, where dequantize-then-cuBLAS writes and reads every matrix in f16 each step, the cost of a batch
-// of a few dozen streams. The weights are read in their file's blocks, once per DQ_BN activation rows.
-//
-// Block: DQ_BM weight rows x DQ_BN activation rows, four warps, warp w owning weight rows 16 w .. 16 w + 15
-// against all activation rows. K advances DQ_UK 32-weight units a step, in three phases: the raw weight
-// bytes and the activations of step s + 1 are copied (cp.async) while step s runs; step s's units are
-// decoded (decode_fast.cuh's unit_q8_load/unit_q8_decode, from shared memory) into half precision in shared
-// memory; each warp runs 8 k-slices x 8 tiles of mma.m16n8k16, fragments by ldmatrix.
-//
-// Split-K: a matrix of few row blocks (4096 rows are 64 of them) would leave most of the GPU idle with a long
-// serial loop over K in each block, so blockIdx.z takes units [z split_units, (z + 1) split_units) and writes
-// its partial sums to y + z n M; with more than one split the host adds them (dqmm_sum).
-//
-// (An earlier version multiplied 8-bit activations on the integer tensor cores, as llama.cpp's mmq does; its
-// f32 scaling of every output by both sides' factors per 32-value unit cost more than the integer products
-// saved, and it measured no faster than this kernel on an H200.)
-#define DQ_BM 64
-#define DQ_BN 64
-#define DQ_UK 4
-#define DQ_THREADS 128
-#define DQ_WU (DQ_BM * DQ_UK / DQ_THREADS)  // weight units a thread decodes a step
-
-// A step's weight bytes: the units [u0, u0 + DQ_UK) of a row lie in bytes [begin, end) from its start (for
-// 256-weight types, within one block: DQ_UK divides 8 and steps start at multiples of it). They are copied
-// as the 16-byte chunks that cover them, at most DQ_RAW_CHUNKS a row.
-#if WT_BLOCK_ELEMS == 32
-#define DQ_SPAN (DQ_UK * WT_BLOCK_BYTES)
-#else
-#define DQ_SPAN WT_BLOCK_BYTES
-#endif
-#define DQ_RAW_CHUNKS ((DQ_SPAN + 15 + 15) / 16)
-#define DQ_RAW_STRIDE (DQ_RAW_CHUNKS * 16)
-#define DQ_STRIDE (DQ_UK * 32 * 2 + 16)  // bytes a half-precision row of a step takes (ldmatrix: no conflicts)
-// Shared memory (dynamic; matmul.rs's dqmm_smem_bytes gives the same total, and the kernel checks it): two
-// buffers of raw weight bytes and of activations, one of decoded weights.
-#define DQ_RAW_BYTES (2 * DQ_BM * DQ_RAW_STRIDE)
-#define DQ_SMEM (DQ_RAW_BYTES + 2 * DQ_BN * DQ_STRIDE + DQ_BM * DQ_STRIDE)
-
-__device__ __forceinline__ void dq_row_span(int u0, int ue, int* begin, int* end) {
-    const int last = min(u0 + DQ_UK, ue) - 1;  // the step's last unit inside the split
-#if WT_BLOCK_ELEMS == 32
-    *begin = u0 * WT_BLOCK_BYTES;
-    *end = (last + 1) * WT_BLOCK_BYTES;
-#else
-    *begin = (u0 >> 3) * WT_BLOCK_BYTES;
-    *end = ((last >> 3) + 1) * WT_BLOCK_BYTES;
-#endif
-}
-
-// f16x2 arithmetic (PTX; NVRTC here has no cuda_fp16.h).
-__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
-    u32 r;
-    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-__device__ __forceinline__ u32 hmul2(u32 a, u32 b) {
-    u32 r;
-    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
-    u32 r;
-    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-}
-
-// Unit u's 32 weights, decoded from its raw words, as 16 half-precision pairs in k order.
-//
-// f16: two codes at a time. The bytes 0x64 c are the f16 1024 + c for a byte c below 1024, so one byte permute
-// makes a pair and one subtraction (of 1024, plus 128 for signed codes flipped to c + 128, plus 8 for Q4_0's
-// offset) leaves the code exactly; one multiply by the factor (Q8_0's and Q4_0's d: the f32 path's single
-// rounding) or fused multiply-add with the offset (Q4_K), in f16, gives the weight. The K-quants' factors
-// (d times a sub-block scale) are rounded to f16 first: at most one more f16 step on a weight.
-// bf16 (7 mantissa bits cannot hold 1024 + c): each weight in f32, rounded once.
-template <bool BF>
-__device__ __forceinline__ void dq_unit_halves(const Q8Raw& r, int u, u32* h) {
-    u32 q[8];
-    float a0, a1, b;
-    unit_q8_decode(r, u, q, &a0, &a1, &b);
-#if defined(WT_Q8_0) || defined(WT_Q6_K)
-    const u32 flip = 0x80808080u;  // signed codes: s + 128 is the byte the tricks read
-    const float off = MAGIC + 128.0f;
-    const u32 sub = 0x64806480u;  // 1152
-#elif defined(WT_Q4_0)
-    const u32 flip = 0u;
-    const float off = MAGIC;
-    const u32 sub = 0x64086408u;  // 1032: the code less Q4_0's offset 8 (b = -8 d is folded in)
-#else
-    const u32 flip = 0u;
-    const float off = MAGIC;
-    const u32 sub = 0x64006400u;  // 1024
-#endif
-    if (!BF) {
-        const u32 f0 = pack_f16x2(a0, a0), f1 = pack_f16x2(a1, a1);
-#if defined(WT_Q4_K)
-        const u32 bh = pack_f16x2(b, b);
-#endif
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const u32 w = q[i] ^ flip;
-            const u32 f = i < 4 ? f0 : f1;
-            const u32 lo = hsub2(__byte_perm(w, 0x64646464u, 0x4140), sub);
-            const u32 hi = hsub2(__byte_perm(w, 0x64646464u, 0x4342), sub);
-#if defined(WT_Q4_K)
-            h[2 * i] = hfma2(lo, f, bh);
-            h[2 * i + 1] = hfma2(hi, f, bh);
-#else
-            h[2 * i] = hmul2(lo, f);
-            h[2 * i + 1] = hmul2(hi, f);
-#endif
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const u32 w = q[i] ^ flip;
-            const float a = i < 4 ? a0 : a1;
-            float v[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[k] = fmaf(a, magic_byte(w, k) - off, b);
-            h[2 * i] = pack_bf16x2(v[0], v[1]);
-            h[2 * i + 1] = pack_bf16x2(v[2], v[3]);
-        }
-    }
-}
-
-template <bool BF>
-__device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y,
-                                          int M, int K, int n, int split_units) {
-    extern __shared__ __align__(16) u8 dq_smem[];
-    {
-        u32 given;  // the host's count (matmul.rs's dqmm_smem_bytes) must cover this layout
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(given));
-        if (given < DQ_SMEM) __trap();
-    }
-    u8* raw = dq_smem;                    // [2][DQ_BM][DQ_RAW_STRIDE]: raw weight bytes
-    u8* xs = raw + DQ_RAW_BYTES;          // [2][DQ_BN][DQ_STRIDE]: activations
-    u8* ws = xs + 2 * DQ_BN * DQ_STRIDE;  // [DQ_BM][DQ_STRIDE]: decoded weights
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int r0 = blockIdx.x * DQ_BM, c0 = blockIdx.y * DQ_BN;
-    const int units = K >> 5;
-    const int ub = blockIdx.z * split_units, ue = min(units, ub + split_units);
-    const size_t row_bytes = (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    y += (size_t)blockIdx.z * n * M;
-    const int tiles = min(DQ_BN / 8, (n - c0 + 7) / 8);
-    float acc[DQ_BN / 8][4];
-#pragma unroll
-    for (int j = 0; j < DQ_BN / 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
-    // ldmatrix row addresses: A (the warp's 16 weight rows; matrices rows 0-7/8-15 x k 0-7/8-15) and B (two
-    // 8-row activation tiles x k 0-7/8-15), for k-slice 0 of a step; a slice adds 32 bytes.
-    const u32 a_addr = smem_addr(ws + (warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * DQ_STRIDE + 16 * (lane >> 4));
-    const int b_row = (lane & 7) + 8 * (lane >> 4), b_col = 16 * ((lane >> 3) & 1);
-
-    // The copies' addresses, computed once: thread tid copies the 16-byte chunks i = tid + k DQ_THREADS of a
-    // step, weight chunk i being chunk i % DQ_RAW_CHUNKS of block row i / DQ_RAW_CHUNKS (rows past M repeat
-    // the last row, never written out) and activation chunk i being chunk tid % 16 (of the step's 16) of
-    // activation row i / 16 (rows past n are zeros).
-#define DQ_WCOPIES ((DQ_BM * DQ_RAW_CHUNKS + DQ_THREADS - 1) / DQ_THREADS)
-#define DQ_XCOPIES (DQ_BN * DQ_UK * 4 / DQ_THREADS)
-    const u8* wrow[DQ_WCOPIES];
-    int wdst[DQ_WCOPIES];
-#pragma unroll
-    for (int k = 0; k < DQ_WCOPIES; k++) {
-        const int i = tid + k * DQ_THREADS, rr = min(i / DQ_RAW_CHUNKS, DQ_BM - 1);
-        wrow[k] = w + (size_t)min(r0 + rr, M - 1) * row_bytes;
-        wdst[k] = i < DQ_BM * DQ_RAW_CHUNKS ? rr * DQ_RAW_STRIDE + 16 * (i % DQ_RAW_CHUNKS) : -1;
-    }
-    const int xch = tid % 16, xrow0 = tid / 16;  // DQ_UK * 4 = 16 chunks a row; rows xrow0 + 8 k
-    const u16* xsrc = x + (size_t)(c0 + xrow0) * K + (xch / 4) * 32 + 8 * (xch & 3);
-    auto copy_weights = [&](int u0, int b) {
-        int begin, end;
-        dq_row_span(u0, ue, &begin, &end);
-        u8* dst = raw + b * DQ_BM * DQ_RAW_STRIDE;
-#pragma unroll
-        for (int k = 0; k < DQ_WCOPIES; k++) {
-            const u8* first = wrow[k] + begin;
-            const u8* src = first - ((size_t)first & 15u) + (wdst[k] % DQ_RAW_STRIDE);
-            if (wdst[k] >= 0 && src < wrow[k] + end) cp_async16(dst + wdst[k], src, 16);
-        }
-    };
-    auto copy_acts = [&](int u0, int b) {
-        const bool unit_ok = u0 + xch / 4 < ue;
-#pragma unroll
-        for (int k = 0; k < DQ_XCOPIES; k++) {
-            const bool ok = unit_ok && c0 + xrow0 + 8 * k < n;
-            cp_async16(xs + (b * DQ_BN + xrow0 + 8 * k) * DQ_STRIDE + 16 * xch,
-                       ok ? xsrc + (size_t)8 * k * K + ((size_t)u0 << 5) : x, ok ? 16 : 0);
-        }
-    };
-    auto decode = [&](int u0, int b) {
-        int begin, end;
-        dq_row_span(u0, ue, &begin, &end);
-#pragma unroll
-        for (int k = 0; k < DQ_WU; k++) {
-            const int i = tid + k * DQ_THREADS, rr = i / DQ_UK, uu = i % DQ_UK, u = u0 + uu;
-            u32 h[16];
-            if (u < ue) {
-                const u8* row = w + (size_t)min(r0 + rr, M - 1) * row_bytes;
-                const int mis = (int)((size_t)(row + begin) & 15u);
-                Q8Raw r;
-                unit_q8_load<true>(raw + (b * DQ_BM + rr) * DQ_RAW_STRIDE + mis - begin, u, r);
-                dq_unit_halves<BF>(r, u, h);
-            } else {
-#pragma unroll
-                for (int e = 0; e < 16; e++) h[e] = 0u;
-            }
-            uint4* dst = (uint4*)(ws + rr * DQ_STRIDE + uu * 64);
-#pragma unroll
-            for (int e = 0; e < 4; e++) dst[e] = make_uint4(h[4 * e], h[4 * e + 1], h[4 * e + 2], h[4 * e + 3]);
-        }
-    };
-
-    copy_weights(ub, 0);  // independent of the previous kernel: before the wait
-    PDL_PROLOGUE();
-    copy_acts(ub, 0);
-    int buf = 0;
-    for (int u0 = ub; u0 < ue; u0 += DQ_UK, buf ^= 1) {
-        cp_async_wait_all();
-        __syncthreads();  // step u0's bytes are in; the previous step's tiles are no longer read
-        if (u0 + DQ_UK < ue) {
-            copy_weights(u0 + DQ_UK, buf ^ 1);
-            copy_acts(u0 + DQ_UK, buf ^ 1);
-        }
-        decode(u0, buf);
-        __syncthreads();
-        const u8* xb = xs + buf * DQ_BN * DQ_STRIDE;
-#pragma unroll
-        for (int ks = 0; ks < DQ_UK * 2; ks++) {
-            u32 a[4];
-            ldsm_x4(a_addr + 32 * ks, a[0], a[1], a[2], a[3]);
-#pragma unroll
-            for (int j = 0; j < DQ_BN / 8; j += 2) {
-                if (j >= tiles) continue;
-                u32 bf[4];
-                ldsm_x4(smem_addr(xb + (8 * j + b_row) * DQ_STRIDE + b_col + 32 * ks), bf[0], bf[1], bf[2], bf[3]);
-                if (BF) {
-                    mma16816_bf16(acc[j], a[0], a[1], a[2], a[3], bf[0], bf[1]);
-                    if (j + 1 < tiles) mma16816_bf16(acc[j + 1], a[0], a[1], a[2], a[3], bf[2], bf[3]);
-                } else {
-                    mma16816(acc[j], a[0], a[1], a[2], a[3], bf[0], bf[1]);
-                    if (j + 1 < tiles) mma16816(acc[j + 1], a[0], a[1], a[2], a[3], bf[2], bf[3]);
-                }
-            }
-        }
-    }
-    const int ra = r0 + warp * 16 + g;
-#pragma unroll
-    for (int j = 0; j < DQ_BN / 8; j++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int c = c0 + 8 * j + 2 * t + e;
-            if (c >= n) continue;
-            if (ra < M) y[(size_t)c * M + ra] = acc[j][e];
-            if (ra + 8 < M) y[(size_t)c * M + ra + 8] = acc[j][2 + e];
-        }
-}
-
-// Grid (ceil(M / DQ_BM), ceil(n / DQ_BN), splits), DQ_THREADS threads, DQ_SMEM bytes of dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(DQ_THREADS)
-    dqmm_f16(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y, int M, int K, int n, int split_units) {
-    dqmm_impl<false>(w, x, y, M, K, n, split_units);
-}
-extern "C" __global__ void __launch_bounds__(DQ_THREADS)
-    dqmm_bf16(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y, int M, int K, int n, int split_units) {
-    dqmm_impl<true>(w, x, y, M, K, n, split_units);
-}
-
-// y[i] = sum over the splits z of part[z count + i]: dqmm's split-K partial sums, in a fixed order.
-extern "C" __global__ void dqmm_sum(const float* __restrict__ part, float* __restrict__ y, int count, int splits) {
-    PDL_PROLOGUE();
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    float s = 0.0f;
-    for (int z = 0; z < splits; z++) s += part[(size_t)z * count + i];
-    y[i] = s;
-}
-#endif
-
 // Activation-row counts compiled (the host splits other counts into these: 7 = 4 + 2 + 1); fewer variants
 // keep the run-time compile of a weight module short.
 MATVEC(1)
@@ -672,7 +389,9 @@ MATVEC(4)
 MATVEC(8)
 
 // out[(r - r0) * K + k] = W[r, k] as f16 (to_bf16 = 0) or bf16 (1), for rows r0 <= r < r1: a slab of W for a
-// tensor-core GEMM. One thread per 32-weight unit; four 16-byte stores each.
+// tensor-core GEMM. One thread per 32-weight unit; four 16-byte stores each. The types dqmm takes decode as
+// dqmm does (decode_fast.cuh's dq_unit_halves: two weights per f16x2 operation, no float-to-half conversions, which run at a
+// quarter of the arithmetic rate), so the two paths give the same numbers; the rest through f32.
 extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restrict__ out, int r0, int r1, int K,
                                         int to_bf16) {
     PDL_PROLOGUE();
@@ -682,15 +401,24 @@ extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restric
     const int r = r0 + (int)(i / units);
     const int u = (int)(i % units);
     const u8* row = w + (size_t)r * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    u32 packed[16];
+#ifdef HAS_Q8
+    Q8Raw raw;
+    unit_q8_load(row, u, raw);
+    if (to_bf16)
+        dq_unit_halves<true>(raw, u, packed);
+    else
+        dq_unit_halves<false>(raw, u, packed);
+#else
     float v[32];
     wt_deq32_fast(row, u, v);
-    u32 packed[16];
 #pragma unroll
     for (int j = 0; j < 16; j++) {
         u32 lo = to_bf16 ? f32_to_bf16_bits(v[2 * j]) : f32_to_f16_bits(v[2 * j]);
         u32 hi = to_bf16 ? f32_to_bf16_bits(v[2 * j + 1]) : f32_to_f16_bits(v[2 * j + 1]);
         packed[j] = lo | (hi << 16);
     }
+#endif
     uint4* dst = (uint4*)(out + (size_t)(r - r0) * K + ((size_t)u << 5));
 #pragma unroll
     for (int j = 0; j < 4; j++)
