@@ -58,6 +58,12 @@ else
   fail "tiny fixtures (see cuda_backend.log)"
 fi
 grep -E "prefill .* decode|mismatch|panicked|rel " "$OUT/cuda_backend.log" | head -80
+if "$BIN/greedy_picks" gpu_ --test-threads=1 --nocapture >"$OUT/greedy_picks.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/greedy_picks.log"; then
+  pass "greedy tokens picked on the GPU (logit biases, argmax) vs the argmax of its logits"
+else
+  fail "greedy picks on the GPU (see greedy_picks.log)"
+fi
 if "$BIN/cuda_q8" --test-threads=1 --nocapture >"$OUT/cuda_q8.log" 2>&1 \
   && grep -q "test result: ok. 1 passed" "$OUT/cuda_q8.log"; then
   pass "8-bit activations: GPU integer matvec decode vs the CPU's q8 path"

@@ -112,6 +112,30 @@ impl<T: std::ops::Deref<Target = Tokenizer> + Clone> TokenStepper<T> {
             }
             None => (self.sampler.sample(logits, history), None),
         };
+        self.advance(id, lp, history)
+    }
+
+    /// When the next token is the largest logit after these biases ([`Sampler::greedy_bias`], and no
+    /// log-probabilities asked for), the biases: the caller may then find that token where the logits are
+    /// and hand it to [`TokenStepper::step_chosen`].
+    pub fn greedy_bias(&self) -> Option<&[(u32, f32)]> {
+        match self.logprobs {
+            Some(_) => None,
+            None => self.sampler.greedy_bias(),
+        }
+    }
+
+    /// [`TokenStepper::step`] with the token already chosen: `id` must be `argmax_biased` of the logits
+    /// with [`TokenStepper::greedy_bias`]'s biases.
+    pub fn step_chosen(&mut self, id: u32, history: &[u32]) -> Result<Step> {
+        if self.generated >= self.limit {
+            return Ok(self.finish(None, None, Finish::Length));
+        }
+        self.advance(id, None, history)
+    }
+
+    /// Everything after the choice of token `id`: end-of-sequence, detokenizing, stop strings, limits.
+    fn advance(&mut self, id: u32, lp: Option<TokenLogprobs>, history: &[u32]) -> Result<Step> {
         self.generated += 1;
         if self.tok.is_eos(id) {
             return Ok(self.finish(None, None, Finish::EndOfSequence));

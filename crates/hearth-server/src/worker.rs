@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use hearth_engine::backend::RowBias;
 use hearth_engine::generate::{prompt_logprobs, Finish, TokenStepper};
 use hearth_engine::models::kv_cache::PagedKv;
 use hearth_engine::models::{Batch, Model, SeqInput};
@@ -145,6 +146,9 @@ struct Engine {
     next_id: SeqId,
     /// One logits row for each sampling thread (a stepper edits its row in place).
     rows: Vec<Vec<f32>>,
+    /// A greedy step's logit biases by row, and the tokens the model picked.
+    bias: RowBias,
+    picks: Vec<u32>,
     clock: StepClock,
 }
 
@@ -218,6 +222,8 @@ impl Engine {
             active: HashMap::new(),
             next_id: 1,
             rows: vec![vec![0.0; c.vocab]],
+            bias: RowBias::default(),
+            picks: Vec::new(),
             clock: StepClock::default(),
         })
     }
@@ -225,6 +231,54 @@ impl Engine {
 
 /// Rows a sampling thread takes at least: below this, threads cost more than they save.
 const ROWS_PER_SAMPLING_THREAD: usize = 8;
+
+/// Whether every row this step samples is greedy (its stepper's [`TokenStepper::greedy_bias`]): then the
+/// model picks the tokens where the logits are (on a GPU, one id a row crosses to the host instead of the
+/// vocabulary's logits, and no CPU thread scans them), and `bias` gets each sampled row's logit biases.
+fn greedy_biases(
+    items: &[hearth_engine::sched::PlanItem],
+    active: &HashMap<SeqId, Active>,
+    bias: &mut RowBias,
+) -> bool {
+    bias.clear();
+    let mut any = false;
+    for it in items.iter().filter(|it| it.sample) {
+        match active.get(&it.seq).map(|a| a.stepper.greedy_bias()) {
+            Some(Some(b)) => bias.push_row(b),
+            Some(None) => return false,
+            // The job is gone (its row is computed and dropped).
+            None => bias.push_row(&[]),
+        }
+        any = true;
+    }
+    any
+}
+
+/// The greedy counterpart of [`sample_rows`]: each sampling item's stepper takes the token the model picked
+/// for its row (`picks` in the sampling items' order).
+fn picked_rows(
+    active: &mut HashMap<SeqId, Active>,
+    sched: &Scheduler,
+    items: &[hearth_engine::sched::PlanItem],
+    picks: &[u32],
+) -> Vec<Option<hearth_engine::Result<hearth_engine::generate::Step>>> {
+    let mut row = 0;
+    items
+        .iter()
+        .map(|it| {
+            if !it.sample {
+                return None;
+            }
+            let id = picks[row];
+            row += 1;
+            let a = active.get_mut(&it.seq)?;
+            Some(
+                a.stepper
+                    .step_chosen(id, sched.tokens(it.seq).unwrap_or(&[])),
+            )
+        })
+        .collect()
+}
 
 /// Runs each sampling item's stepper on its logits row (`logits` holds the sampling items' rows in plan
 /// order); the result per plan item, None where it does not sample or its job is gone. A step of many rows
@@ -475,8 +529,17 @@ fn step(id: &str, model: &Model, eng: &mut Engine, in_flight: &AtomicUsize) {
     }
     let inputs: Vec<SeqInput> = plan.items.iter().map(|it| it.input()).collect();
     let vocab = model.config.vocab;
+    let greedy = greedy_biases(&plan.items, &eng.active, &mut eng.bias);
     let t_forward = Instant::now();
-    let logits = match model.forward_batch(&mut eng.batch, &mut eng.kv, &inputs) {
+    let forward = if greedy {
+        let (batch, kv, bias, picks) = (&mut eng.batch, &mut eng.kv, &eng.bias, &mut eng.picks);
+        model
+            .forward_batch_greedy(batch, kv, &inputs, bias, picks)
+            .map(|()| &[][..])
+    } else {
+        model.forward_batch(&mut eng.batch, &mut eng.kv, &inputs)
+    };
+    let logits = match forward {
         Ok(l) => l,
         Err(e) => {
             // A bad step fails the sequences in it; the rest go on.
@@ -497,12 +560,16 @@ fn step(id: &str, model: &Model, eng: &mut Engine, in_flight: &AtomicUsize) {
         }
     }
     let t_sample = Instant::now();
-    let mut sampled = sample_rows(
-        (&mut eng.active, &eng.sched, &mut eng.rows),
-        &plan.items,
-        logits,
-        vocab,
-    );
+    let mut sampled = if greedy {
+        picked_rows(&mut eng.active, &eng.sched, &plan.items, &eng.picks)
+    } else {
+        sample_rows(
+            (&mut eng.active, &eng.sched, &mut eng.rows),
+            &plan.items,
+            logits,
+            vocab,
+        )
+    };
     let mut outputs = Vec::with_capacity(plan.items.len());
     let mut finished: Vec<(SeqId, Finish)> = Vec::new();
     for (i, it) in plan.items.iter().enumerate() {

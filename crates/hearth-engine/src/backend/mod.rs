@@ -36,6 +36,40 @@ pub enum Act {
 }
 
 /// The rows of one batched step, as the model laid them out (see `Model::forward_batch`).
+/// Logit biases of a step's output rows, for [`Backend::greedy`]: row `r`'s `(token id, bias)` pairs are
+/// `pairs[starts[r]..starts[r + 1]]`, added in that order.
+#[derive(Clone, Debug, Default)]
+pub struct RowBias {
+    pub starts: Vec<u32>,
+    pub pairs: Vec<(u32, f32)>,
+}
+
+impl RowBias {
+    /// No rows.
+    pub fn clear(&mut self) {
+        self.starts.clear();
+        self.starts.push(0);
+        self.pairs.clear();
+    }
+
+    /// Appends the next row's biases.
+    pub fn push_row(&mut self, pairs: &[(u32, f32)]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.pairs.extend_from_slice(pairs);
+        self.starts.push(self.pairs.len() as u32);
+    }
+
+    /// Row `r`'s pairs (none for a row never pushed).
+    pub fn row(&self, r: usize) -> &[(u32, f32)] {
+        match (self.starts.get(r), self.starts.get(r + 1)) {
+            (Some(&a), Some(&b)) => &self.pairs[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+}
+
 pub struct StepRows<'a> {
     /// Every sequence's tokens of the step, concatenated: `[n]`.
     pub tokens: &'a [u32],
@@ -107,6 +141,29 @@ pub trait Backend: Sized {
     fn project(&self, s: &mut Self::Step, rows: &StepRows, w: &Self::Mat, softcap: Option<f32>);
     /// The step's logits in host memory, once the step has finished; reports any failure of the step.
     fn logits<'s>(&self, s: &'s mut Self::Step, rows: &StepRows) -> Result<&'s [f32]>;
+
+    /// Instead of [`Backend::logits`]: each output row's greedy token, `argmax_biased` of its logits with
+    /// the biases `bias` gives it, into `out` (one id a row). A GPU finds them on the device, so a step of
+    /// many streams copies one id a row instead of a vocabulary of logits and the CPU does not scan them;
+    /// the default scans the host logits.
+    fn greedy(
+        &self,
+        s: &mut Self::Step,
+        rows: &StepRows,
+        bias: &RowBias,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let logits = self.logits(s, rows)?;
+        out.clear();
+        if logits.is_empty() {
+            return Ok(());
+        }
+        let vocab = logits.len() / rows.out_rows.len();
+        for (r, row) in logits.chunks_exact(vocab).enumerate() {
+            out.push(crate::sample::argmax_biased(row, bias.row(r)));
+        }
+        Ok(())
+    }
 
     /// Runs a step's `body` (every layer and the projection). A backend may record the work once and replay
     /// it for later steps of the same shape (CUDA graphs for decode steps); the default just runs it.

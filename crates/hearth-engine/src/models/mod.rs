@@ -19,7 +19,7 @@ use std::any::Any;
 use crate::backend::cpu::ops::SeqSpan;
 use crate::backend::cpu::{step::Scratch, Cpu};
 use crate::backend::device::{self, Chosen, Device};
-use crate::backend::{Backend, StepRows};
+use crate::backend::{Backend, RowBias, StepRows};
 use crate::error::{Error, Result};
 use crate::loader::gguf::GgufFile;
 use crate::loader::{mlx, safetensors};
@@ -64,7 +64,9 @@ impl<B: Backend> Net<B> {
         })
     }
 
-    /// One step: the layers, then the wanted rows' logits.
+    /// One step: the layers, then the wanted rows' logits, or with `greedy` each wanted row's greedy token
+    /// (into its vector; the logits returned are then empty).
+    #[allow(clippy::too_many_arguments)]
     fn run<'s>(
         &self,
         be: &B,
@@ -73,6 +75,7 @@ impl<B: Backend> Net<B> {
         kv: &mut B::Kv,
         rows: &StepRows,
         inv_freq: (&[f32], &[f32]),
+        greedy: Option<(&RowBias, &mut Vec<u32>)>,
     ) -> Result<&'s [f32]> {
         be.begin(s, c, rows, inv_freq)?;
         be.run_step(s, kv, rows, &mut |s, kv| match self {
@@ -85,7 +88,13 @@ impl<B: Backend> Net<B> {
                 m.project(be, c, s, rows)
             }
         })?;
-        be.logits(s, rows)
+        match greedy {
+            Some((bias, out)) => {
+                be.greedy(s, rows, bias, out)?;
+                Ok(&[])
+            }
+            None => be.logits(s, rows),
+        }
     }
 }
 
@@ -450,6 +459,31 @@ impl Model {
         kv: &mut PagedKv,
         seqs: &[SeqInput],
     ) -> Result<&'s [f32]> {
+        self.step_batch(b, kv, seqs, None)
+    }
+
+    /// [`Model::forward_batch`] for a step whose every wanted row is sampled greedily: `out` gets each
+    /// row's token, `argmax_biased` of its logits with `bias.row(r)` (what [`crate::sample::Sampler`]
+    /// picks when [`crate::sample::Sampler::greedy_bias`] says so). On a GPU only the ids cross to the host.
+    pub fn forward_batch_greedy(
+        &self,
+        b: &mut Batch,
+        kv: &mut PagedKv,
+        seqs: &[SeqInput],
+        bias: &RowBias,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.step_batch(b, kv, seqs, Some((bias, out)))?;
+        Ok(())
+    }
+
+    fn step_batch<'s>(
+        &self,
+        b: &'s mut Batch,
+        kv: &mut PagedKv,
+        seqs: &[SeqInput],
+        greedy: Option<(&RowBias, &mut Vec<u32>)>,
+    ) -> Result<&'s [f32]> {
         let c = &self.config;
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
@@ -523,14 +557,14 @@ impl Model {
             Exec::Cpu(net) => {
                 let step = step_of(&mut b.step, || Ok(Scratch::new(c, b.max_tokens)))?;
                 let kv = kv.storage_mut().ok_or_else(other_device)?;
-                net.run(&Cpu, c, step, kv, &rows, inv)
+                net.run(&Cpu, c, step, kv, &rows, inv, greedy)
             }
             #[cfg(feature = "cuda")]
             Exec::Cuda(bn) => {
                 let (be, net) = &**bn;
                 let step = step_of(&mut b.step, || be.new_step(c, b.max_tokens))?;
                 let kv = kv.storage_mut().ok_or_else(other_device)?;
-                net.run(be, c, step, kv, &rows, inv)
+                net.run(be, c, step, kv, &rows, inv, greedy)
             }
         };
         b.spans = recycle(spans);

@@ -109,6 +109,19 @@ impl Sampler {
         &self.params
     }
 
+    /// When this sampler's choice is just the largest logit after its logit biases (greedy, no penalty
+    /// reading the history), those biases: the choice is then [`argmax_biased`] of the logits, which a
+    /// backend can find where the logits are (a GPU: one id a row crosses to the host instead of the
+    /// vocabulary). None when sampling needs the whole row here.
+    pub fn greedy_bias(&self) -> Option<&[(u32, f32)]> {
+        let p = &self.params;
+        let rep = p.repetition_penalty;
+        let penalized = (rep != 1.0 && rep.is_finite() && rep > 0.0)
+            || p.presence_penalty != 0.0
+            || p.frequency_penalty != 0.0;
+        (p.is_greedy() && !penalized).then_some(&p.logit_bias[..])
+    }
+
     /// Starts a new sequence: the next `sample` call's history length becomes the prompt length again.
     /// The random stream continues (re-create the sampler or call [`Sampler::reseed`] to restart it).
     pub fn reset(&mut self) {
@@ -494,4 +507,19 @@ fn draw_set(logits: &[f32], keys: &[u64], idx: &mut Vec<u32>, u: f64) -> u32 {
 pub fn argmax(logits: &[f32]) -> u32 {
     let m = max_finite(logits);
     logits.iter().position(|&x| x == m).unwrap_or(0) as u32
+}
+
+/// [`argmax`] of `logits` after adding each `(id, bias)` in order (ids past the row ignored): what a greedy
+/// [`Sampler`] picks ([`Sampler::greedy_bias`]), without a copy of the row when there is nothing to add.
+pub fn argmax_biased(logits: &[f32], bias: &[(u32, f32)]) -> u32 {
+    if bias.is_empty() {
+        return argmax(logits);
+    }
+    let mut row = logits.to_vec();
+    for &(id, b) in bias {
+        if let Some(x) = row.get_mut(id as usize) {
+            *x += b;
+        }
+    }
+    argmax(&row)
 }

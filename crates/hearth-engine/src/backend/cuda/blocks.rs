@@ -6,7 +6,7 @@ use cudarc::driver::{result, sys};
 use super::memory::{self, arg, drv, DevBuf};
 use super::step::GraphExec;
 use super::{flash_smem_bytes, profile, Cuda, DevMat, DevStep, DeviceKv};
-use crate::backend::{Act, Backend, StepRows};
+use crate::backend::{Act, Backend, RowBias, StepRows};
 use crate::error::{Error, Result};
 use crate::models::config::ModelConfig;
 use crate::models::layers::{Activation, Attention, Mlp};
@@ -344,6 +344,21 @@ impl Backend for Cuda {
             return Ok(&[]);
         }
         s.download_logits(count)
+    }
+
+    fn greedy(
+        &self,
+        s: &mut DevStep,
+        rows: &StepRows,
+        bias: &RowBias,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        self.gpu.take_err()?;
+        s.pick_greedy(rows.out_rows.len(), bias, out)?;
+        if profile::enabled() {
+            profile::collect();
+        }
+        Ok(())
     }
 
     /// Decode steps (one token per sequence, up to [`MAX_GRAPH_ROWS`] sequences) are recorded as a CUDA graph

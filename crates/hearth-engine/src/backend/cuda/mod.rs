@@ -252,7 +252,7 @@ fn flash_smem_bytes(head_dim: usize) -> usize {
     3 * 64 * (head_dim + 8) * 2
 }
 
-const OPS_KERNELS: [&str; 11] = [
+const OPS_KERNELS: [&str; 13] = [
     "rmsnorm_rows",
     "qkv_finish",
     "attn_decode",
@@ -264,6 +264,8 @@ const OPS_KERNELS: [&str; 11] = [
     "flash_prefill",
     "quantize_q8",
     "act_mul_half",
+    "logit_bias_rows",
+    "argmax_rows",
 ];
 
 /// Weight rows one matrix-vector block streams together (weights.cu's MV_NR): 2, which measured faster than

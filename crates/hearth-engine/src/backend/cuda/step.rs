@@ -9,7 +9,7 @@ use cudarc::driver::{result, sys};
 
 use super::memory::{arg, drv, DevBuf};
 use super::Gpu;
-use crate::backend::StepRows;
+use crate::backend::{RowBias, StepRows};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
 use crate::models::kv_cache::KvStorage;
@@ -62,6 +62,10 @@ pub struct DevStep {
     /// 128k vocabulary is 33 MB a step, which a copy from device to pageable memory moves at a fraction of
     /// the bus's speed through the driver's staging buffers.
     logits_host: Option<cudarc::driver::PinnedHostSlice<f32>>,
+    /// Greedy picks on the device: each row's token id, then the step's logit biases (row starts, ids,
+    /// value bits), grown as needed; the biases' host copy.
+    greedy_dev: DevBuf,
+    greedy_host: Vec<u32>,
     /// The step's layout, uploaded by `begin`: i32 arrays at fixed offsets of one buffer (the addresses
     /// below point into it).
     meta: DevBuf,
@@ -161,6 +165,8 @@ impl DevStep {
             out_x: f(max * c.hidden)?,
             logits_dev: f(c.vocab)?,
             logits_host: None,
+            greedy_dev: DevBuf::alloc(ctx, 4096)?,
+            greedy_host: Vec::new(),
             meta: DevBuf::alloc(ctx, 4)?,
             meta_host: Vec::new(),
             tokens: 0,
@@ -387,6 +393,77 @@ impl DevStep {
             drv("synchronize", result::stream::synchronize(stream))?;
         }
         Ok(&drv("pinned logits buffer", host.as_slice())?[..count])
+    }
+
+    /// Each of the step's `rows` output rows' greedy token (ops.cu's logit_bias_rows, then argmax_rows on
+    /// the device logits), into `out`; waits for the step to finish.
+    pub fn pick_greedy(&mut self, rows: usize, bias: &RowBias, out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        if rows == 0 {
+            return Ok(());
+        }
+        let gpu = self.gpu.clone();
+        let stream = gpu.cu_stream();
+        let pairs = bias.pairs.len();
+        let biased = pairs > 0;
+        // [ids: rows][starts: rows + 1][bias ids: pairs][bias values: pairs], as u32 words.
+        let words = rows + if biased { rows + 1 + 2 * pairs } else { 0 };
+        if self.greedy_dev.bytes < words * 4 {
+            self.greedy_dev = DevBuf::alloc(&gpu.ctx, words * 8)?;
+        }
+        let ids = self.greedy_dev.ptr;
+        let (logits, vocab, n) = (self.logits_dev.ptr, self.vocab as i32, rows as i32);
+        if biased {
+            let h = &mut self.greedy_host;
+            h.clear();
+            h.extend((0..=rows).map(|r| bias.starts.get(r).copied().unwrap_or(pairs as u32)));
+            h.extend(bias.pairs.iter().map(|p| p.0));
+            h.extend(bias.pairs.iter().map(|p| p.1.to_bits()));
+            let starts = ids + (rows * 4) as u64;
+            let (bid, bval) = (
+                starts + ((rows + 1) * 4) as u64,
+                starts + ((rows + 1 + pairs) * 4) as u64,
+            );
+            // SAFETY: greedy_dev holds `words` u32; greedy_host is not touched again before the stream is
+            // synchronized below.
+            unsafe {
+                drv(
+                    "copy logit biases",
+                    result::memcpy_htod_async(starts, &h[..], stream),
+                )?;
+            }
+            gpu.run(
+                gpu.ops.f("logit_bias_rows"),
+                (rows.div_ceil(64) as u32, 1, 1),
+                (64, 1, 1),
+                &mut [
+                    arg(&logits),
+                    arg(&n),
+                    arg(&vocab),
+                    arg(&starts),
+                    arg(&bid),
+                    arg(&bval),
+                ],
+            );
+        }
+        gpu.run(
+            gpu.ops.f("argmax_rows"),
+            (rows as u32, 1, 1),
+            (512, 1, 1),
+            &mut [arg(&logits), arg(&vocab), arg(&ids)],
+        );
+        gpu.take_err()?;
+        out.resize(rows, 0);
+        // SAFETY: `ids` holds `rows` u32 written by argmax_rows; the stream is synchronized before `out` is
+        // read.
+        unsafe {
+            drv(
+                "copy greedy ids",
+                result::memcpy_dtoh_async(&mut out[..], ids, stream),
+            )?;
+            drv("synchronize", result::stream::synchronize(stream))?;
+        }
+        Ok(())
     }
 
     pub fn vocab(&self) -> usize {

@@ -559,3 +559,49 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, signed char*
     const float sum = warp_sum((float)q);
     if (lane == 0) xd[b] = make_float2(d, d * sum);
 }
+
+// ---- Greedy tokens on the device ---------------------------------------------------------------------------
+// A step of many streams sampled greedily needs one id a row, not the rows of logits (64 rows of a 128k
+// vocabulary are 33 MB a step to copy and scan on the CPU). These two give sample::argmax_biased's choice.
+
+// Row r of logits ([rows, vocab]) += its biases: pairs k in [starts[r], starts[r + 1]) add vals[k] to entry
+// ids[k], in order (ids past the vocabulary ignored), as the CPU sampler adds them. One thread a row.
+extern "C" __global__ void logit_bias_rows(float* __restrict__ logits, int rows, int vocab,
+                                           const unsigned* __restrict__ starts, const unsigned* __restrict__ ids,
+                                           const float* __restrict__ vals) {
+    PDL_PROLOGUE();
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    for (unsigned k = starts[r]; k < starts[r + 1]; k++)
+        if (ids[k] < (unsigned)vocab) logits[(size_t)r * vocab + ids[k]] += vals[k];
+}
+
+// out[r] = the first index of row r's largest value (NaN never the largest; 0 when every value is NaN), as
+// sample::argmax picks. One block a row; (value, index) pairs reduce with "larger value, else smaller index".
+#define ARGMAX_THREADS 512
+__device__ __forceinline__ void argmax_take(float& v, unsigned& i, float ov, unsigned oi) {
+    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
+}
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_rows(const float* __restrict__ logits, int vocab, unsigned* __restrict__ out) {
+    PDL_PROLOGUE();
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float v = NEG_INF;
+    unsigned i = 0xffffffffu;  // none yet
+    for (int k = threadIdx.x; k < vocab; k += ARGMAX_THREADS) argmax_take(v, i, row[k], (unsigned)k);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const unsigned oi = __shfl_xor_sync(0xffffffffu, i, o);
+        argmax_take(v, i, ov, oi);
+    }
+    __shared__ float sv[ARGMAX_THREADS / 32];
+    __shared__ unsigned si[ARGMAX_THREADS / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) sv[warp] = v, si[warp] = i;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < ARGMAX_THREADS / 32; w++) argmax_take(v, i, sv[w], si[w]);
+        out[blockIdx.x] = i == 0xffffffffu ? 0u : i;
+    }
+}
