@@ -316,6 +316,11 @@ fn weight_defines(dtype: DType) -> Result<Vec<String>> {
         "MV_MIN_BLOCKS={}",
         env_knob("HEARTH_CUDA_MIN_BLOCKS", 0).min(16)
     ));
+    if has_q8_path(dtype) {
+        // dqmm's shared memory as the host launches it: the kernel asserts at compile time that its layout
+        // is the same size, so the two cannot drift apart unnoticed (every build compiles the modules).
+        d.push(format!("DQ_SMEM_HOST={}", matmul::dqmm_smem_bytes(dtype)));
+    }
     Ok(d)
 }
 

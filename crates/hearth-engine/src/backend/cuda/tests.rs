@@ -131,11 +131,14 @@ fn ops_module_compiles_for_every_head_shape() {
     }
 }
 
-/// The dqmm test's weight types and K: 32-value types with K not a multiple of a kernel step's
-/// 128 values, 256-value types with five blocks a row.
-const PRODUCT_TYPES: [(DType, usize); 4] = [
+/// The dqmm test's weight types and K: 32-value types with K not a multiple of a kernel step's 128 values
+/// (an odd number of units: rows 2 bytes off 4-byte alignment in turn) and with K = 1280 (every row
+/// 4-byte aligned, where dqmm knows its code words' alignment), 256-value types with five blocks a row.
+const PRODUCT_TYPES: [(DType, usize); 6] = [
     (DType::Q8_0, 1248),
+    (DType::Q8_0, 1280),
     (DType::Q4_0, 1248),
+    (DType::Q4_0, 1280),
     (DType::Q4_K, 1280),
     (DType::Q6_K, 1280),
 ];

@@ -56,6 +56,9 @@
 // read one word past a row's span).
 #define DQ_RAW_BYTES (2 * DQ_BM * DQ_RAW_STRIDE)
 #define DQ_SMEM (DQ_RAW_BYTES + 2 * DQ_BN * DQ_XSTRIDE + 16)
+#ifdef DQ_SMEM_HOST  // the host's count (matmul.rs's dqmm_smem_bytes), passed at compile time
+static_assert(DQ_SMEM == DQ_SMEM_HOST, "dqmm's shared-memory layout and matmul.rs's dqmm_smem_bytes differ");
+#endif
 
 __device__ __forceinline__ void dq_row_span(int u0, int ue, int* begin, int* end) {
     const int last = min(u0 + DQ_UK, ue) - 1;  // the step's last unit inside the split
