@@ -9,6 +9,7 @@ fails when the PTX uses local memory, i.e. when an array meant for registers (wt
 
     scripts/nvrtc_check.py --all-types                      # quant.cuh + deq_probe.cu for every weight type
     scripts/nvrtc_check.py -D WT_Q4_K a.cuh b.cu            # one configuration of given files
+    scripts/nvrtc_check.py --resources -D WT_Q8_0 ...       # and each kernel's registers and spills
 
 Only the standard library is used; libnvrtc comes from $HEARTH_NVRTC_LIB (default: the nvrtc venv's
 libnvrtc.so.13). Its directory must be on LD_LIBRARY_PATH so libnvrtc finds libnvrtc-builtins; the script
@@ -23,7 +24,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "crates/hearth-engine/src/backend/cuda/kernels")
 DEFAULT_LIB = "/work/venvs/nvrtc/nvidia/cu13/lib/libnvrtc.so.13"
-BASE_OPTIONS = ["--gpu-architecture=sm_90", "-default-device", "--std=c++17"]
+# The backend's own options (nvrtc.rs): no -default-device, which would accept helpers (a generic lambda,
+# say) that the backend's compile rejects.
+BASE_OPTIONS = ["--gpu-architecture=sm_90", "--std=c++17"]
 
 
 def all_type_configs():
@@ -94,6 +97,30 @@ class Nvrtc:
             self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+def ptxas_usage(log):
+    """Splits ptxas's -v report out of an NVRTC log: (the rest of the log, one line per kernel with its
+    registers and spill bytes, the kernels that spill)."""
+    rest, usage, spills = [], [], []
+    kernel, spill = None, ""
+    for line in log.splitlines():
+        if not line.startswith("ptxas"):
+            rest.append(line)
+            continue
+        if "Compiling entry function" in line:
+            kernel = line.split("'")[1]
+        elif "spill stores" in line:
+            stores = int(line.split("bytes spill stores")[0].split(",")[-1].strip())
+            loads = int(line.split("bytes spill loads")[0].split(",")[-1].strip())
+            spill = f"{stores}/{loads} bytes spilled" if stores or loads else ""
+            if spill:
+                spills.append(kernel)
+        elif "Used" in line and kernel:
+            regs = line.split("Used")[1].split("registers")[0].strip()
+            usage.append(f"{kernel}: {regs} registers" + (f", {spill}" if spill else ""))
+            kernel, spill = None, ""
+    return "\n".join(rest), usage, spills
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", help="sources to concatenate in order "
@@ -104,6 +131,9 @@ def main():
     ap.add_argument("--no-local", action="store_true",
                     help="fail when the PTX uses local memory (register spills of the decoded values)")
     ap.add_argument("--ptx-dir", help="write each configuration's PTX here")
+    ap.add_argument("--resources", action="store_true",
+                    help="print ptxas's registers and spill bytes per kernel (the machine code's, which "
+                    "the PTX cannot show)")
     args = ap.parse_args()
 
     lib = os.environ.get("HEARTH_NVRTC_LIB", DEFAULT_LIB)
@@ -118,9 +148,13 @@ def main():
     for config in configs:
         defines = args.defines + config
         label = " ".join(defines) or "(no defines)"
+        extra = ["--ptxas-options=-v"] if args.resources else []
         ok, log, ptx = nvrtc.compile(source, os.path.basename(files[-1]),
-                                     BASE_OPTIONS + [f"-D{d}" for d in defines])
+                                     BASE_OPTIONS + extra + [f"-D{d}" for d in defines])
         problems = []
+        usage = []
+        if args.resources:
+            log, usage, _ = ptxas_usage(log)
         if not ok:
             problems.append("compile failed")
         elif log.strip():
@@ -133,6 +167,9 @@ def main():
             with open(os.path.join(args.ptx_dir, name + ".ptx"), "w") as f:
                 f.write(ptx)
         print(f"{'FAIL' if problems else 'ok  '} {label}" + (f": {', '.join(problems)}" if problems else ""))
+        if args.resources:
+            for line in usage:
+                print("     " + line)
         if log.strip():
             print(log.rstrip())
         failures += bool(problems)
