@@ -311,14 +311,34 @@ __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
     return r;
 }
 
-// Unit u's 32 weights, decoded from its raw words, as 16 half-precision pairs in k order.
+// Four codes (the bytes of w, consecutive weights) as two f16x2 pairs: ((byte - bias) * f) or, with an
+// offset, ((byte - bias) * f + o). The bytes 0x64 c are the f16 1024 + c for a byte c below 1024, so one
+// byte permute makes a pair and one subtraction (`sub`: 1024 + bias in both halves) leaves the code exactly.
+__device__ __forceinline__ void frag_halves(u32 w, u32 sub, u32 f, u32* lo, u32* hi) {
+    *lo = hmul2(hsub2(__byte_perm(w, 0x64646464u, 0x4140), sub), f);
+    *hi = hmul2(hsub2(__byte_perm(w, 0x64646464u, 0x4342), sub), f);
+}
+__device__ __forceinline__ void frag_halves_off(u32 w, u32 f, u32 o, u32* lo, u32* hi) {
+    *lo = hfma2(hsub2(__byte_perm(w, 0x64646464u, 0x4140), 0x64006400u), f, o);
+    *hi = hfma2(hsub2(__byte_perm(w, 0x64646464u, 0x4342), 0x64006400u), f, o);
+}
+// The same in bf16 (7 mantissa bits cannot hold 1024 + c): each weight a * (byte - bias) + b in f32, rounded
+// once.
+__device__ __forceinline__ void frag_bf16(u32 w, float bias, float a, float b, u32* lo, u32* hi) {
+    float v[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) v[k] = fmaf(a, magic_byte(w, k) - (MAGIC + bias), b);
+    *lo = pack_bf16x2(v[0], v[1]);
+    *hi = pack_bf16x2(v[2], v[3]);
+}
+
+// Unit u's 32 weights, decoded from its raw words, as 16 half-precision pairs in k order (weights.cu's
+// dequant_rows; dqmm.cu's frag_unit reads the same values a lane's share at a time).
 //
-// f16: two codes at a time. The bytes 0x64 c are the f16 1024 + c for a byte c below 1024, so one byte permute
-// makes a pair and one subtraction (of 1024, plus 128 for signed codes flipped to c + 128, plus 8 for Q4_0's
-// offset) leaves the code exactly; one multiply by the factor (Q8_0's and Q4_0's d: the f32 path's single
-// rounding) or fused multiply-add with the offset (Q4_K), in f16, gives the weight. The K-quants' factors
-// (d times a sub-block scale) are rounded to f16 first: at most one more f16 step on a weight.
-// bf16 (7 mantissa bits cannot hold 1024 + c): each weight in f32, rounded once.
+// f16: two codes at a time (frag_halves: the bias is 128 for signed codes flipped to c + 128, 8 for Q4_0's
+// offset); one multiply by the factor (Q8_0's and Q4_0's d: the f32 path's single rounding) or fused
+// multiply-add with the offset (Q4_K), in f16, gives the weight. The K-quants' factors (d times a sub-block
+// scale) are rounded to f16 first: at most one more f16 step on a weight. bf16: frag_bf16.
 template <bool BF>
 __device__ __forceinline__ void dq_unit_halves(const Q8Raw& r, int u, u32* h) {
     u32 q[8];
@@ -326,16 +346,15 @@ __device__ __forceinline__ void dq_unit_halves(const Q8Raw& r, int u, u32* h) {
     unit_q8_decode(r, u, q, &a0, &a1, &b);
 #if defined(WT_Q8_0) || defined(WT_Q6_K)
     const u32 flip = 0x80808080u;  // signed codes: s + 128 is the byte the tricks read
-    const float off = MAGIC + 128.0f;
+    const float bias = 128.0f;
     const u32 sub = 0x64806480u;  // 1152
 #elif defined(WT_Q4_0)
     const u32 flip = 0u;
-    const float off = MAGIC;
+    const float bias = 0.0f;
     const u32 sub = 0x64086408u;  // 1032: the code less Q4_0's offset 8 (b = -8 d is folded in)
-#else
+#else  // Q4_K: unsigned codes and an offset (frag_halves_off subtracts 1024)
     const u32 flip = 0u;
-    const float off = MAGIC;
-    const u32 sub = 0x64006400u;  // 1024
+    const float bias = 0.0f;
 #endif
     if (!BF) {
         const u32 f0 = pack_f16x2(a0, a0), f1 = pack_f16x2(a1, a1);
@@ -344,29 +363,15 @@ __device__ __forceinline__ void dq_unit_halves(const Q8Raw& r, int u, u32* h) {
 #endif
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const u32 w = q[i] ^ flip;
-            const u32 f = i < 4 ? f0 : f1;
-            const u32 lo = hsub2(__byte_perm(w, 0x64646464u, 0x4140), sub);
-            const u32 hi = hsub2(__byte_perm(w, 0x64646464u, 0x4342), sub);
 #if defined(WT_Q4_K)
-            h[2 * i] = hfma2(lo, f, bh);
-            h[2 * i + 1] = hfma2(hi, f, bh);
+            frag_halves_off(q[i] ^ flip, i < 4 ? f0 : f1, bh, &h[2 * i], &h[2 * i + 1]);
 #else
-            h[2 * i] = hmul2(lo, f);
-            h[2 * i + 1] = hmul2(hi, f);
+            frag_halves(q[i] ^ flip, sub, i < 4 ? f0 : f1, &h[2 * i], &h[2 * i + 1]);
 #endif
         }
     } else {
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const u32 w = q[i] ^ flip;
-            const float a = i < 4 ? a0 : a1;
-            float v[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[k] = fmaf(a, magic_byte(w, k) - off, b);
-            h[2 * i] = pack_bf16x2(v[0], v[1]);
-            h[2 * i + 1] = pack_bf16x2(v[2], v[3]);
-        }
+        for (int i = 0; i < 8; i++) frag_bf16(q[i] ^ flip, bias, i < 4 ? a0 : a1, b, &h[2 * i], &h[2 * i + 1]);
     }
 }
 #endif

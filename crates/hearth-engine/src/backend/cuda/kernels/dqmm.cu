@@ -20,8 +20,9 @@
 // 16 w .. 16 w + 15 (one A tile) against all the block's activation rows (up to eight 8-row B tiles; tiles
 // past n are skipped, so small n keeps every warp busy). Sixteen warps a multiprocessor (two blocks) hide
 // the decode's dependent operations; four warps of 32 rows each, with half the activation loads, measured
-// no faster on an H200 (29% of issue slots used, 11% occupancy at 232 registers). K advances DQ_UK 32-weight units a step;
-// cp.async brings step s + 1's raw weight bytes and activations while step s multiplies (two buffers each).
+// no faster on an H200 (29% of issue slots used, 11% occupancy at 232 registers). K advances DQ_UK
+// 32-weight units a step; cp.async brings step s + 1's raw weight bytes and activations while step s
+// multiplies (two buffers each).
 //
 // Split-K: a matrix of few row blocks (4096 rows are 32 of them) would leave most of the GPU idle with a
 // long serial loop over K in each block, so blockIdx.z takes units [z split_units, (z + 1) split_units) and
@@ -84,30 +85,10 @@ __device__ __forceinline__ u32 lds_u16(const u8* p) { return *(const unsigned sh
 __device__ __forceinline__ u32 f16_pair(u32 bits) { return __byte_perm(bits, 0u, 0x1010); }
 __device__ __forceinline__ u32 f16_ints(u32 a, u32 b) { return hsub2((a | (b << 16)) | 0x64006400u, 0x64006400u); }
 
-// Four codes (bytes of w, weights 4t .. 4t + 3 of a slice) as two f16x2 pairs: ((byte - bias) * f) or, with
-// an offset, ((byte - bias) * f + o); `sub` holds 1024 + bias in both halves (see dq_unit_halves).
-__device__ __forceinline__ void frag_halves(u32 w, u32 sub, u32 f, u32* lo, u32* hi) {
-    *lo = hmul2(hsub2(__byte_perm(w, 0x64646464u, 0x4140), sub), f);
-    *hi = hmul2(hsub2(__byte_perm(w, 0x64646464u, 0x4342), sub), f);
-}
-__device__ __forceinline__ void frag_halves_off(u32 w, u32 f, u32 o, u32* lo, u32* hi) {
-    *lo = hfma2(hsub2(__byte_perm(w, 0x64646464u, 0x4140), 0x64006400u), f, o);
-    *hi = hfma2(hsub2(__byte_perm(w, 0x64646464u, 0x4342), 0x64006400u), f, o);
-}
-// The same in bf16 (7 mantissa bits cannot hold 1024 + c): each weight a * (byte - bias) + b in f32, rounded
-// once, as dq_unit_halves<true> does.
-__device__ __forceinline__ void frag_bf16(u32 w, float bias, float a, float b, u32* lo, u32* hi) {
-    float v[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) v[k] = fmaf(a, magic_byte(w, k) - (MAGIC + bias), b);
-    *lo = pack_bf16x2(v[0], v[1]);
-    *hi = pack_bf16x2(v[2], v[3]);
-}
-
 // Lane t's A values of unit u of one row, `rowp` the row's start as seen from shared memory (the step's
 // bytes in place, see dqmm_impl): o[0], o[1] the pairs of weights 4t .. 4t + 3 of slice 0 (weights 0-15 of
-// the unit), o[2], o[3] those of slice 1 (16-31). The same values as dq_unit_halves (the factors' products
-// are exact in f32 and rounded to f16 once either way).
+// the unit), o[2], o[3] those of slice 1 (16-31), by decode_fast.cuh's frag_halves / frag_bf16. The same
+// values as dq_unit_halves (the factors' products are exact in f32 and rounded to f16 once either way).
 template <bool BF>
 __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) {
 #if defined(WT_Q8_0)

@@ -390,8 +390,9 @@ MATVEC(8)
 
 // out[(r - r0) * K + k] = W[r, k] as f16 (to_bf16 = 0) or bf16 (1), for rows r0 <= r < r1: a slab of W for a
 // tensor-core GEMM. One thread per 32-weight unit; four 16-byte stores each. The types dqmm takes decode as
-// dqmm does (decode_fast.cuh's dq_unit_halves: two weights per f16x2 operation, no float-to-half conversions, which run at a
-// quarter of the arithmetic rate), so the two paths give the same numbers; the rest through f32.
+// dqmm does (decode_fast.cuh's dq_unit_halves: two weights per f16x2 operation, no float-to-half
+// conversions, which run at a quarter of the arithmetic rate), so the two paths give the same numbers; the
+// rest through f32.
 extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restrict__ out, int r0, int r1, int K,
                                         int to_bf16) {
     PDL_PROLOGUE();
