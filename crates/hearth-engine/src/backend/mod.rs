@@ -35,7 +35,6 @@ pub enum Act {
     Xb2,
 }
 
-/// The rows of one batched step, as the model laid them out (see `Model::forward_batch`).
 /// Logit biases of a step's output rows, for [`Backend::greedy`]: row `r`'s `(token id, bias)` pairs are
 /// `pairs[starts[r]..starts[r + 1]]`, added in that order.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +69,7 @@ impl RowBias {
     }
 }
 
+/// The rows of one batched step, as the model laid them out (see `Model::forward_batch`).
 pub struct StepRows<'a> {
     /// Every sequence's tokens of the step, concatenated: `[n]`.
     pub tokens: &'a [u32],

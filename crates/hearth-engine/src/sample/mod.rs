@@ -114,12 +114,9 @@ impl Sampler {
     /// backend can find where the logits are (a GPU: one id a row crosses to the host instead of the
     /// vocabulary). None when sampling needs the whole row here.
     pub fn greedy_bias(&self) -> Option<&[(u32, f32)]> {
+        let (rep, presence_frequency) = self.penalties();
         let p = &self.params;
-        let rep = p.repetition_penalty;
-        let penalized = (rep != 1.0 && rep.is_finite() && rep > 0.0)
-            || p.presence_penalty != 0.0
-            || p.frequency_penalty != 0.0;
-        (p.is_greedy() && !penalized).then_some(&p.logit_bias[..])
+        (p.is_greedy() && !rep && !presence_frequency).then_some(&p.logit_bias[..])
     }
 
     /// Starts a new sequence: the next `sample` call's history length becomes the prompt length again.
@@ -250,23 +247,28 @@ impl Sampler {
     }
 
     fn apply_bias(&self, logits: &mut [f32]) {
-        for &(id, bias) in &self.params.logit_bias {
-            if let Some(x) = logits.get_mut(id as usize) {
-                *x += bias;
-            }
-        }
+        add_bias(logits, &self.params.logit_bias);
+    }
+
+    /// Which penalties change logits: (the repetition penalty, presence/frequency).
+    fn penalties(&self) -> (bool, bool) {
+        let p = &self.params;
+        let rep = p.repetition_penalty;
+        (
+            rep != 1.0 && rep.is_finite() && rep > 0.0,
+            p.presence_penalty != 0.0 || p.frequency_penalty != 0.0,
+        )
     }
 
     /// Repetition penalty over every distinct token in the window, then `presence + frequency * count` over
     /// generated tokens in the window (`gen_start` is the index in `history` where generated tokens begin).
     fn apply_penalties(&mut self, logits: &mut [f32], history: &[u32], gen_start: usize) {
-        let p = &self.params;
-        let rep = p.repetition_penalty;
-        let use_rep = rep != 1.0 && rep.is_finite() && rep > 0.0;
-        let use_pf = p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        let (use_rep, use_pf) = self.penalties();
         if !use_rep && !use_pf {
             return;
         }
+        let p = &self.params;
+        let rep = p.repetition_penalty;
         let start = match p.penalty_last_n {
             0 => 0,
             n => history.len().saturating_sub(n),
@@ -516,10 +518,15 @@ pub fn argmax_biased(logits: &[f32], bias: &[(u32, f32)]) -> u32 {
         return argmax(logits);
     }
     let mut row = logits.to_vec();
+    add_bias(&mut row, bias);
+    argmax(&row)
+}
+
+/// `logits[id] += bias` for each pair in order (ids past the row ignored): the sampler's logit biases.
+fn add_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
     for &(id, b) in bias {
-        if let Some(x) = row.get_mut(id as usize) {
+        if let Some(x) = logits.get_mut(id as usize) {
             *x += b;
         }
     }
-    argmax(&row)
 }
