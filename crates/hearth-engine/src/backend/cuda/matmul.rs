@@ -92,7 +92,7 @@ pub(super) fn dqmm_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let rows = *ROWS.get_or_init(|| match std::env::var("HEARTH_CUDA_DQMM") {
         Ok(v) if v == "0" => 0,
-        _ => env_usize("HEARTH_CUDA_DQMM_ROWS", DQMM_MAX_ROWS),
+        _ => super::env_knob("HEARTH_CUDA_DQMM_ROWS", DQMM_MAX_ROWS),
     });
     gpu.arch.0 >= 8 && super::has_q8_path(dtype) && n <= rows
 }
@@ -102,21 +102,14 @@ pub(super) fn dqmm_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
 /// copy behind and leave less to add up.
 fn dqmm_waves() -> usize {
     static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *W.get_or_init(|| env_usize("HEARTH_CUDA_DQMM_WAVES", 2).clamp(1, 32))
+    *W.get_or_init(|| super::env_knob("HEARTH_CUDA_DQMM_WAVES", 2).clamp(1, 32))
 }
 
 /// Fewest steps (of DQ_UK units) a dqmm split takes (HEARTH_CUDA_DQMM_MIN_STEPS, default 4): a block's first
 /// copy is not hidden behind anything, so a split of one or two steps spends most of its time waiting.
 fn dqmm_min_steps() -> usize {
     static S: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *S.get_or_init(|| env_usize("HEARTH_CUDA_DQMM_MIN_STEPS", 4).max(1))
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    *S.get_or_init(|| super::env_knob("HEARTH_CUDA_DQMM_MIN_STEPS", 4).max(1))
 }
 
 /// How dqmm splits K for a product of `tiles` (row block, activation block) pairs over `units` 32-weight

@@ -291,9 +291,9 @@ fn mv_prefetch(dtype: DType) -> bool {
     }
 }
 
-/// A numeric `-D` value from the environment (`var`), else `default`: the matrix-vector kernels' knobs for
-/// benchmarks.
-fn env_knob(var: &str, default: u32) -> u32 {
+/// A number from the environment (`var`), else `default` (also when it does not parse): knobs for benchmarks
+/// (the matrix-vector kernels' `-D` values, dqmm's limits).
+pub(super) fn env_knob<T: std::str::FromStr>(var: &str, default: T) -> T {
     std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -310,11 +310,11 @@ fn weight_defines(dtype: DType) -> Result<Vec<String>> {
     // fewer registers, more blocks resident. A cap of 8 blocks was slower for both.
     d.push(format!(
         "MV_UPT={}",
-        env_knob("HEARTH_CUDA_UPT", 1).clamp(1, 4)
+        env_knob("HEARTH_CUDA_UPT", 1u32).clamp(1, 4)
     ));
     d.push(format!(
         "MV_MIN_BLOCKS={}",
-        env_knob("HEARTH_CUDA_MIN_BLOCKS", 0).min(16)
+        env_knob("HEARTH_CUDA_MIN_BLOCKS", 0u32).min(16)
     ));
     if has_q8_path(dtype) {
         // dqmm's shared memory as the host launches it: the kernel asserts at compile time that its layout

@@ -14,6 +14,9 @@ use crate::error::Result;
 use crate::models::config::ModelConfig;
 use crate::models::kv_cache::KvStorage;
 
+/// ops.cu's ARGMAX_THREADS: the block size argmax_rows is compiled for.
+const ARGMAX_THREADS: u32 = 512;
+
 /// Keys and values per split-K attention work item: `part` holds this many (row, split) pairs per head.
 const PART_ROW_SPLITS: usize = 4096;
 /// Largest dequantized weight slab for the GEMM path, in elements (64 MiB as f16).
@@ -449,7 +452,7 @@ impl DevStep {
         gpu.run(
             gpu.ops.f("argmax_rows"),
             (rows as u32, 1, 1),
-            (512, 1, 1),
+            (ARGMAX_THREADS, 1, 1),
             &mut [arg(&logits), arg(&vocab), arg(&ids)],
         );
         gpu.take_err()?;
