@@ -13,24 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
-use hearth_engine::backend::Device;
-use hearth_engine::models::{Logits, Model, OpenOptions, SeqInput};
+use hearth_engine::models::{Logits, Model, SeqInput};
+
+mod cuda_common;
+use cuda_common::{have_cuda, open_gpu};
 
 const DECODE_TOL: f32 = 2e-3;
 const PREFILL_TOL: f32 = 3e-2;
-
-fn have_cuda() -> bool {
-    match hearth_engine::backend::device::choose(Device::Cuda(0)) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("HEARTH_REQUIRE_CUDA").is_some() => {
-            panic!("HEARTH_REQUIRE_CUDA is set but no CUDA device is usable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
-}
 
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
@@ -55,14 +44,6 @@ fn fixtures() -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-fn open_gpu(p: &Path) -> Model {
-    let opts = OpenOptions {
-        device: Device::Cuda(0),
-        progress: None,
-    };
-    Model::open_with(p, &opts).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Relative L2 error of `got` against `want`, and whether the argmax agrees where it is clear.

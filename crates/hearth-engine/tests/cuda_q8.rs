@@ -12,17 +12,14 @@
 
 use std::path::Path;
 
-use hearth_engine::backend::Device;
-use hearth_engine::models::{Logits, Model, OpenOptions};
+use hearth_engine::models::{Logits, Model};
+
+mod cuda_common;
+use cuda_common::{have_cuda, open_gpu};
 
 #[test]
 fn gpu_q8_decode_tracks_cpu_q8() {
-    if let Err(e) = hearth_engine::backend::device::choose(Device::Cuda(0)) {
-        assert!(
-            std::env::var_os("HEARTH_REQUIRE_CUDA").is_none(),
-            "HEARTH_REQUIRE_CUDA is set but {e}"
-        );
-        eprintln!("skipped: {e}");
+    if !have_cuda() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
@@ -37,11 +34,7 @@ fn gpu_q8_decode_tracks_cpu_q8() {
     ] {
         let path = root.join(rel);
         let cpu = Model::open(&path).unwrap();
-        let opts = OpenOptions {
-            device: Device::Cuda(0),
-            progress: None,
-        };
-        let gpu = Model::open_with(&path, &opts).unwrap();
+        let gpu = open_gpu(&path);
         let v = cpu.config.vocab;
         let (mut sf, mut sc, mut sg) = (cpu.new_state(64), cpu.new_state(64), gpu.new_state(64));
         let (mut worst_gpu, mut worst_cpu) = (0f32, 0f32);

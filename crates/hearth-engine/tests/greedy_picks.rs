@@ -8,9 +8,12 @@
 
 use std::path::Path;
 
-use hearth_engine::backend::{Device, RowBias};
-use hearth_engine::models::{Logits, Model, OpenOptions, SeqInput};
+use hearth_engine::backend::RowBias;
+use hearth_engine::models::{Logits, Model, SeqInput};
 use hearth_engine::sample::{argmax, argmax_biased};
+
+mod cuda_common;
+use cuda_common::{have_cuda, open_gpu};
 
 fn fixture(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,11 +103,7 @@ fn cpu_greedy_picks_equal_argmax_of_logits() {
 
 #[test]
 fn gpu_greedy_picks_equal_argmax_of_logits() {
-    if let Err(e) = hearth_engine::backend::device::choose(Device::Cuda(0)) {
-        if std::env::var_os("HEARTH_REQUIRE_CUDA").is_some() {
-            panic!("HEARTH_REQUIRE_CUDA is set but no CUDA device is usable: {e}");
-        }
-        eprintln!("skipped: {e}");
+    if !have_cuda() {
         return;
     }
     for rel in [
@@ -112,10 +111,6 @@ fn gpu_greedy_picks_equal_argmax_of_logits() {
         "gemma3/model-q4_0.gguf",
         "qwen2/model-f16.gguf",
     ] {
-        let opts = OpenOptions {
-            device: Device::Cuda(0),
-            progress: None,
-        };
-        check(&Model::open_with(&fixture(rel), &opts).unwrap());
+        check(&open_gpu(&fixture(rel)));
     }
 }
