@@ -93,13 +93,19 @@ __device__ __forceinline__ void rows_dot(const u8* const (&w)[NR], const int (&r
     const uint4* row[NR];
 #pragma unroll
     for (int i = 0; i < NR; i++) row[i] = (const uint4*)(w[i] + (size_t)r[i] * (size_t)K * (16 / CHUNK_ELEMS));
-    for (int ch = t; ch < chunks; ch += T * PIPE) {
-        uint4 v[NR][PIPE];
+    uint4 v[NR][PIPE];
+    auto load = [&](int ch) {
 #pragma unroll
         for (int j = 0; j < PIPE; j++)
 #pragma unroll
             for (int i = 0; i < NR; i++)
                 if (ch + T * j < chunks) v[i][j] = __ldg(row[i] + ch + T * j);
+    };
+    // The first chunks are weights only: loaded before waiting for the previous kernel.
+    load(t);
+    PDL_PROLOGUE();
+    for (int ch = t; ch < chunks; ch += T * PIPE) {
+        if (ch != t) load(ch);
 #pragma unroll
         for (int j = 0; j < PIPE; j++) {
             if (ch + T * j < chunks) {
@@ -125,6 +131,7 @@ __device__ __forceinline__ void rows_dot(const u8* const (&w)[NR], const int (&r
     const u8* row[NR];
 #pragma unroll
     for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    PDL_PROLOGUE();
     for (int u = t; u < units; u += T) {
         float v[NR][32];
 #pragma unroll
@@ -158,14 +165,20 @@ __device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int 
     const u8* row[NR];
 #pragma unroll
     for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
-    for (int u0 = t; u0 < units; u0 += T * UPT) {
-        u32 q[UPT][NR][8];
-        float a0[UPT][NR], a1[UPT][NR], b[UPT][NR];
+    u32 q[UPT][NR][8];
+    float a0[UPT][NR], a1[UPT][NR], b[UPT][NR];
+    auto load = [&](int u0) {
 #pragma unroll
         for (int j = 0; j < UPT; j++)
 #pragma unroll
             for (int i = 0; i < NR; i++)
                 if (u0 + T * j < units) unit_q8(row[i], u0 + T * j, q[j][i], &a0[j][i], &a1[j][i], &b[j][i]);
+    };
+    // The first units are weights only: loaded and decoded before waiting for the previous kernel.
+    load(t);
+    PDL_PROLOGUE();
+    for (int u0 = t; u0 < units; u0 += T * UPT) {
+        if (u0 != t) load(u0);
 #pragma unroll
         for (int j = 0; j < UPT; j++) {
             const int u = u0 + T * j;
@@ -268,8 +281,10 @@ __device__ __forceinline__ void block_rows_sum(float (&acc)[NR][NC]) {
 }
 
 // The block's products of its NR weight rows (those marked ok; the others repeat a real row) with the
-// activations: the rows are asked of L2 before the wait for the previous kernel (MV_PREFETCH), then every
-// thread takes part and thread 0 gets the sums in acc. False, after the wait, when the block has no row.
+// activations: the rows are asked of L2 before the wait for the previous kernel (MV_PREFETCH), and each
+// thread's first weights are loaded before it too (the f32 and 8-bit `dot`s wait after their first loads, so
+// a product's first DRAM round trip overlaps the kernel before it); then every thread takes part and thread
+// 0 gets the sums in acc. False, after the wait, when the block has no row.
 template <int NC, class X>
 __device__ __forceinline__ bool block_products(const u8* const (&w)[NR], const int (&r)[NR], const bool (&ok)[NR],
                                                X xs, float (&acc)[NR][NC]) {
@@ -279,8 +294,10 @@ __device__ __forceinline__ bool block_products(const u8* const (&w)[NR], const i
     for (int i = 0; i < NR; i++)
         if (ok[i]) prefetch_l2(w[i] + (size_t)r[i] * row_bytes, row_bytes);
 #endif
-    PDL_PROLOGUE();
-    if (!ok[0]) return false;
+    if (!ok[0]) {
+        PDL_PROLOGUE();
+        return false;
+    }
 #pragma unroll
     for (int i = 0; i < NR; i++)
 #pragma unroll
