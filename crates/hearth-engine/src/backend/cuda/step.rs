@@ -306,12 +306,7 @@ impl DevStep {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
         // HEARTH_CUDA_ATTN_BLOCKS_PER_SM (default 4) sets the "four times over", for benchmarks.
         static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let per_sm = *PER_SM.get_or_init(|| {
-            std::env::var("HEARTH_CUDA_ATTN_BLOCKS_PER_SM")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(4)
-        });
+        let per_sm = *PER_SM.get_or_init(|| super::env_knob("HEARTH_CUDA_ATTN_BLOCKS_PER_SM", 4));
         // 64: MAX_SPLITS in ops.cu.
         (per_sm * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
     }

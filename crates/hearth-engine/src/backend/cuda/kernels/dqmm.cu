@@ -79,7 +79,6 @@ __device__ __forceinline__ u32 lds_u32_2(const u8* p) {
     const u32* a = (const u32*)(p - mis);
     return __funnelshift_r(a[0], a[1], mis * 8u);
 }
-__device__ __forceinline__ u32 lds_u16(const u8* p) { return *(const unsigned short*)p; }
 
 // f16 pair (v, v) from f16 bits v; an exact small integer pair (a, b), 0 <= a, b < 1024, as f16x2.
 __device__ __forceinline__ u32 f16_pair(u32 bits) { return __byte_perm(bits, 0u, 0x1010); }
@@ -94,7 +93,7 @@ __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) 
 #if defined(WT_Q8_0)
     const u8* blk = rowp + u * 34;  // f16 d, 32 signed codes
     const u32 w0 = lds_u32_2(blk + 2 + 4 * t) ^ 0x80808080u, w1 = lds_u32_2(blk + 18 + 4 * t) ^ 0x80808080u;
-    const u32 d = lds_u16(blk);
+    const u32 d = ldq16<true>(blk);
     if (!BF) {
         const u32 f = f16_pair(d);
         frag_halves(w0, 0x64806480u, f, &o[0], &o[1]);
@@ -108,7 +107,7 @@ __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) 
     const u8* blk = rowp + u * 18;  // f16 d, 16 bytes: weight j in byte j's low nibble, j + 16 in its high one
     const u32 w = lds_u32_2(blk + 2 + 4 * t);
     const u32 w0 = w & 0x0F0F0F0Fu, w1 = (w >> 4) & 0x0F0F0F0Fu;
-    const u32 d = lds_u16(blk);
+    const u32 d = ldq16<true>(blk);
     if (!BF) {
         const u32 f = f16_pair(d);
         frag_halves(w0, 0x64086408u, f, &o[0], &o[1]);  // code - 8
@@ -151,7 +150,7 @@ __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) 
     for (int i = 0; i < 2; i++)
         w[i] = ((lds_u32_2(ql + 16 * i + 4 * t) >> shl) & 0x0F0F0F0Fu) |
                (((lds_u32_2(qh + 16 * i + 4 * t) >> shh) & 0x03030303u) << 4);  // 6-bit codes, q - 32 the value
-    const u32 d = lds_u16(b + 208), scw = lds_u16(b + 192 + 2 * s);
+    const u32 d = ldq16<true>(b + 208), scw = ldq16<true>(b + 192 + 2 * s);
     if (!BF) {
         // The two slices' factors d * scale in f16 (int8 scales exact as f16: byte + 128 by the 0x64 trick).
         const u32 sc = hsub2(__byte_perm(scw ^ 0x8080u, 0x64646464u, 0x4140), 0x64806480u);
