@@ -46,6 +46,18 @@ if "$BIN/hearth_engine" dqmm_matches_reference_on_gpu --test-threads=1 --nocaptu
 else
   fail "dqmm kernel test (see engine_dqmm.log)"
 fi
+if "$BIN/hearth_engine" dqmm_group_sums_match_reference_on_gpu --test-threads=1 --nocapture >"$OUT/engine_dqmm_group.log" 2>&1 \
+  && grep -q "test result: ok. 1 passed" "$OUT/engine_dqmm_group.log" && ! grep -q "skipped:" "$OUT/engine_dqmm_group.log"; then
+  pass "kernel test: a group's dqmm split-K sums in one launch (dqmm_sum3) vs a float64 reference"
+else
+  fail "grouped dqmm sums kernel test (see engine_dqmm_group.log)"
+fi
+if "$BIN/hearth_engine" decode_attention_kernels_match_reference_on_gpu --test-threads=1 --nocapture \
+  >"$OUT/engine_attn.log" 2>&1 && grep -q "test result: ok. 1 passed" "$OUT/engine_attn.log"; then
+  pass "kernel test: decode attention (attn_decode) vs a float64 reference over a paged cache, split"
+else
+  fail "decode attention kernel test (see engine_attn.log)"
+fi
 if "$BIN/hearth_engine" dequant_rows_match_reference_on_gpu --test-threads=1 --nocapture >"$OUT/engine_deq.log" 2>&1 \
   && grep -q "test result: ok. 1 passed" "$OUT/engine_deq.log"; then
   pass "kernel test: half-precision slabs for cuBLAS (dequant_rows) vs the CPU's dequantized weights"

@@ -29,8 +29,11 @@ impl Cuda {
     }
 
     /// `dst = rmsnorm(x (+ add, written back to x when add is not 0)) * gain` over `n` rows (ops.cu's
-    /// rmsnorm_rows), quantized to 8 bits too when `dst` is Xb and the integer path wants it. One block per
-    /// row; enough threads that each keeps at most 16 of the row's values in registers (see `norm_threads`).
+    /// rmsnorm_rows), quantized to 8 bits too when `dst` is Xb and the integer path wants it, and written in
+    /// half precision into the step's GEMM input buffer when `dst` is Xb and the step has more rows than the
+    /// smallest matrix-vector limit (the products after it then skip their to_half launch: see
+    /// `DevStep::act_half`). One block per row; enough threads that each keeps at most 16 of the row's values
+    /// in registers (see `norm_threads`).
     #[allow(clippy::too_many_arguments)]
     fn norm_launch(
         &self,
@@ -45,6 +48,17 @@ impl Cuda {
         let (g, o) = (gain.ptr, Self::act_ptr(s, dst));
         let dim = (gain.bytes / 4) as i32;
         let (q, d) = Self::xb_quantization(s, dst, dim as usize);
+        let half = dst == Act::Xb && n > super::matmul::matvec_max(&self.gpu, DType::F16);
+        let (h, hb) = if half {
+            (s.h16.ptr, s.gemm_bf16 as i32)
+        } else {
+            (0, 0)
+        };
+        if half {
+            s.act_half.set(Some((o, s.gemm_bf16)));
+        } else if s.act_half.get().is_some_and(|(p, _)| p == o) {
+            s.act_half.set(None);
+        }
         self.gpu.run(
             self.gpu.ops.f("rmsnorm_rows"),
             (n as u32, 1, 1),
@@ -58,6 +72,8 @@ impl Cuda {
                 arg(&eps),
                 arg(&q),
                 arg(&d),
+                arg(&h),
+                arg(&hb),
             ],
         );
     }
@@ -203,37 +219,60 @@ impl Backend for Cuda {
         } else {
             (0, 0)
         };
-        gpu.run(
-            gpu.ops.f("attn_decode"),
-            ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
-            (gpu.attn_threads, 1, 1),
-            &mut [
-                arg(&q),
-                arg(&kc),
-                arg(&vc),
-                arg(&pos),
-                arg(&rs),
-                arg(&toff),
-                arg(&tabs),
-                arg(&part),
-                arg(&att),
-                arg(&done),
-                arg(&nkv),
-                arg(&bs),
-                arg(&window),
-                arg(&scale),
-                arg(&softcap),
-                arg(&ml),
-                arg(&ns),
-                arg(&fr),
-                arg(&fp),
-                arg(&aq),
-                arg(&ad),
-            ],
-        );
+        // And in half precision, for the output projection's GEMM, when it has every row of a step of many.
+        let half = s.flash_tiles == 0 && n > super::matmul::matvec_max(gpu, DType::F16);
+        let (ah, ahb) = if half {
+            (s.h16.ptr, s.gemm_bf16 as i32)
+        } else {
+            (0, 0)
+        };
+        // (Not launched when every row's attention runs in flash_prefill: its blocks would all return.)
+        if s.flash_row_count < n {
+            gpu.run(
+                gpu.ops.f("attn_decode"),
+                ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
+                (gpu.attn_threads, 1, 1),
+                &mut [
+                    arg(&q),
+                    arg(&kc),
+                    arg(&vc),
+                    arg(&pos),
+                    arg(&rs),
+                    arg(&toff),
+                    arg(&tabs),
+                    arg(&part),
+                    arg(&att),
+                    arg(&done),
+                    arg(&nkv),
+                    arg(&bs),
+                    arg(&window),
+                    arg(&scale),
+                    arg(&softcap),
+                    arg(&ml),
+                    arg(&ns),
+                    arg(&fr),
+                    arg(&fp),
+                    arg(&aq),
+                    arg(&ad),
+                    arg(&ah),
+                    arg(&ahb),
+                ],
+            );
+            if half {
+                s.act_half.set(Some((att, s.gemm_bf16)));
+            }
+        }
         // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
         if s.flash_tiles > 0 {
             let tl = s.flash_tile_list;
+            // When it has every row, its output in half precision too, for the output projection's GEMM
+            // (see DevStep::act_half).
+            let half = s.flash_row_count == n && n > super::matmul::matvec_max(gpu, DType::F16);
+            let (h, hb) = if half {
+                (s.h16.ptr, s.gemm_bf16 as i32)
+            } else {
+                (0, 0)
+            };
             gpu.run_smem(
                 gpu.ops.f("flash_prefill"),
                 (s.flash_tiles as u32, c.n_heads as u32, 1),
@@ -255,8 +294,13 @@ impl Backend for Cuda {
                     arg(&window),
                     arg(&scale),
                     arg(&softcap),
+                    arg(&h),
+                    arg(&hb),
                 ],
             );
+            if half {
+                s.act_half.set(Some((att, s.gemm_bf16)));
+            }
         }
         // out = att · Woᵀ: [n, hidden]
         a.wo.matmul(self, s, s.att.ptr, n, s.xb2.ptr);

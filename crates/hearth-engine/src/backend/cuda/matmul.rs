@@ -193,6 +193,74 @@ impl Acts {
     }
 }
 
+/// The split-K partial sums a group of dqmm products with the same input (a layer's q, k and v; gate and up)
+/// leaves for one dqmm_sum3 launch: each product's sums take their own part of a slab (the step's weight
+/// slab, which the dqmm path does not otherwise use), one launch a group instead of one a product.
+pub(super) struct GroupSums {
+    /// The slab's next free address and its end.
+    at: u64,
+    end: u64,
+    /// (partial sums, y, float4s, splits) of each split product.
+    items: Vec<(u64, u64, i32, i32)>,
+    /// A module holding dqmm_sum3 (the first split product's; the kernel does not depend on the type).
+    module: Option<Arc<Module>>,
+}
+
+impl GroupSums {
+    /// An empty group over the slab [ptr, ptr + bytes).
+    pub(super) fn new(ptr: u64, bytes: usize) -> GroupSums {
+        GroupSums {
+            at: ptr,
+            end: ptr + bytes as u64,
+            items: Vec::new(),
+            module: None,
+        }
+    }
+
+    /// Adds the recorded products' partial sums into their outputs: dqmm_sum3, three products a launch.
+    pub(super) fn flush(self, gpu: &Gpu) {
+        let Some(module) = self.module else {
+            return;
+        };
+        for chunk in self.items.chunks(3) {
+            let item = |j: usize| chunk.get(j).copied().unwrap_or((0, 0, 0, 1));
+            let (a, b, c) = (item(0), item(1), item(2));
+            let blocks = |it: (u64, u64, i32, i32)| (it.2 as u32).div_ceil(256);
+            let (b1, b2) = (blocks(a), blocks(a) + blocks(b));
+            let total = b2 + blocks(c);
+            let (b1i, b2i) = (b1 as i32, b2 as i32);
+            gpu.run(
+                module.f("dqmm_sum3"),
+                (total, 1, 1),
+                (256, 1, 1),
+                &mut [
+                    arg(&a.0),
+                    arg(&a.1),
+                    arg(&a.2),
+                    arg(&a.3),
+                    arg(&b.0),
+                    arg(&b.1),
+                    arg(&b.2),
+                    arg(&b.3),
+                    arg(&c.0),
+                    arg(&c.1),
+                    arg(&c.2),
+                    arg(&c.3),
+                    arg(&b1i),
+                    arg(&b2i),
+                ],
+            );
+        }
+    }
+}
+
+/// Whether a group of dqmm products adds its split-K sums in one launch ([`GroupSums`];
+/// HEARTH_CUDA_DQMM_GROUP_SUM=0 turns it off, for benchmarks).
+fn group_sums_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| super::env_knob("HEARTH_CUDA_DQMM_GROUP_SUM", 1) != 0)
+}
+
 impl DevMat {
     /// A matrix over weights already in device memory (kernel tests, which have no model to upload from).
     #[cfg(test)]
@@ -268,11 +336,21 @@ impl DevMat {
         // The half-precision copy of x made so far, and its type (true: bf16); its 8-bit copy.
         let mut converted: Option<(bool, u64)> = None;
         let mut quantized: Option<(u64, u64)> = None;
+        // When every product of the group takes dqmm, their split-K sums share one launch at the end (a
+        // product dequantizing into the weight slab would overwrite the others' partial sums there).
+        let mut group = (outs.len() > 1
+            && group_sums_enabled()
+            && outs.iter().all(|(w, _)| {
+                n > matvec_max(&be.gpu, w.dtype)
+                    && !matches!(w.dtype, DType::F32 | DType::F16 | DType::BF16)
+                    && dqmm_applies(&be.gpu, w.dtype, n)
+            }))
+        .then(|| GroupSums::new(s.wbuf.ptr, s.wbuf.bytes));
         let mut i = 0;
         while i < outs.len() {
             let (w, y) = outs[i];
             if n > matvec_max(&be.gpu, w.dtype) {
-                let r = w.gemm(be, s, x, n, y, &mut converted);
+                let r = w.gemm(be, s, x, n, y, &mut converted, group.as_mut());
                 be.gpu.note(r);
                 i += 1;
                 continue;
@@ -296,26 +374,58 @@ impl DevMat {
             Self::matvec(&be.gpu, &outs[i..j], acts, n);
             i = j;
         }
+        if let Some(g) = group {
+            g.flush(&be.gpu);
+        }
     }
 
     /// `y[n, rows] = x · Wᵀ` for half-precision `x` ([n, cols], bf16 if `bf16`) by dqmm.cu's dqmm. Split
     /// along K (partial sums in the step's weight slab, which this path does not use otherwise) when the row
     /// and activation blocks alone would not give every multiprocessor [`dqmm_waves`] blocks.
     pub fn dqmm(&self, gpu: &Gpu, s: &DevStep, x: u64, n: usize, y: u64, bf16: bool) {
+        let splits = self.dqmm_plan(gpu, n, s.wbuf.bytes);
+        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr, true);
+    }
+
+    /// dqmm's split-K plan for `n` activation rows with `room` bytes for the partial sums.
+    fn dqmm_plan(&self, gpu: &Gpu, n: usize, room: usize) -> (usize, usize) {
         let tiles = self.rows.div_ceil(DQ_BM) * n.div_ceil(DQ_BN);
         // dqmm_sum adds float4s: rows not a multiple of 4 (no model seen so far) run unsplit.
         let room = if self.rows.is_multiple_of(4) {
-            s.wbuf.bytes / (n * self.rows * 4)
+            room / (n * self.rows * 4)
         } else {
             1
         };
         let want = dqmm_waves() * gpu.sms;
-        let splits = dqmm_splits(tiles, self.cols / 32, want, dqmm_min_steps(), room);
-        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr);
+        dqmm_splits(tiles, self.cols / 32, want, dqmm_min_steps(), room)
     }
 
-    /// One dqmm launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and
-    /// dqmm_sum adding them into `y`) when there is more than one.
+    /// [`DevMat::dqmm`] as one product of a group with the same input: its partial sums take the next part
+    /// of `g`'s slab and are added by [`GroupSums::flush`] with the group's others, in one launch.
+    pub(super) fn dqmm_grouped(
+        &self,
+        gpu: &Gpu,
+        x: u64,
+        n: usize,
+        y: u64,
+        bf16: bool,
+        g: &mut GroupSums,
+    ) {
+        let splits = self.dqmm_plan(gpu, n, (g.end - g.at) as usize);
+        if splits.0 == 1 {
+            self.dqmm_launch(gpu, x, n, y, bf16, splits, 0, true);
+            return;
+        }
+        self.dqmm_launch(gpu, x, n, y, bf16, splits, g.at, false);
+        let count4 = n * self.rows / 4;
+        g.items.push((g.at, y, count4 as i32, splits.0 as i32));
+        // The next product's sums start 256-byte aligned.
+        g.at += ((splits.0 * count4 * 16).div_ceil(256) * 256) as u64;
+        g.module.get_or_insert_with(|| self.module.clone());
+    }
+
+    /// One dqmm launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and, with
+    /// `sum`, dqmm_sum adding them into `y`) when there is more than one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dqmm_launch(
         &self,
@@ -326,6 +436,7 @@ impl DevMat {
         bf16: bool,
         (splits, split_units): (usize, usize),
         part: u64,
+        sum: bool,
     ) {
         let out = if splits > 1 { part } else { y };
         let (w, m, k, nn, su) = (
@@ -354,7 +465,7 @@ impl DevMat {
                 arg(&su),
             ],
         );
-        if splits > 1 {
+        if splits > 1 && sum {
             assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
             let (count4, z) = ((n * self.rows / 4) as i32, splits as i32);
             gpu.run(
@@ -445,6 +556,7 @@ impl DevMat {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         be: &Cuda,
@@ -453,6 +565,7 @@ impl DevMat {
         n: usize,
         y: u64,
         converted: &mut Option<(bool, u64)>,
+        group: Option<&mut GroupSums>,
     ) -> Result<()> {
         let gpu = &be.gpu;
         let (m, k) = (self.rows, self.cols);
@@ -488,7 +601,10 @@ impl DevMat {
             return gemm_ex(gpu, self.buf.ptr, wtype, b, btype, y, m, n, k, m);
         }
         if dqmm_applies(gpu, self.dtype, n) {
-            self.dqmm(gpu, s, b, n, y, s.gemm_bf16);
+            match group {
+                Some(g) => self.dqmm_grouped(gpu, b, n, y, s.gemm_bf16, g),
+                None => self.dqmm(gpu, s, b, n, y, s.gemm_bf16),
+            }
             return Ok(());
         }
         // Slabs of rows, dequantized into the step's weight scratch, one GEMM each.

@@ -208,8 +208,8 @@ const WEIGHT_KERNELS: [&str; 11] = [
 
 /// The kernels built on decode_fast.cuh's 8-bit unit decoder, in the modules of the types that have it
 /// ([`has_q8_path`]): the integer matvec kernels `mvq8_N` and `gluq8_N` (N = 1, 2, 4, 8) against 8-bit
-/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sum (dqmm.cu).
-const Q8_KERNELS: [&str; 11] = [
+/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sums (dqmm.cu).
+const Q8_KERNELS: [&str; 12] = [
     "mvq8_1",
     "mvq8_2",
     "mvq8_4",
@@ -221,6 +221,7 @@ const Q8_KERNELS: [&str; 11] = [
     "dqmm_f16",
     "dqmm_bf16",
     "dqmm_sum",
+    "dqmm_sum3",
 ];
 
 /// Whether `dtype` has integer dot-product kernels against 8-bit activations (decode_fast.cuh's `unit_q8`).

@@ -37,8 +37,10 @@ pub struct DevStep {
     pub up: DevBuf,   // [max, ffn]
     /// Activations as f16/bf16 for a GEMM: [max, max(hidden, ffn, qdim)].
     pub h16: DevBuf,
-    /// Set just before a product whose input `.0` the MLP has already written to `h16` in half precision
-    /// (`.1`: bf16), so the GEMM path skips its own conversion; cleared once taken or after that product.
+    /// Set when a kernel has just written activations `.0` to `h16` in half precision as well (`.1`: bf16):
+    /// the MLP's act_mul_half, a norm writing Xb for a step of many rows. The GEMM path then skips its own
+    /// conversion. Cleared once taken, when h16 is overwritten (`to_half`), when `.0` is rewritten without a
+    /// half copy, and at each step's start.
     pub act_half: std::cell::Cell<Option<(u64, bool)>>,
     /// A slab of dequantized weights for a GEMM (f16/bf16).
     pub wbuf: DevBuf,
@@ -89,6 +91,9 @@ pub struct DevStep {
     /// The tensor-core kernel's tiles: (first row, rows) pairs, `flash_tiles` of them.
     pub flash_tile_list: u64,
     pub flash_tiles: usize,
+    /// Rows whose attention runs in the tensor-core kernel: when all of them do, the decode kernel is not
+    /// launched.
+    pub flash_row_count: usize,
     /// Whether the device runs the tensor-core attention kernel (sm_80 and later).
     flash: bool,
     pub inv_global: DevBuf,
@@ -183,6 +188,7 @@ impl DevStep {
             flash_rows: 0,
             flash_tile_list: 0,
             flash_tiles: 0,
+            flash_row_count: 0,
             flash: flash_enabled(),
             inv_global: f(c.rope_dim / 2)?,
             inv_local: f(c.rope_dim / 2)?,
@@ -205,6 +211,7 @@ impl DevStep {
         // The step may run on another thread than the one that opened the model (a server's worker): make
         // the context current here, once per step, for every launch that follows.
         drv("context", self.gpu.ctx.bind_to_thread())?;
+        self.act_half.set(None);
         let stream = self.gpu.cu_stream();
         if !self.inv_ready {
             super::memory::upload(stream, self.inv_global.ptr, inv_g)?;
@@ -237,6 +244,7 @@ impl DevStep {
         }
         let mut off = 0;
         self.flash_tiles = 0;
+        self.flash_row_count = 0;
         for (i, s) in rows.seqs.iter().enumerate() {
             h[4 * m + i] = off as i32;
             for (j, &b) in s.table.iter().enumerate() {
@@ -255,6 +263,7 @@ impl DevStep {
                 for r in s.tokens.clone() {
                     h[5 * m + r] = 1;
                 }
+                self.flash_row_count += len;
                 for t0 in (0..len).step_by(64) {
                     h[tiles_at + 2 * self.flash_tiles] = (s.tokens.start + t0) as i32;
                     h[tiles_at + 2 * self.flash_tiles + 1] = (len - t0).min(64) as i32;
@@ -323,6 +332,7 @@ impl DevStep {
 
     /// Converts `count` f32 activations at `x` to f16/bf16 in the step's GEMM buffer; returns its address.
     pub fn to_half(&self, gpu: &Gpu, x: u64, count: usize, bf16: bool) -> u64 {
+        self.act_half.set(None); // h16 no longer holds what act_half named
         let (out, n, b) = (self.h16.ptr, count as i64, bf16 as i32);
         gpu.run(
             gpu.ops.f("to_half"),

@@ -259,7 +259,7 @@ fn dqmm_matches_reference_on_gpu() {
                         result::memset_d8_async(y_dev.ptr, 0xff, n * m * 4, gpu.cu_stream())
                             .unwrap()
                     };
-                    mat.dqmm_launch(&gpu, x_dev.ptr, n, y_dev.ptr, bf16, plan, part.ptr);
+                    mat.dqmm_launch(&gpu, x_dev.ptr, n, y_dev.ptr, bf16, plan, part.ptr, true);
                     gpu.take_err().unwrap();
                     let y = download(&gpu, y_dev.ptr, n * m);
                     let what = format!("dqmm {t} bf16={bf16} n={n} splits={}", plan.0);
@@ -350,4 +350,236 @@ fn dqmm_split_plans_cover_k_exactly() {
         super::matmul::dqmm_splits(64, 128, 528, 8, usize::MAX),
         (4, 32)
     );
+}
+
+/// On a GPU: a group of dqmm products with one input whose split-K sums share one dqmm_sum3 launch (q, k
+/// and v; gate and up), against the float64 reference: Q8_0, Q4_K and a Q8_0 matrix of 83 rows (unsplit in
+/// the group, since dqmm_sum adds float4s), the outputs filled with NaNs first, f16 activations.
+#[test]
+fn dqmm_group_sums_match_reference_on_gpu() {
+    let Some(gpu) = test_gpu() else {
+        return;
+    };
+    if gpu.arch.0 < 8 {
+        eprintln!("skipped: dqmm needs sm_80 or later");
+        return;
+    }
+    let mut rng = crate::sample::Rng::seed_from_u64(21);
+    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let (k, n) = (1280, 40);
+    let mats: Vec<_> = [(DType::Q8_0, 80), (DType::Q4_K, 96), (DType::Q8_0, 83)]
+        .into_iter()
+        .map(|(t, m)| (t, m, random_matrix(&gpu, t, m, k, &mut uniform)))
+        .collect();
+    let x: Vec<u16> = (0..n * k)
+        .map(|_| half::f16::from_f32(uniform()).to_bits())
+        .collect();
+    let x_ref: Vec<f64> = x
+        .iter()
+        .map(|&h| half::f16::from_bits(h).to_f64())
+        .collect();
+    let x_dev = DevBuf::alloc(&gpu.ctx, x.len() * 2).unwrap();
+    memory::upload(gpu.cu_stream(), x_dev.ptr, &x).unwrap();
+    let slab = DevBuf::alloc(&gpu.ctx, 16 << 20).unwrap();
+    let ys: Vec<DevBuf> = mats
+        .iter()
+        .map(|(_, m, _)| DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap())
+        .collect();
+    for (y, (_, m, _)) in ys.iter().zip(&mats) {
+        // SAFETY: y holds n * m floats.
+        unsafe { result::memset_d8_async(y.ptr, 0xff, n * m * 4, gpu.cu_stream()).unwrap() };
+    }
+    let mut group = super::matmul::GroupSums::new(slab.ptr, slab.bytes);
+    for (y, (_, _, (mat, _))) in ys.iter().zip(&mats) {
+        mat.dqmm_grouped(&gpu, x_dev.ptr, n, y.ptr, false, &mut group);
+    }
+    group.flush(&gpu);
+    gpu.take_err().unwrap();
+    for (y, (t, m, (_, w_deq))) in ys.iter().zip(&mats) {
+        let w_half: Vec<f32> = w_deq
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        let got = download(&gpu, y.ptr, n * m);
+        check_product(
+            &format!("grouped dqmm {t} m={m}"),
+            &got,
+            &w_half,
+            &x_ref,
+            (*m, n, k),
+            2e-4,
+        );
+    }
+}
+
+/// On a GPU: decode attention (attn_decode) against a float64 reference over the same f16 cache: three rows
+/// (1, 101 and 2,101 keys) of sequences whose cache blocks lie out of order, 1, 7 and 64 splits, with and
+/// without a sliding window and a soft-cap, 128-wide heads in groups of 4 and 64-wide ones in groups of 3. The
+/// kernel accumulates in f32 from the f16 cache: within 1e-4 (a wrong tile, split or merge is off by whole
+/// values: the outputs are averages of values in [-1, 1]).
+#[test]
+fn decode_attention_kernels_match_reference_on_gpu() {
+    if test_gpu().is_none() {
+        return;
+    }
+    let mut rng = crate::sample::Rng::seed_from_u64(7);
+    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    for (hd, gqa) in [(128usize, 4usize), (64, 3)] {
+        let gpu = Gpu::open(0, hd, gqa).unwrap();
+        let (n_kv, bs) = (2usize, 16usize);
+        let (n_heads, kv_dim) = (n_kv * gqa, n_kv * hd);
+        let positions: Vec<i32> = vec![0, 100, 2100];
+        let rows = positions.len();
+        // Each sequence's blocks, handed out in reverse so no table is in order.
+        let need: Vec<usize> = positions
+            .iter()
+            .map(|&p| (p as usize + 1).div_ceil(bs))
+            .collect();
+        let total: usize = need.iter().sum();
+        let mut next = total;
+        let (mut tables, mut table_off) = (Vec::new(), Vec::new());
+        for &nb in &need {
+            table_off.push(tables.len() as i32);
+            for _ in 0..nb {
+                next -= 1;
+                tables.push(next as i32);
+            }
+        }
+        let to_f16 = |v: f32| half::f16::from_f32(v).to_bits();
+        let kc: Vec<u16> = (0..total * bs * kv_dim)
+            .map(|_| to_f16(uniform()))
+            .collect();
+        let vc: Vec<u16> = (0..total * bs * kv_dim)
+            .map(|_| to_f16(uniform()))
+            .collect();
+        let q: Vec<f32> = (0..rows * n_heads * hd).map(|_| uniform()).collect();
+        let up_i32 = |v: &[i32]| {
+            let b = DevBuf::alloc(&gpu.ctx, v.len() * 4).unwrap();
+            memory::upload(gpu.cu_stream(), b.ptr, v).unwrap();
+            b
+        };
+        let (pos_d, seq_d) = (up_i32(&positions), up_i32(&[0, 1, 2]));
+        let (off_d, tab_d) = (up_i32(&table_off), up_i32(&tables));
+        let max_d = up_i32(&[2101]);
+        let (flash_d, first_d) = (up_i32(&[0, 0, 0]), up_i32(&positions));
+        let kc_d = DevBuf::alloc(&gpu.ctx, kc.len() * 2).unwrap();
+        let vc_d = DevBuf::alloc(&gpu.ctx, vc.len() * 2).unwrap();
+        let q_d = DevBuf::alloc(&gpu.ctx, q.len() * 4).unwrap();
+        memory::upload(gpu.cu_stream(), kc_d.ptr, &kc).unwrap();
+        memory::upload(gpu.cu_stream(), vc_d.ptr, &vc).unwrap();
+        memory::upload(gpu.cu_stream(), q_d.ptr, &q).unwrap();
+        let part_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * 64 * (hd + 4) * 4).unwrap();
+        let out_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd * 4).unwrap();
+        let done_d = DevBuf::zeroed(&gpu.ctx, rows * n_kv * 4).unwrap();
+        let f16v = |v: u16| half::f16::from_bits(v).to_f64();
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (window, softcap) in [(0i32, 0.0f32), (300, 0.0), (0, 30.0)] {
+            // The reference: softmax over each row's keys, from the same f16 keys and values.
+            let mut want = vec![0f64; rows * n_heads * hd];
+            for (r, &p) in positions.iter().enumerate() {
+                let lo = if window > 0 {
+                    (p + 1 - window).max(0)
+                } else {
+                    0
+                };
+                let table = &tables[table_off[r] as usize..];
+                for h in 0..n_heads {
+                    let kh = h / gqa;
+                    let slot = |j: i32| {
+                        (table[j as usize / bs] as usize * bs + j as usize % bs) * kv_dim + kh * hd
+                    };
+                    let qrow = &q[(r * n_heads + h) * hd..][..hd];
+                    let scores: Vec<f64> = (lo..=p)
+                        .map(|j| {
+                            let k = &kc[slot(j)..][..hd];
+                            let s: f64 = (0..hd).map(|d| qrow[d] as f64 * f16v(k[d])).sum::<f64>()
+                                * scale as f64;
+                            if softcap > 0.0 {
+                                softcap as f64 * (s / softcap as f64).tanh()
+                            } else {
+                                s
+                            }
+                        })
+                        .collect();
+                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                    let l: f64 = w.iter().sum();
+                    for (i, j) in (lo..=p).enumerate() {
+                        let v = &vc[slot(j)..][..hd];
+                        for d in 0..hd {
+                            want[(r * n_heads + h) * hd + d] += w[i] / l * f16v(v[d]);
+                        }
+                    }
+                }
+            }
+            for n_splits in [1usize, 7, 64] {
+                {
+                    let (kernel, tol) = ("attn_decode", 1e-4);
+                    let (nkv, bsi, ns) = (n_kv as i32, bs as i32, n_splits as i32);
+                    let (zero, qp, kp, vp) = (0u64, q_d.ptr, kc_d.ptr, vc_d.ptr);
+                    let (pp, sp, op, tp, partp, outp, dp) = (
+                        pos_d.ptr, seq_d.ptr, off_d.ptr, tab_d.ptr, part_d.ptr, out_d.ptr,
+                        done_d.ptr,
+                    );
+                    let (mp, fp, fpp) = (max_d.ptr, flash_d.ptr, first_d.ptr);
+                    // The output filled with NaNs first: every value must be written by this launch.
+                    // SAFETY: out_d holds want.len() floats.
+                    unsafe {
+                        result::memset_d8_async(out_d.ptr, 0xff, want.len() * 4, gpu.cu_stream())
+                            .unwrap()
+                    };
+                    gpu.run(
+                        gpu.ops.f(kernel),
+                        ((rows * n_kv) as u32, n_splits as u32, 1),
+                        (gpu.attn_threads, 1, 1),
+                        &mut [
+                            arg(&qp),
+                            arg(&kp),
+                            arg(&vp),
+                            arg(&pp),
+                            arg(&sp),
+                            arg(&op),
+                            arg(&tp),
+                            arg(&partp),
+                            arg(&outp),
+                            arg(&dp),
+                            arg(&nkv),
+                            arg(&bsi),
+                            arg(&window),
+                            arg(&scale),
+                            arg(&softcap),
+                            arg(&mp),
+                            arg(&ns),
+                            arg(&fp),
+                            arg(&fpp),
+                            arg(&zero),
+                            arg(&zero),
+                            arg(&zero),
+                            arg(&0i32),
+                        ],
+                    );
+                    gpu.take_err().unwrap();
+                    let got: Vec<f32> = download(&gpu, out_d.ptr, want.len());
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        // A NaN counts as infinitely far (f64::max would drop it).
+                        .map(|(&g, &w)| {
+                            let d = (g as f64 - w).abs();
+                            if d.is_nan() {
+                                f64::INFINITY
+                            } else {
+                                d
+                            }
+                        })
+                        .fold(0.0, f64::max);
+                    assert!(
+                        worst <= tol,
+                        "{kernel} head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}: \
+                         off by {worst}"
+                    );
+                }
+            }
+        }
+    }
 }

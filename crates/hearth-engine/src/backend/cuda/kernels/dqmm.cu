@@ -308,9 +308,8 @@ extern "C" __global__ void __launch_bounds__(DQ_THREADS, 2)
 // fixed order. Four floats a thread and four splits' loads in flight before their sums, which keep their
 // order: the sum's time is the loads', not a chain of one load after another. (Adding them in dqmm's last
 // block of a tile instead measured slower on an H200: that block's loads wait one after another at the end.)
-extern "C" __global__ void dqmm_sum(const float4* __restrict__ part, float4* __restrict__ y, int count4, int splits) {
-    PDL_PROLOGUE();
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+__device__ __forceinline__ void dqmm_sum_at(const float4* __restrict__ part, float4* __restrict__ y, int count4,
+                                            int splits, int i) {
     if (i >= count4) return;
     float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     int z = 0;
@@ -326,5 +325,26 @@ extern "C" __global__ void dqmm_sum(const float4* __restrict__ part, float4* __r
         s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
     }
     y[i] = s;
+}
+extern "C" __global__ void dqmm_sum(const float4* __restrict__ part, float4* __restrict__ y, int count4, int splits) {
+    PDL_PROLOGUE();
+    dqmm_sum_at(part, y, count4, splits, blockIdx.x * blockDim.x + threadIdx.x);
+}
+
+// The sums of up to three products with the same input (a layer's q, k and v; gate and up), in one launch:
+// product j's partial sums at part_j, blocks [b_j, b_{j+1}) of 256 threads (b_0 = 0, b_3 = gridDim.x; a product
+// with no blocks has count 0). One launch a group instead of one a product.
+extern "C" __global__ void dqmm_sum3(const float4* __restrict__ p0, float4* __restrict__ y0, int c0, int s0,
+                                     const float4* __restrict__ p1, float4* __restrict__ y1, int c1, int s1,
+                                     const float4* __restrict__ p2, float4* __restrict__ y2, int c2, int s2, int b1,
+                                     int b2) {
+    PDL_PROLOGUE();
+    const int b = blockIdx.x, i = threadIdx.x;
+    if (b < b1)
+        dqmm_sum_at(p0, y0, c0, s0, b * blockDim.x + i);
+    else if (b < b2)
+        dqmm_sum_at(p1, y1, c1, s1, (b - b1) * blockDim.x + i);
+    else
+        dqmm_sum_at(p2, y2, c2, s2, (b - b2) * blockDim.x + i);
 }
 #endif

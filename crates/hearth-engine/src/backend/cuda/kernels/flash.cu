@@ -17,7 +17,7 @@ extern "C" __global__ void __launch_bounds__(128)
                   float* __restrict__ out, const int* __restrict__ tiles, const int* __restrict__ positions,
                   const int* __restrict__ row_seq, const int* __restrict__ table_off,
                   const int* __restrict__ tables, int n_heads, int n_kv, int block_size, int window, float scale,
-                  float softcap) {
+                  float softcap, u16* __restrict__ xh, int xh_bf16) {
     PDL_PROLOGUE();
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) u16 smem[];
@@ -177,10 +177,17 @@ extern "C" __global__ void __launch_bounds__(128)
         const int r = warp * 16 + g + 8 * rr;
         if (r >= rows) continue;
         const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
-        float* orow = out + (size_t)(row0 + r) * q_dim + h * HDIM;
+        const size_t at = (size_t)(row0 + r) * q_dim + h * HDIM;
 #pragma unroll
         for (int nd = 0; nd < HDIM / 8; nd++) {
-            *(float2*)(orow + nd * 8 + 2 * c) = make_float2(o[nd][2 * rr] * inv, o[nd][2 * rr + 1] * inv);
+            const float a = o[nd][2 * rr] * inv, b = o[nd][2 * rr + 1] * inv;
+            *(float2*)(out + at + nd * 8 + 2 * c) = make_float2(a, b);
+            // The half-precision copy for the output projection's GEMM (when the host asks: every row's
+            // attention is here).
+            if (xh)
+                *(u32*)(xh + at + nd * 8 + 2 * c) =
+                    xh_bf16 ? (u32)f32_to_bf16_bits(a) | ((u32)f32_to_bf16_bits(b) << 16)
+                            : (u32)f32_to_f16_bits(a) | ((u32)f32_to_f16_bits(b) << 16);
         }
     }
 #endif  // older GPUs never launch it (the host checks the architecture)

@@ -57,12 +57,13 @@ __device__ __forceinline__ float block_sum_all(float v) {
 // when out == x (every thread reads only its own elements, and only after the reduction writes them). With
 // `add`: first x[r] += add[r] (written back), the residual add and the next block's input norm in one pass.
 // With xq (the host passes it only for rows of a multiple of 32 that fit the registers), the output row is
-// also quantized to 8 bits. A decode step runs 2 of these a layer with one row each, so the kernel is a
+// also quantized to 8 bits; with xh, also written in half precision (f16, or bf16 when xh_bf16), for the
+// tensor-core products that read it next (no to_half launch). A decode step runs 2 of these a layer with one row each, so the kernel is a
 // latency chain: the gains are loaded before the wait for the previous kernel, every other load of the row is
 // in flight at once, and the 8-bit blocks of a thread's four float4s are independent shuffle chains.
 extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, const float* __restrict__ g,
                                         float* out, int dim, float eps, signed char* __restrict__ xq,
-                                        float2* __restrict__ xd) {
+                                        float2* __restrict__ xd, u16* __restrict__ xh, int xh_bf16) {
     const int nt = blockDim.x, tid = threadIdx.x;
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* ar = add ? add + (size_t)blockIdx.x * dim : nullptr;
@@ -103,6 +104,15 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
                 make_float4(__fmul_rn(__fmul_rn(v[j].x, s), gv[j].x), __fmul_rn(__fmul_rn(v[j].y, s), gv[j].y),
                             __fmul_rn(__fmul_rn(v[j].z, s), gv[j].z), __fmul_rn(__fmul_rn(v[j].w, s), gv[j].w));
             if (i < dim) *(float4*)(orow + i) = o;
+            if (xh && i < dim) {
+                const float f[4] = {o.x, o.y, o.z, o.w};
+                u32 h[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    h[e] = xh_bf16 ? (u32)f32_to_bf16_bits(f[2 * e]) | ((u32)f32_to_bf16_bits(f[2 * e + 1]) << 16)
+                                   : (u32)f32_to_f16_bits(f[2 * e]) | ((u32)f32_to_f16_bits(f[2 * e + 1]) << 16);
+                *(uint2*)(xh + (size_t)blockIdx.x * dim + i) = make_uint2(h[0], h[1]);
+            }
             if (xq && 4 * j * nt < dim) q8_store4(o, i < dim, xq, xd, (size_t)blockIdx.x * dim + i);
         }
         return;
@@ -115,7 +125,11 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
         ss += w * w;
     }
     const float s = 1.0f / sqrtf(block_sum_all(ss) / (float)dim + eps);
-    for (int i = tid; i < dim; i += nt) orow[i] = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
+    for (int i = tid; i < dim; i += nt) {
+        const float o = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
+        orow[i] = o;
+        if (xh) xh[(size_t)blockIdx.x * dim + i] = xh_bf16 ? f32_to_bf16_bits(o) : f32_to_f16_bits(o);
+    }
 }
 
 // After the q/k/v projections, per row t and head: add the bias, apply the per-head RMS norm, rotate (rope),
@@ -258,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
                 float* __restrict__ out, int* __restrict__ done, int n_kv, int block_size, int window,
                 float scale, float softcap, const int* __restrict__ max_len, int n_splits,
                 const int* __restrict__ flash_rows, const int* __restrict__ first_pos,
-                signed char* __restrict__ xq, float2* __restrict__ xd) {
+                signed char* __restrict__ xq, float2* __restrict__ xd, u16* __restrict__ xh, int xh_bf16) {
     __shared__ __align__(16) float qs[GQA][HDIM];
     // The tile's keys and values; after the last tile, the key groups' partial outputs.
     __shared__ __align__(16) unsigned char kv_smem[KV_SMEM_BYTES];
@@ -503,6 +517,14 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
         // eight threads of a 32-value block meet by shuffles (the host passes xq only when every warp's
         // threads are all in the loop: GQA HDIM / 4 a multiple of 32).
         if (xq) q8_store4(o, true, xq, xd, at);
+        // With xh, in half precision too, for the output projection's GEMM path (steps of many rows).
+        if (xh) {
+            const u32 h0 = xh_bf16 ? (u32)f32_to_bf16_bits(o.x) | ((u32)f32_to_bf16_bits(o.y) << 16)
+                                   : (u32)f32_to_f16_bits(o.x) | ((u32)f32_to_f16_bits(o.y) << 16);
+            const u32 h1 = xh_bf16 ? (u32)f32_to_bf16_bits(o.z) | ((u32)f32_to_bf16_bits(o.w) << 16)
+                                   : (u32)f32_to_f16_bits(o.z) | ((u32)f32_to_f16_bits(o.w) << 16);
+            *(uint2*)(xh + at) = make_uint2(h0, h1);
+        }
     }
 }
 
