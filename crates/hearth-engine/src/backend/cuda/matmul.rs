@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cudarc::cublas::{result as blas, sys as bsys};
 
 use super::memory::{arg, drv, upload, DevBuf};
-use super::{Cuda, DevStep, Gpu, Module};
+use super::{profile, Cuda, DevStep, Gpu, Module};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
@@ -446,8 +446,10 @@ impl DevMat {
             n as i32,
             split_units as i32,
         );
+        let f = self.module.f(if bf16 { "dqmm_bf16" } else { "dqmm_f16" });
+        profile::weight_bytes(f.name, self.buf.bytes);
         gpu.run_smem(
-            self.module.f(if bf16 { "dqmm_bf16" } else { "dqmm_f16" }),
+            f,
             (
                 self.rows.div_ceil(DQ_BM) as u32,
                 n.div_ceil(DQ_BN) as u32,
@@ -502,9 +504,11 @@ impl DevMat {
                 arg(&b2),
                 arg(&m2),
             ];
+            let f = w0.module.f(kernel);
+            profile::weight_bytes(f.name, group.iter().map(|(w, _)| w.buf.bytes).sum());
             acts.skip_rows(c0, k).run(
                 gpu,
-                w0.module.f(kernel),
+                f,
                 total.div_ceil(super::mv_rows()), // weights.cu's NR rows a block
                 &head,
                 &[arg(&kk)],
@@ -544,9 +548,11 @@ impl DevMat {
         while c0 < n {
             let (nc, kernel) = acts.kernel(n - c0, true);
             let yc = y + (c0 * gate.rows * 4) as u64;
+            let f = gate.module.f(kernel);
+            profile::weight_bytes(f.name, gate.buf.bytes + up.buf.bytes);
             acts.skip_rows(c0, gate.cols).run(
                 &be.gpu,
-                gate.module.f(kernel),
+                f,
                 gate.rows.div_ceil(super::mv_rows() / 2), // NR / 2 rows of each matrix a block
                 &[arg(&wg), arg(&wu)],
                 &[arg(&yc), arg(&m), arg(&k), arg(&act)],

@@ -1,7 +1,9 @@
 //! A per-kernel time breakdown of the CUDA backend: with HEARTH_CUDA_PROFILE=1 every launch (and cuBLAS call)
 //! is bracketed by a pair of events, and the totals per kernel name are kept for [`report`]. It costs a little
 //! time per launch and turns CUDA graphs off (a replayed graph has no per-kernel events), so it is for finding
-//! where a step's time goes, not for the numbers a benchmark reports.
+//! where a step's time goes, not for the numbers a benchmark reports. Kernels that stream weight matrices also
+//! file the bytes they read ([`weight_bytes`]), so the table shows each one's rate against the card's
+//! bandwidth (a lower bound: a launch's time includes its events').
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -34,6 +36,8 @@ struct Profiler {
     spare: Vec<sys::CUevent>,
     /// Kernel name -> (milliseconds, launches).
     totals: HashMap<&'static str, (f64, u64)>,
+    /// Kernel name -> weight bytes its launches read.
+    bytes: HashMap<&'static str, f64>,
 }
 
 // SAFETY: events are driver handles; the profiler is only touched under its mutex.
@@ -65,6 +69,18 @@ pub(crate) fn timed<T>(name: &'static str, stream: sys::CUstream, launch: impl F
     out
 }
 
+/// Files `bytes` of weights read by a launch of `name` (when profiling is on).
+pub(crate) fn weight_bytes(name: &'static str, bytes: usize) {
+    if enabled() {
+        *profiler()
+            .lock()
+            .expect("profiler")
+            .bytes
+            .entry(name)
+            .or_insert(0.0) += bytes as f64;
+    }
+}
+
 /// Adds the finished launches' times to the totals (call after the stream is synchronized).
 pub fn collect() {
     let mut p = profiler().lock().expect("profiler");
@@ -87,13 +103,18 @@ pub fn report() -> String {
     let mut rows: Vec<_> = p.totals.drain().collect();
     rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
     let all: f64 = rows.iter().map(|r| r.1 .0).sum();
+    let bytes = std::mem::take(&mut p.bytes);
     let mut out = format!(
-        "{:<24} {:>10} {:>8} {:>10} {:>6}\n",
-        "kernel", "ms", "calls", "us/call", "%"
+        "{:<24} {:>10} {:>8} {:>10} {:>6} {:>12}\n",
+        "kernel", "ms", "calls", "us/call", "%", "weights GB/s"
     );
     for (name, (ms, n)) in rows {
+        let rate = match bytes.get(name) {
+            Some(b) if ms > 0.0 => format!("{:.0}", b / (ms * 1e6)),
+            _ => "-".to_string(),
+        };
         out += &format!(
-            "{name:<24} {ms:>10.2} {n:>8} {:>10.2} {:>5.1}%\n",
+            "{name:<24} {ms:>10.2} {n:>8} {:>10.2} {:>5.1}% {rate:>12}\n",
             1000.0 * ms / n as f64,
             100.0 * ms / all.max(1e-9)
         );
