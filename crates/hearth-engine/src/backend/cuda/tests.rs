@@ -416,7 +416,9 @@ fn dqmm_group_sums_match_reference_on_gpu() {
 /// (1, 101 and 2,101 keys) of sequences whose cache blocks lie out of order, 1, 7 and 64 splits, with and
 /// without a sliding window and a soft-cap, 128-wide heads in groups of 4 and 64-wide ones in groups of 3. The
 /// kernel accumulates in f32 from the f16 cache: within 1e-4 (a wrong tile, split or merge is off by whole
-/// values: the outputs are averages of values in [-1, 1]).
+/// values: the outputs are averages of values in [-1, 1]). Its half-precision copy of the output (for the
+/// output projection's GEMM) must be the output rounded to nearest, exactly; its 8-bit copy (for the integer
+/// matrix-vector path) quantize_q8's of the output.
 #[test]
 fn decode_attention_kernels_match_reference_on_gpu() {
     if test_gpu().is_none() {
@@ -471,6 +473,9 @@ fn decode_attention_kernels_match_reference_on_gpu() {
         let part_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * 64 * (hd + 4) * 4).unwrap();
         let out_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd * 4).unwrap();
         let done_d = DevBuf::zeroed(&gpu.ctx, rows * n_kv * 4).unwrap();
+        let xh_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd * 2).unwrap();
+        let xq_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd).unwrap();
+        let xd_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd / 4).unwrap();
         let f16v = |v: u16| half::f16::from_bits(v).to_f64();
         let scale = 1.0 / (hd as f32).sqrt();
         for (window, softcap) in [(0i32, 0.0f32), (300, 0.0), (0, 30.0)] {
@@ -513,71 +518,111 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                 }
             }
             for n_splits in [1usize, 7, 64] {
-                {
-                    let (kernel, tol) = ("attn_decode", 1e-4);
-                    let (nkv, bsi, ns) = (n_kv as i32, bs as i32, n_splits as i32);
-                    let (zero, qp, kp, vp) = (0u64, q_d.ptr, kc_d.ptr, vc_d.ptr);
-                    let (pp, sp, op, tp, partp, outp, dp) = (
-                        pos_d.ptr, seq_d.ptr, off_d.ptr, tab_d.ptr, part_d.ptr, out_d.ptr,
-                        done_d.ptr,
-                    );
-                    let (mp, fp, fpp) = (max_d.ptr, flash_d.ptr, first_d.ptr);
-                    // The output filled with NaNs first: every value must be written by this launch.
-                    // SAFETY: out_d holds want.len() floats.
-                    unsafe {
-                        result::memset_d8_async(out_d.ptr, 0xff, want.len() * 4, gpu.cu_stream())
-                            .unwrap()
+                // The output's copies: half precision (bf16 for 7 splits, f16 otherwise) and, where whole
+                // warps of 32-value units allow it, 8 bits.
+                let bf16 = n_splits == 7;
+                let q8 = (gqa * hd / 4) % 32 == 0;
+                let (nkv, bsi, ns, hb) = (n_kv as i32, bs as i32, n_splits as i32, bf16 as i32);
+                let (qp, kp, vp) = (q_d.ptr, kc_d.ptr, vc_d.ptr);
+                let (pp, sp, op, tp, partp, outp, dp) = (
+                    pos_d.ptr, seq_d.ptr, off_d.ptr, tab_d.ptr, part_d.ptr, out_d.ptr, done_d.ptr,
+                );
+                let (mp, fp, fpp, xhp) = (max_d.ptr, flash_d.ptr, first_d.ptr, xh_d.ptr);
+                let (xqp, xdp) = if q8 { (xq_d.ptr, xd_d.ptr) } else { (0, 0) };
+                // The outputs filled with NaNs first (0xffff is a NaN in f16 and bf16 too): every value must
+                // be written by this launch.
+                // SAFETY: out_d holds want.len() floats, xh_d as many 16-bit values, xd_d want.len() / 32
+                // float pairs.
+                unsafe {
+                    for (p, bytes) in [
+                        (out_d.ptr, want.len() * 4),
+                        (xh_d.ptr, want.len() * 2),
+                        (xd_d.ptr, want.len() / 4),
+                    ] {
+                        result::memset_d8_async(p, 0xff, bytes, gpu.cu_stream()).unwrap();
+                    }
+                };
+                gpu.run(
+                    gpu.ops.f("attn_decode"),
+                    ((rows * n_kv) as u32, n_splits as u32, 1),
+                    (gpu.attn_threads, 1, 1),
+                    &mut [
+                        arg(&qp),
+                        arg(&kp),
+                        arg(&vp),
+                        arg(&pp),
+                        arg(&sp),
+                        arg(&op),
+                        arg(&tp),
+                        arg(&partp),
+                        arg(&outp),
+                        arg(&dp),
+                        arg(&nkv),
+                        arg(&bsi),
+                        arg(&window),
+                        arg(&scale),
+                        arg(&softcap),
+                        arg(&mp),
+                        arg(&ns),
+                        arg(&fp),
+                        arg(&fpp),
+                        arg(&xqp),
+                        arg(&xdp),
+                        arg(&xhp),
+                        arg(&hb),
+                    ],
+                );
+                gpu.take_err().unwrap();
+                let what = format!(
+                    "head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}"
+                );
+                let got: Vec<f32> = download(&gpu, out_d.ptr, want.len());
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    // A NaN counts as infinitely far (f64::max would drop it).
+                    .map(|(&g, &w)| {
+                        let d = (g as f64 - w).abs();
+                        if d.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            d
+                        }
+                    })
+                    .fold(0.0, f64::max);
+                assert!(worst <= 1e-4, "{what}: off by {worst}");
+                // The half-precision copy: each output rounded to nearest, exactly.
+                let xh: Vec<u16> = download(&gpu, xh_d.ptr, want.len());
+                for (i, (&h, &v)) in xh.iter().zip(&got).enumerate() {
+                    let rounded = if bf16 {
+                        half::bf16::from_f32(v).to_bits()
+                    } else {
+                        half::f16::from_f32(v).to_bits()
                     };
-                    gpu.run(
-                        gpu.ops.f(kernel),
-                        ((rows * n_kv) as u32, n_splits as u32, 1),
-                        (gpu.attn_threads, 1, 1),
-                        &mut [
-                            arg(&qp),
-                            arg(&kp),
-                            arg(&vp),
-                            arg(&pp),
-                            arg(&sp),
-                            arg(&op),
-                            arg(&tp),
-                            arg(&partp),
-                            arg(&outp),
-                            arg(&dp),
-                            arg(&nkv),
-                            arg(&bsi),
-                            arg(&window),
-                            arg(&scale),
-                            arg(&softcap),
-                            arg(&mp),
-                            arg(&ns),
-                            arg(&fp),
-                            arg(&fpp),
-                            arg(&zero),
-                            arg(&zero),
-                            arg(&zero),
-                            arg(&0i32),
-                        ],
-                    );
-                    gpu.take_err().unwrap();
-                    let got: Vec<f32> = download(&gpu, out_d.ptr, want.len());
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        // A NaN counts as infinitely far (f64::max would drop it).
-                        .map(|(&g, &w)| {
-                            let d = (g as f64 - w).abs();
-                            if d.is_nan() {
-                                f64::INFINITY
-                            } else {
-                                d
-                            }
-                        })
-                        .fold(0.0, f64::max);
-                    assert!(
-                        worst <= tol,
-                        "{kernel} head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}: \
-                         off by {worst}"
-                    );
+                    assert_eq!(h, rounded, "{what}: half copy of output {i} ({v})");
+                }
+                // The 8-bit copy, as quantize_q8 makes it: codes within 1 of the rounded quotient (the
+                // reciprocal may round differently), factors within 1e-6.
+                if q8 {
+                    let xq: Vec<i8> = download(&gpu, xq_d.ptr, want.len());
+                    let xd: Vec<f32> = download(&gpu, xd_d.ptr, want.len() / 16);
+                    for (u, vals) in got.chunks(32).enumerate() {
+                        let d = vals.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                        assert!(
+                            (xd[2 * u] - d).abs() <= 1e-6 * d.max(1e-30),
+                            "{what}: unit {u} factor {} against {d}",
+                            xd[2 * u]
+                        );
+                        for (j, v) in vals.iter().enumerate() {
+                            let want_q = (v * id).round_ties_even() as i32;
+                            let got_q = xq[32 * u + j] as i32;
+                            assert!(
+                                (got_q - want_q).abs() <= 1,
+                                "{what}: unit {u} code {j}: {got_q} against {want_q}"
+                            );
+                        }
+                    }
                 }
             }
         }
