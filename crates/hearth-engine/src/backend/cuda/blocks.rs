@@ -48,17 +48,7 @@ impl Cuda {
         let (g, o) = (gain.ptr, Self::act_ptr(s, dst));
         let dim = (gain.bytes / 4) as i32;
         let (q, d) = Self::xb_quantization(s, dst, dim as usize);
-        let half = dst == Act::Xb && n > super::matmul::matvec_max(&self.gpu, DType::F16);
-        let (h, hb) = if half {
-            (s.h16.ptr, s.gemm_bf16 as i32)
-        } else {
-            (0, 0)
-        };
-        if half {
-            s.act_half.set(Some((o, s.gemm_bf16)));
-        } else if s.act_half.get().is_some_and(|(p, _)| p == o) {
-            s.act_half.set(None);
-        }
+        let (h, hb) = s.half_copy(&self.gpu, o, n, dst == Act::Xb);
         self.gpu.run(
             self.gpu.ops.f("rmsnorm_rows"),
             (n as u32, 1, 1),
@@ -219,15 +209,10 @@ impl Backend for Cuda {
         } else {
             (0, 0)
         };
-        // And in half precision, for the output projection's GEMM, when it has every row of a step of many.
-        let half = s.flash_tiles == 0 && n > super::matmul::matvec_max(gpu, DType::F16);
-        let (ah, ahb) = if half {
-            (s.h16.ptr, s.gemm_bf16 as i32)
-        } else {
-            (0, 0)
-        };
         // (Not launched when every row's attention runs in flash_prefill: its blocks would all return.)
         if s.flash_row_count < n {
+            // And in half precision, for the output projection's GEMM, when it has every row.
+            let (ah, ahb) = s.half_copy(gpu, att, n, s.flash_tiles == 0);
             gpu.run(
                 gpu.ops.f("attn_decode"),
                 ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
@@ -258,21 +243,12 @@ impl Backend for Cuda {
                     arg(&ahb),
                 ],
             );
-            if half {
-                s.act_half.set(Some((att, s.gemm_bf16)));
-            }
         }
         // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
         if s.flash_tiles > 0 {
             let tl = s.flash_tile_list;
-            // When it has every row, its output in half precision too, for the output projection's GEMM
-            // (see DevStep::act_half).
-            let half = s.flash_row_count == n && n > super::matmul::matvec_max(gpu, DType::F16);
-            let (h, hb) = if half {
-                (s.h16.ptr, s.gemm_bf16 as i32)
-            } else {
-                (0, 0)
-            };
+            // When it has every row, its output in half precision too, for the output projection's GEMM.
+            let (h, hb) = s.half_copy(gpu, att, n, s.flash_row_count == n);
             gpu.run_smem(
                 gpu.ops.f("flash_prefill"),
                 (s.flash_tiles as u32, c.n_heads as u32, 1),
@@ -298,9 +274,6 @@ impl Backend for Cuda {
                     arg(&hb),
                 ],
             );
-            if half {
-                s.act_half.set(Some((att, s.gemm_bf16)));
-            }
         }
         // out = att · Woᵀ: [n, hidden]
         a.wo.matmul(self, s, s.att.ptr, n, s.xb2.ptr);

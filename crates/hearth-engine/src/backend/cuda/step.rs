@@ -38,9 +38,9 @@ pub struct DevStep {
     /// Activations as f16/bf16 for a GEMM: [max, max(hidden, ffn, qdim)].
     pub h16: DevBuf,
     /// Set when a kernel has just written activations `.0` to `h16` in half precision as well (`.1`: bf16):
-    /// the MLP's act_mul_half, a norm writing Xb for a step of many rows. The GEMM path then skips its own
-    /// conversion. Cleared once taken, when h16 is overwritten (`to_half`), when `.0` is rewritten without a
-    /// half copy, and at each step's start.
+    /// the MLP's act_mul_half; for a step of many rows, a norm writing Xb and the attention kernels (see
+    /// [`DevStep::half_copy`]). The GEMM path then skips its own conversion. Cleared once taken, when h16 is
+    /// overwritten (`to_half`), when `.0` is rewritten without a half copy, and at each step's start.
     pub act_half: std::cell::Cell<Option<(u64, bool)>>,
     /// A slab of dequantized weights for a GEMM (f16/bf16).
     pub wbuf: DevBuf,
@@ -331,6 +331,22 @@ impl DevStep {
     }
 
     /// Converts `count` f32 activations at `x` to f16/bf16 in the step's GEMM buffer; returns its address.
+    /// The half-precision copy a kernel writing activations `x` for this step's `n` rows makes as well, when
+    /// `wanted` and the step has more rows than the smallest matrix-vector limit (so the products after it
+    /// take the GEMM path): the kernel's (h16, bf16) arguments, recorded in `act_half`. Otherwise (0, 0), and
+    /// `act_half` forgets `x`, which the kernel rewrites without a copy.
+    pub fn half_copy(&self, gpu: &Gpu, x: u64, n: usize, wanted: bool) -> (u64, i32) {
+        if wanted && n > super::matmul::matvec_max(gpu, crate::tensor::DType::F16) {
+            self.act_half.set(Some((x, self.gemm_bf16)));
+            (self.h16.ptr, self.gemm_bf16 as i32)
+        } else {
+            if self.act_half.get().is_some_and(|(p, _)| p == x) {
+                self.act_half.set(None);
+            }
+            (0, 0)
+        }
+    }
+
     pub fn to_half(&self, gpu: &Gpu, x: u64, count: usize, bf16: bool) -> u64 {
         self.act_half.set(None); // h16 no longer holds what act_half named
         let (out, n, b) = (self.h16.ptr, count as i64, bf16 as i32);

@@ -85,6 +85,14 @@ __device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+// Activations for a tensor-core GEMM, in the half format it takes: f16 (to_bf16 0) or bf16 (1), rounded to
+// nearest; one value, or a pair as one word (lo in the low half).
+__device__ __forceinline__ u16 f32_to_half_bits(float f, int to_bf16) {
+    return to_bf16 ? f32_to_bf16_bits(f) : f32_to_f16_bits(f);
+}
+__device__ __forceinline__ u32 half2_bits(float lo, float hi, int to_bf16) {
+    return to_bf16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
+}
 
 // A gated MLP's activation of the gate value x: SiLU (act 0) or GELU with the tanh approximation (act 1),
 // written as x / (1 + exp(-2z)) (the same value as 0.5 x (1 + tanh z), as the CPU computes it).

@@ -184,10 +184,7 @@ extern "C" __global__ void __launch_bounds__(128)
             *(float2*)(out + at + nd * 8 + 2 * c) = make_float2(a, b);
             // The half-precision copy for the output projection's GEMM (when the host asks: every row's
             // attention is here).
-            if (xh)
-                *(u32*)(xh + at + nd * 8 + 2 * c) =
-                    xh_bf16 ? (u32)f32_to_bf16_bits(a) | ((u32)f32_to_bf16_bits(b) << 16)
-                            : (u32)f32_to_f16_bits(a) | ((u32)f32_to_f16_bits(b) << 16);
+            if (xh) *(u32*)(xh + at + nd * 8 + 2 * c) = half2_bits(a, b, xh_bf16);
         }
     }
 #endif  // older GPUs never launch it (the host checks the architecture)

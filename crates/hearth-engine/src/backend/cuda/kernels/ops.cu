@@ -58,8 +58,8 @@ __device__ __forceinline__ float block_sum_all(float v) {
 // `add`: first x[r] += add[r] (written back), the residual add and the next block's input norm in one pass.
 // With xq (the host passes it only for rows of a multiple of 32 that fit the registers), the output row is
 // also quantized to 8 bits; with xh, also written in half precision (f16, or bf16 when xh_bf16), for the
-// tensor-core products that read it next (no to_half launch). A decode step runs 2 of these a layer with one row each, so the kernel is a
-// latency chain: the gains are loaded before the wait for the previous kernel, every other load of the row is
+// tensor-core products that read it next (no to_half launch). A decode step runs 2 of these a layer with one
+// row each, so the kernel is a latency chain: the gains are loaded before the wait for the previous kernel, every other load of the row is
 // in flight at once, and the 8-bit blocks of a thread's four float4s are independent shuffle chains.
 extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, const float* __restrict__ g,
                                         float* out, int dim, float eps, signed char* __restrict__ xq,
@@ -104,15 +104,9 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
                 make_float4(__fmul_rn(__fmul_rn(v[j].x, s), gv[j].x), __fmul_rn(__fmul_rn(v[j].y, s), gv[j].y),
                             __fmul_rn(__fmul_rn(v[j].z, s), gv[j].z), __fmul_rn(__fmul_rn(v[j].w, s), gv[j].w));
             if (i < dim) *(float4*)(orow + i) = o;
-            if (xh && i < dim) {
-                const float f[4] = {o.x, o.y, o.z, o.w};
-                u32 h[2];
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    h[e] = xh_bf16 ? (u32)f32_to_bf16_bits(f[2 * e]) | ((u32)f32_to_bf16_bits(f[2 * e + 1]) << 16)
-                                   : (u32)f32_to_f16_bits(f[2 * e]) | ((u32)f32_to_f16_bits(f[2 * e + 1]) << 16);
-                *(uint2*)(xh + (size_t)blockIdx.x * dim + i) = make_uint2(h[0], h[1]);
-            }
+            if (xh && i < dim)
+                *(uint2*)(xh + (size_t)blockIdx.x * dim + i) =
+                    make_uint2(half2_bits(o.x, o.y, xh_bf16), half2_bits(o.z, o.w, xh_bf16));
             if (xq && 4 * j * nt < dim) q8_store4(o, i < dim, xq, xd, (size_t)blockIdx.x * dim + i);
         }
         return;
@@ -128,7 +122,7 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
     for (int i = tid; i < dim; i += nt) {
         const float o = __fmul_rn(__fmul_rn(xr[i], s), g[i]);
         orow[i] = o;
-        if (xh) xh[(size_t)blockIdx.x * dim + i] = xh_bf16 ? f32_to_bf16_bits(o) : f32_to_f16_bits(o);
+        if (xh) xh[(size_t)blockIdx.x * dim + i] = f32_to_half_bits(o, xh_bf16);
     }
 }
 
@@ -518,13 +512,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
         // threads are all in the loop: GQA HDIM / 4 a multiple of 32).
         if (xq) q8_store4(o, true, xq, xd, at);
         // With xh, in half precision too, for the output projection's GEMM path (steps of many rows).
-        if (xh) {
-            const u32 h0 = xh_bf16 ? (u32)f32_to_bf16_bits(o.x) | ((u32)f32_to_bf16_bits(o.y) << 16)
-                                   : (u32)f32_to_f16_bits(o.x) | ((u32)f32_to_f16_bits(o.y) << 16);
-            const u32 h1 = xh_bf16 ? (u32)f32_to_bf16_bits(o.z) | ((u32)f32_to_bf16_bits(o.w) << 16)
-                                   : (u32)f32_to_f16_bits(o.z) | ((u32)f32_to_f16_bits(o.w) << 16);
-            *(uint2*)(xh + at) = make_uint2(h0, h1);
-        }
+        if (xh) *(uint2*)(xh + at) = make_uint2(half2_bits(o.x, o.y, xh_bf16), half2_bits(o.z, o.w, xh_bf16));
     }
 }
 
@@ -544,7 +532,7 @@ extern "C" __global__ void act_mul_half(const float* __restrict__ gate, const fl
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float v = gate_act(gate[i], act) * up[i];
-    out[i] = to_bf16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
+    out[i] = f32_to_half_bits(v, to_bf16);
 }
 
 // out[i] = x[i] as f16 (to_bf16 = 0) or bf16 (1): activations for a tensor-core GEMM.
@@ -552,7 +540,7 @@ extern "C" __global__ void to_half(const float* __restrict__ x, u16* __restrict_
     PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    out[i] = to_bf16 ? f32_to_bf16_bits(x[i]) : f32_to_f16_bits(x[i]);
+    out[i] = f32_to_half_bits(x[i], to_bf16);
 }
 
 // out[i] = src[rows[i]]: the rows whose logits are wanted.

@@ -431,11 +431,7 @@ extern "C" __global__ void dequant_rows(const u8* __restrict__ w, u16* __restric
     float v[32];
     wt_deq32_fast(row, u, v);
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-        u32 lo = to_bf16 ? f32_to_bf16_bits(v[2 * j]) : f32_to_f16_bits(v[2 * j]);
-        u32 hi = to_bf16 ? f32_to_bf16_bits(v[2 * j + 1]) : f32_to_f16_bits(v[2 * j + 1]);
-        packed[j] = lo | (hi << 16);
-    }
+    for (int j = 0; j < 16; j++) packed[j] = half2_bits(v[2 * j], v[2 * j + 1], to_bf16);
 #endif
     uint4* dst = (uint4*)(out + (size_t)(r - r0) * K + ((size_t)u << 5));
 #pragma unroll
