@@ -223,32 +223,21 @@ impl GroupSums {
             return;
         };
         for chunk in self.items.chunks(3) {
-            let item = |j: usize| chunk.get(j).copied().unwrap_or((0, 0, 0, 1));
-            let (a, b, c) = (item(0), item(1), item(2));
-            let blocks = |it: (u64, u64, i32, i32)| (it.2 as u32).div_ceil(256);
-            let (b1, b2) = (blocks(a), blocks(a) + blocks(b));
-            let total = b2 + blocks(c);
-            let (b1i, b2i) = (b1 as i32, b2 as i32);
+            // Three (partial sums, y, float4s, splits) slots, the missing ones empty.
+            let items: [(u64, u64, i32, i32); 3] =
+                std::array::from_fn(|j| chunk.get(j).copied().unwrap_or((0, 0, 0, 1)));
+            let blocks = items.map(|it| (it.2 as u32).div_ceil(256));
+            let (b1, b2) = (blocks[0] as i32, (blocks[0] + blocks[1]) as i32);
+            let mut args: Vec<*mut c_void> = items
+                .iter()
+                .flat_map(|it| [arg(&it.0), arg(&it.1), arg(&it.2), arg(&it.3)])
+                .collect();
+            args.extend([arg(&b1), arg(&b2)]);
             gpu.run(
                 module.f("dqmm_sum3"),
-                (total, 1, 1),
+                (blocks.iter().sum(), 1, 1),
                 (256, 1, 1),
-                &mut [
-                    arg(&a.0),
-                    arg(&a.1),
-                    arg(&a.2),
-                    arg(&a.3),
-                    arg(&b.0),
-                    arg(&b.1),
-                    arg(&b.2),
-                    arg(&b.3),
-                    arg(&c.0),
-                    arg(&c.1),
-                    arg(&c.2),
-                    arg(&c.3),
-                    arg(&b1i),
-                    arg(&b2i),
-                ],
+                &mut args,
             );
         }
     }

@@ -49,6 +49,12 @@ fn every_weight_module_compiles() {
     }
 }
 
+/// Values uniform in [-1, 1) (24 bits each) from the seeded generator: the kernel tests' random inputs.
+fn uniform_values(seed: u64) -> impl FnMut() -> f32 {
+    let mut rng = crate::sample::Rng::seed_from_u64(seed);
+    move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+}
+
 /// The GPU for a kernel test; None (the test says it skipped) without one, unless HEARTH_REQUIRE_CUDA is set.
 fn test_gpu() -> Option<Arc<Gpu>> {
     if let Err(e) = probe(0) {
@@ -223,8 +229,7 @@ fn dqmm_matches_reference_on_gpu() {
         eprintln!("skipped: dqmm needs sm_80 or later");
         return;
     }
-    let mut rng = crate::sample::Rng::seed_from_u64(12);
-    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let mut uniform = uniform_values(12);
     for (t, k) in PRODUCT_TYPES {
         let m = 80;
         let (mat, w_deq) = random_matrix(&gpu, t, m, k, &mut uniform);
@@ -281,8 +286,7 @@ fn dequant_rows_match_reference_on_gpu() {
     let Some(gpu) = test_gpu() else {
         return;
     };
-    let mut rng = crate::sample::Rng::seed_from_u64(13);
-    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let mut uniform = uniform_values(13);
     for (t, k) in PRODUCT_TYPES {
         let (m, rows) = (40, 7..33);
         let (mat, w_deq) = random_matrix(&gpu, t, m, k, &mut uniform);
@@ -364,8 +368,7 @@ fn dqmm_group_sums_match_reference_on_gpu() {
         eprintln!("skipped: dqmm needs sm_80 or later");
         return;
     }
-    let mut rng = crate::sample::Rng::seed_from_u64(21);
-    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let mut uniform = uniform_values(21);
     let (k, n) = (1280, 40);
     let mats: Vec<_> = [(DType::Q8_0, 80), (DType::Q4_K, 96), (DType::Q8_0, 83)]
         .into_iter()
@@ -424,8 +427,7 @@ fn decode_attention_kernels_match_reference_on_gpu() {
     if test_gpu().is_none() {
         return;
     }
-    let mut rng = crate::sample::Rng::seed_from_u64(7);
-    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+    let mut uniform = uniform_values(7);
     for (hd, gqa) in [(128usize, 4usize), (64, 3)] {
         let gpu = Gpu::open(0, hd, gqa).unwrap();
         let (n_kv, bs) = (2usize, 16usize);
