@@ -333,9 +333,7 @@ impl DevMat {
         let mut group = (outs.len() > 1
             && group_sums_enabled()
             && outs.iter().all(|(w, _)| {
-                n > matvec_max(&be.gpu, w.dtype)
-                    && !matches!(w.dtype, DType::F32 | DType::F16 | DType::BF16)
-                    && dqmm_applies(&be.gpu, w.dtype, n)
+                n > matvec_max(&be.gpu, w.dtype) && dqmm_applies(&be.gpu, w.dtype, n)
             }))
         .then(|| GroupSums::new(s.wbuf.ptr, s.wbuf.bytes));
         let mut i = 0;
