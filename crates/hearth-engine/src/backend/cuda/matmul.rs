@@ -97,14 +97,27 @@ pub(super) fn dqmm_applies(gpu: &Gpu, dtype: DType, n: usize) -> bool {
     gpu.arch.0 >= 8 && super::has_q8_path(dtype) && n <= rows
 }
 
-/// Blocks a multiprocessor dqmm's split-K aims for (HEARTH_CUDA_DQMM_WAVES, default 4: two waves of the two
-/// blocks that fit one multiprocessor at once): more splits fill the GPU and let a block that waits on its
-/// copies be overlapped by the next wave's; fewer give each block more steps to hide its first copy behind
-/// and leave less to add up. Four against two on an H200 (session 8, call 5, with 2 fewest steps): 64
-/// streams +0.8% (Q8_0) and +1.5% (Q4_K_M), first token -0.4 and -0.7 ms.
-fn dqmm_waves() -> usize {
-    static W: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *W.get_or_init(|| super::env_knob("HEARTH_CUDA_DQMM_WAVES", 4).clamp(1, 32))
+/// Blocks a multiprocessor dqmm's split-K aims for with `n` activation rows: more splits fill the GPU and let
+/// a block that waits on its copies be overlapped by the next wave's; fewer give each block more steps to
+/// hide its first copy behind and leave fewer partial sums to write and add. Below a whole activation block
+/// (HEARTH_CUDA_DQMM_WAVES, default 4: two waves of the two blocks that fit one multiprocessor at once) the
+/// first; from DQ_BN rows on (HEARTH_CUDA_DQMM_WAVES_FULL, default 2), where a block's steps are longest and
+/// its partial sums largest, the second. On an H200 (session 9, call 5, the loop of that session): 64
+/// streams with 2 waves against 4 +4.8% (Q4_K_M) and +3.9% (Q8_0), 16 streams -9% on Q8_0 with 2, the
+/// first token of a 100-token prompt within 0.25 ms either way.
+fn dqmm_waves(n: usize) -> usize {
+    static W: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (part, full) = *W.get_or_init(|| {
+        (
+            super::env_knob("HEARTH_CUDA_DQMM_WAVES", 4).clamp(1, 32),
+            super::env_knob("HEARTH_CUDA_DQMM_WAVES_FULL", 2).clamp(1, 32),
+        )
+    });
+    if n >= DQ_BN {
+        full
+    } else {
+        part
+    }
 }
 
 /// Fewest steps (of DQ_UK units) a dqmm split takes (HEARTH_CUDA_DQMM_MIN_STEPS, default 2): a block's first
@@ -386,7 +399,7 @@ impl DevMat {
         } else {
             1
         };
-        let want = dqmm_waves() * gpu.sms;
+        let want = dqmm_waves(n) * gpu.sms;
         dqmm_splits(tiles, self.cols / 32, want, dqmm_min_steps(), room)
     }
 

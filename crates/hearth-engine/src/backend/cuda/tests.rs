@@ -215,7 +215,8 @@ fn check_product(
 /// On a GPU: the dequantizing half-precision product (weights.cu's dqmm), f16 and bf16, against a float64
 /// reference of the same operands rounded to half precision (the weights quantized and dequantized by the
 /// CPU, the activations random), for every type it takes: M and n not multiples of the block's 64 (so both
-/// edges are masked), one split and three, through the backend's own launch. The
+/// edges are masked; n of 5, 20, 40 and 70 runs each of the loop's widths, 16, 32, 48 and 64 rows), one split
+/// and three, through the backend's own launch. The
 /// kernel accumulates in f32 and rounds each weight to half precision once, as the reference does, except
 /// that for the K-quants it rounds the per-sub-block factors to f16 first (a weight may then land one f16
 /// step away, with random sign): within 2e-4 of the terms' magnitudes, where a wrong fragment or edge is off
@@ -249,7 +250,7 @@ fn dqmm_matches_reference_on_gpu() {
                 }
             };
             let w_half: Vec<f32> = w_deq.iter().map(|&v| from_half(to_half(v))).collect();
-            for n in [5usize, 40, 70] {
+            for n in [5usize, 20, 40, 70] {
                 let x: Vec<u16> = (0..n * k).map(|_| to_half(uniform())).collect();
                 let x_ref: Vec<f64> = x.iter().map(|&h| from_half(h) as f64).collect();
                 let x_dev = DevBuf::alloc(&gpu.ctx, x.len() * 2).unwrap();
