@@ -111,8 +111,9 @@ __device__ __forceinline__ void q8_frag(u32 w0, u32 w1, u32 d, u32* o) {
 
 #if defined(WT_Q6_K)
 // Q6_K's unit 4 j + l of the 210-byte block at b (ql[128], qh[64], 16 int8 scales, one per 16 weights, f16 d):
-// frag_unit's values. Units of one half-block (one j) share their code words: for a compile-time l, the
-// loads of a step's four units are one set of loads.
+// frag_unit's values. In a step l is the unit's place in it, a compile-time constant, so the shifts and the
+// offsets are constants. (The units of a half-block share their code words, but loading them once a step,
+// dropped/q6k-step-words.patch in session 9's results, spilled registers and measured no faster.)
 template <bool BF>
 __device__ __forceinline__ void q6k_frag(const u8* b, int j, int l, int t, u32* o) {
     const u8* ql = b + 64 * j + 32 * (l & 1);
@@ -240,8 +241,8 @@ __device__ __forceinline__ void dq_rows(const u8* raw, int st, int u0, int ue, c
 // (d, dmin) and the four units' 6-bit scales and mins unpacked side by side, one byte a unit (quant.cuh's
 // k4_scale_min on four sub-blocks at once: units s0 .. s0 + 3, s0 = 0 or 4, of one block), where unit by unit
 // the run-time sub-block index costs a dozen operations; and where the units' code bytes start (units 2p and
-// 2p + 1 share theirs: low and high nibbles); for Q6_K, the block and half (q6k_frag). Empty for the other
-// types.
+// 2p + 1 share theirs: low and high nibbles); for Q6_K, the block and half (q6k_frag); for Q8_0, lane t's
+// first word of the step (dq_frags' ALIGNED path). Empty for Q4_0.
 struct DqStep {
 #if defined(WT_Q4_K)
     u32 dd[2], sc[2], mn[2];
