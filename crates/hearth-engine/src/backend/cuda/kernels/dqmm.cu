@@ -27,8 +27,9 @@
 // The loop is bound by issuing instructions (ncu, H200, a 100-token Q4_K_M prefill: 2.7 of 4 a cycle, the
 // math pipe throttled), so a step's decode does per step what it can: Q4_K's scales and mins of the step's
 // four units come from one header read, Q8_0's code words sit at fixed offsets when rows are whole words,
-// and steps inside the split check no unit. (Session 9: 64 streams +13% on Q4_K_M and +9% on Q8_0, 16
-// streams +38% and +34%, the first token 12.9 against 15.8 ms and 12.1 against 14.7 ms.) A warpgroup-MMA
+// and steps inside the split check no unit. (Session 9, call 4, before that session's split-K change: 64
+// streams +13% on Q4_K_M and +9% on Q8_0, 16 streams +38% and +34%, the first token 12.9 against 15.8 ms and
+// 12.1 against 14.7 ms.) A warpgroup-MMA
 // (wgmma) version of this loop was correct and slower (bench/results/cuda-h200-2026-11-28-s9/dropped).
 //
 // Split-K: a matrix of few row blocks (4096 rows are 32 of them) would leave most of the GPU idle with a
@@ -284,12 +285,11 @@ __device__ __forceinline__ void dq_step(const u8* const (&rowp)[2], int u0, DqSt
 }
 
 // Lane t's A values of unit u0 + uu (or zeros past the split's end ue) for both of its rows. FULL: the step
-// lies inside the split, so no unit is checked and the units' shared loads are one set of loads.
-// ALIGNED (Q8_0, with FULL): every row is a whole number of 4-byte words (and the matrix starts on one), so a
-// step's first unit is 4-byte
-// aligned in shared memory (rows start at their global address's offset within 16 bytes, and a step at a
-// multiple of 4 units, 136 bytes): the odd units' code words are aligned and the even units' two bytes off,
-// all at fixed offsets from the step's start, where unit by unit the alignment is found at run time.
+// lies inside the split, so no unit is checked. ALIGNED (Q8_0, with FULL): every row is a whole number of
+// 4-byte words (and the matrix starts on one), so a step's first unit is 4-byte aligned in shared memory
+// (rows start at their global address's offset within 16 bytes, and a step at a multiple of 4 units, 136
+// bytes): the odd units' code words are aligned and the even units' two bytes off, all at fixed offsets from
+// the step's start, where unit by unit the alignment is found at run time.
 template <bool BF, bool FULL, bool ALIGNED>
 __device__ __forceinline__ void dq_frags(const DqStep& st, const u8* const (&rowp)[2], int u0, int uu, int ue, int t,
                                          u32 (&a)[2][4]) {
@@ -443,34 +443,32 @@ __device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* _
         DqStep sd;
         dq_step<BF>(rowp, u0, sd);
 #if defined(WT_Q8_0)
-        if (u0 + DQ_UK <= ue && row_bytes % 4 == 0 && ((size_t)w & 3) == 0)
+        if (u0 + DQ_UK <= ue && row_bytes % 4 == 0 && ((size_t)w & 3) == 0)  // see dq_frags' ALIGNED
             dq_mma_step<BF, NT, true, true>(acc, sd, rowp, xb, u0, ue, t);
-        else
+        else if (u0 + DQ_UK <= ue)
+#else
+        if (u0 + DQ_UK <= ue)
 #endif
-            if (u0 + DQ_UK <= ue)
             dq_mma_step<BF, NT, true, false>(acc, sd, rowp, xb, u0, ue, t);
-        else
+        else  // the split's last step, partly past its end
             dq_mma_step<BF, NT, false, false>(acc, sd, rowp, xb, u0, ue, t);
     }
     dq_store(y, acc, M, n, r0, c0, warp, g, t);
 }
 
-
 // The block's activation rows rounded up to a multiple of 16, the loop's width.
 template <bool BF>
 __device__ __forceinline__ void dqmm_rows(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y,
                                           int M, int K, int n, int split_units) {
-#define DQ_LOOP dqmm_impl
     const int rows = min(DQ_BN, n - (int)blockIdx.y * DQ_BN);
     if (rows > 48)
-        DQ_LOOP<BF, 64>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 64>(w, x, y, M, K, n, split_units);
     else if (rows > 32)
-        DQ_LOOP<BF, 48>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 48>(w, x, y, M, K, n, split_units);
     else if (rows > 16)
-        DQ_LOOP<BF, 32>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 32>(w, x, y, M, K, n, split_units);
     else
-        DQ_LOOP<BF, 16>(w, x, y, M, K, n, split_units);
-#undef DQ_LOOP
+        dqmm_impl<BF, 16>(w, x, y, M, K, n, split_units);
 }
 
 // Grid (ceil(M / DQ_BM), ceil(n / DQ_BN), splits), DQ_THREADS threads, DQ_SMEM bytes of dynamic shared memory;
