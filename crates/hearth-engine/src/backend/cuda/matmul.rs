@@ -75,7 +75,13 @@ pub(super) fn dqmm_smem_bytes(dtype: DType) -> usize {
     } else {
         dtype.block_bytes()
     };
-    2 * DQ_BM * (((span + 30) / 16) | 1) * 16 + 2 * DQ_BN * DQ_XSTRIDE + 16
+    // Q4_K is copied compactly: a step's header and half of the code bytes, five chunks.
+    let chunks = if dtype == DType::Q4_K {
+        5
+    } else {
+        ((span + 30) / 16) | 1
+    };
+    2 * DQ_BM * chunks * 16 + 2 * DQ_BN * DQ_XSTRIDE + 16
 }
 
 /// Most activation rows dqmm takes: two block columns. Prefill speed on an H200 (llama-8B-shaped Q8_0 /
@@ -448,6 +454,12 @@ impl DevMat {
             self.cols as i32,
             n as i32,
             split_units as i32,
+        );
+        // dqmm.cu copies Q4_K steps in 16-byte chunks from the block's start: each matrix is its own
+        // allocation (256-byte aligned) and a Q4_K row is a multiple of 16 bytes (144 a block).
+        assert!(
+            self.dtype != DType::Q4_K || w % 16 == 0,
+            "Q4_K weights must start on 16 bytes"
         );
         let f = self.module.f(if bf16 { "dqmm_bf16" } else { "dqmm_f16" });
         profile::weight_bytes(f.name, self.buf.bytes);

@@ -301,22 +301,50 @@ pub(super) fn env_knob<T: std::str::FromStr>(var: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A knob for one weight type: `{var}_{TYPE}` (say HEARTH_CUDA_MIN_BLOCKS_Q6_K), else `var`, else `default`.
+fn type_knob<T: std::str::FromStr>(var: &str, dtype: DType, default: T) -> T {
+    let own = format!("{var}_{dtype:?}");
+    match std::env::var(&own).ok().and_then(|v| v.parse().ok()) {
+        Some(v) => v,
+        None => env_knob(var, default),
+    }
+}
+
+/// Whether the one-row 8-bit matrix-vector products of `dtype` decode their first weights after the wait for
+/// the previous kernel (weights.cu's MV_LATE_DECODE), so a block's weight and activation loads overlap; the
+/// weights are loaded before it either way. On for every type: on an H200, Q4_K_M decode after 2,048 tokens
+/// 403-406 tok/s against 384-389 (Q6_K early and Q4_K late: 396), Q8_0 unchanged.
+/// HEARTH_CUDA_MV_LATE[_TYPE]=0|1 overrides, for benchmarks.
+fn mv_late_decode(dtype: DType) -> bool {
+    type_knob("HEARTH_CUDA_MV_LATE", dtype, 1u32) != 0
+}
+
+/// The one-row matrix-vector kernels' register cap, in blocks a multiprocessor must fit (0: none; weights.cu's
+/// MV_MIN_BLOCKS). 10 for Q4_K and Q8_0, whose late decode (see [`mv_late_decode`]) fits 48 registers
+/// without spilling: on an H200, Q4_K_M decode after 2,048 tokens 412-415 tok/s against 406, Q8_0 369
+/// against 363-368. Q6_K spills under it, and one block more (48 to 40 registers) spills Q4_K: 211 tok/s.
+/// HEARTH_CUDA_MIN_BLOCKS[_TYPE] overrides, for benchmarks.
+fn mv_min_blocks(dtype: DType) -> u32 {
+    let default = match dtype {
+        DType::Q4_K | DType::Q8_0 => 10,
+        _ => 0,
+    };
+    type_knob("HEARTH_CUDA_MIN_BLOCKS", dtype, default).min(16)
+}
+
 /// The `-D` defines that select a weight type in `quant.cuh`, and the matrix-vector kernels' shape.
 fn weight_defines(dtype: DType) -> Result<Vec<String>> {
     let mut d = type_defines(dtype);
     d.push(format!("MV_NR={}", mv_rows()));
     d.push(format!("MV_PREFETCH={}", mv_prefetch(dtype) as u8));
-    // Units per thread and row in flight (HEARTH_CUDA_UPT) and a register cap (HEARTH_CUDA_MIN_BLOCKS). One
-    // unit measured best on an H200 (Q4_K_M decode 339 tok/s against 310 with two; Q8_0 279 against 277):
-    // fewer registers, more blocks resident. A cap of 8 blocks was slower for both.
+    // Units per thread and row in flight (HEARTH_CUDA_UPT). One unit measured best on an H200 (Q4_K_M decode
+    // 339 tok/s against 310 with two; Q8_0 279 against 277): fewer registers, more blocks resident.
     d.push(format!(
         "MV_UPT={}",
         env_knob("HEARTH_CUDA_UPT", 1u32).clamp(1, 4)
     ));
-    d.push(format!(
-        "MV_MIN_BLOCKS={}",
-        env_knob("HEARTH_CUDA_MIN_BLOCKS", 0u32).min(16)
-    ));
+    d.push(format!("MV_LATE_DECODE={}", mv_late_decode(dtype) as u8));
+    d.push(format!("MV_MIN_BLOCKS={}", mv_min_blocks(dtype)));
     if has_q8_path(dtype) {
         // dqmm's shared memory as the host launches it: the kernel asserts at compile time that its layout
         // is the same size, so the two cannot drift apart unnoticed (every build compiles the modules).

@@ -50,12 +50,21 @@
 // as the 16-byte chunks that cover them, at most DQ_RAW_CHUNKS a row. An odd number of chunks a row puts
 // the eight rows g = 0..7 a warp reads at once in eight different 4-bank groups, and the lanes t of a row
 // in the four banks of its group: the fragment loads are free of bank conflicts.
+//
+// Q4_K is copied compactly instead: a step's four units are one half of a 144-byte block, and they need its
+// 16-byte header and 64 of its 128 code bytes (bytes 16 + 64 h .., h the half), 16-byte aligned as every Q4_K
+// row is (the matrix starts on 16 bytes): five chunks a row, where the whole block is nine and the other half's
+// code bytes would be read twice.
+#if defined(WT_Q4_K)
+#define DQ_RAW_CHUNKS 5
+#else
 #if WT_BLOCK_ELEMS == 32
 #define DQ_SPAN (DQ_UK * WT_BLOCK_BYTES)
 #else
 #define DQ_SPAN WT_BLOCK_BYTES
 #endif
 #define DQ_RAW_CHUNKS (((DQ_SPAN + 15 + 15) / 16) | 1)
+#endif
 #define DQ_RAW_STRIDE (DQ_RAW_CHUNKS * 16)
 // Activation rows of a step: DQ_UK * 64 bytes and 32 more, so that the 8-byte loads of lanes (g, t) (row g,
 // bytes 8t ..) of a half warp cover all 32 banks once.
@@ -140,12 +149,16 @@ __device__ __forceinline__ void q6k_frag(const u8* b, int j, int l, int t, u32* 
 }
 #endif
 
-// Lane t's A values of unit u of one row, `rowp` the row's start as seen from shared memory (the step's
-// bytes in place, see dqmm_impl): o[0], o[1] the pairs of weights 4t .. 4t + 3 of slice 0 (weights 0-15 of
-// the unit), o[2], o[3] those of slice 1 (16-31), by decode_fast.cuh's frag_halves / frag_bf16. The same
-// values as dq_unit_halves (the factors' products are exact in f32 and rounded to f16 once either way).
+// Lane t's A values of unit u0 + uu of one row (u0 a step's first unit, uu its place in the step), `rowp` the
+// row's start as seen from shared memory (the step's bytes in place, see dqmm_impl): o[0], o[1] the pairs of
+// weights 4t .. 4t + 3 of slice 0 (weights 0-15 of the unit), o[2], o[3] those of slice 1 (16-31), by
+// decode_fast.cuh's frag_halves / frag_bf16. The same values as dq_unit_halves (the factors' products are
+// exact in f32 and rounded to f16 once either way).
 template <bool BF>
-__device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) {
+__device__ __forceinline__ void frag_unit(const u8* rowp, int u0, int uu, int t, u32* o) {
+#if !defined(WT_Q6_K)
+    const int u = u0 + uu;
+#endif
 #if defined(WT_Q8_0)
     const u8* blk = rowp + u * 34;  // f16 d, 32 signed codes
     q8_frag<BF>(lds_u32_2(blk + 2 + 4 * t), lds_u32_2(blk + 18 + 4 * t), ldq16<true>(blk), o);
@@ -166,10 +179,11 @@ __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) 
 #elif defined(WT_Q4_K)
     // 144-byte blocks of 8 units: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, then 128 bytes where
     // unit s's weights are the low (s even) or high nibbles of bytes 32 (s / 2) ..
-    const u8* blk = rowp + (u >> 3) * 144;
+    // (copied compactly: rowp is the header of the step's block, then the code bytes of its half)
+    const u8* blk = rowp;
     const int s = u & 7, sh = 4 * (s & 1);
     const uint4 h = *(const uint4*)blk;
-    const u8* qs = blk + 16 + 32 * (s >> 1);
+    const u8* qs = blk + 16 + 32 * ((s & 3) >> 1);
     const u32 w0 = (*(const u32*)(qs + 4 * t) >> sh) & 0x0F0F0F0Fu;
     const u32 w1 = (*(const u32*)(qs + 16 + 4 * t) >> sh) & 0x0F0F0F0Fu;
     u32 sc, m;
@@ -185,8 +199,8 @@ __device__ __forceinline__ void frag_unit(const u8* rowp, int u, int t, u32* o) 
         frag_bf16(w0, 0.0f, a, b, &o[0], &o[1]);
         frag_bf16(w1, 0.0f, a, b, &o[2], &o[3]);
     }
-#else  // Q6_K
-    q6k_frag<BF>(rowp + (u >> 3) * 210, (u >> 2) & 1, u & 3, t, o);
+#else  // Q6_K: uu, the unit's place in its step, is a compile-time constant in dq_frags
+    q6k_frag<BF>(rowp + (u0 >> 3) * 210, (u0 >> 2) & 1, uu, t, o);
 #endif
 }
 
@@ -207,9 +221,22 @@ struct DqWeightCopies {
     }
     // Step st's bytes (units from u0 = ub + st DQ_UK) into buffer st & 1 of raw.
     __device__ __forceinline__ void copy(u8* raw, int u0, int ue, int st) const {
+        u8* out = raw + (st & 1) * DQ_BM * DQ_RAW_STRIDE;
+#if defined(WT_Q4_K)
+        // Chunk c of a row: the header (c = 0) or code chunk c - 1 of the step's half.
+        const int blk = (u0 >> 3) * 144, half = 64 * ((u0 >> 2) & 1);
+#pragma unroll
+        for (int k = 0; k < DQ_WCOPIES; k++) {
+            // dst's chunk within the row is a multiple of 16 below 80: its byte offset in the block, plus half
+            // for the code chunks
+            const int c16 = dst[k] % DQ_RAW_STRIDE;
+            if (dst[k] >= 0) cp_async16(out + dst[k], row[k] + (blk + c16 + (c16 ? half : 0)), 16);
+        }
+        (void)ue;
+        return;
+#endif
         int begin, end;
         dq_row_span(u0, ue, &begin, &end);
-        u8* out = raw + (st & 1) * DQ_BM * DQ_RAW_STRIDE;
 #pragma unroll
         for (int k = 0; k < DQ_WCOPIES; k++) {
             const u8* first = row[k] + begin;
@@ -230,6 +257,13 @@ __device__ __forceinline__ void dq_row_mis(const u8* w, int r0, int M, size_t ro
 // place: a row's unit u is at rowp + its offset in the row).
 __device__ __forceinline__ void dq_rows(const u8* raw, int st, int u0, int ue, const u32 (&mis)[2], int warp, int g,
                                         const u8* (&rowp)[2]) {
+#if defined(WT_Q4_K)  // the compact copy: rowp is the step's header
+    const u8* wq = raw + (st & 1) * DQ_BM * DQ_RAW_STRIDE;
+#pragma unroll
+    for (int q = 0; q < 2; q++) rowp[q] = wq + (16 * warp + g + 8 * q) * DQ_RAW_STRIDE;
+    (void)u0, (void)ue, (void)mis;
+    return;
+#endif
     int begin, end;
     dq_row_span(u0, ue, &begin, &end);
     const u8* wb = raw + (st & 1) * DQ_BM * DQ_RAW_STRIDE;
@@ -242,15 +276,12 @@ __device__ __forceinline__ void dq_rows(const u8* raw, int st, int u0, int ue, c
 // (d, dmin) and the four units' 6-bit scales and mins unpacked side by side, one byte a unit (quant.cuh's
 // k4_scale_min on four sub-blocks at once: units s0 .. s0 + 3, s0 = 0 or 4, of one block), where unit by unit
 // the run-time sub-block index costs a dozen operations; and where the units' code bytes start (units 2p and
-// 2p + 1 share theirs: low and high nibbles); for Q6_K, the block and half (q6k_frag); for Q8_0, lane t's
-// first word of the step (dq_frags' ALIGNED path). Empty for Q4_0.
+// 2p + 1 share theirs: low and high nibbles); for Q8_0, lane t's first word of the step (dq_frags' ALIGNED
+// path). Empty for Q4_0 and Q6_K (frag_unit finds a Q6_K unit from the step's start and its compile-time place).
 struct DqStep {
 #if defined(WT_Q4_K)
     u32 dd[2], sc[2], mn[2];
     const u8* qs[2];
-#elif defined(WT_Q6_K)
-    const u8* b[2];  // the rows' block
-    int j;           // the step's half of it
 #elif defined(WT_Q8_0)
     const u32* a[2];  // the rows' first unit of the step, plus lane t's 4 t bytes (4-byte aligned when ALIGNED)
 #endif
@@ -261,7 +292,7 @@ __device__ __forceinline__ void dq_step(const u8* const (&rowp)[2], int u0, DqSt
     if (!BF) {
 #pragma unroll
         for (int q = 0; q < 2; q++) {
-            const u8* blk = rowp[q] + (u0 >> 3) * 144;
+            const u8* blk = rowp[q];  // the compact copy's header
             const uint4 h = *(const uint4*)blk;
             st.dd[q] = h.x;
             if ((u0 & 4) == 0) {
@@ -271,13 +302,9 @@ __device__ __forceinline__ void dq_step(const u8* const (&rowp)[2], int u0, DqSt
                 st.sc[q] = (h.w & 0x0F0F0F0Fu) | ((h.y >> 2) & 0x30303030u);
                 st.mn[q] = ((h.w >> 4) & 0x0F0F0F0Fu) | ((h.z >> 2) & 0x30303030u);
             }
-            st.qs[q] = blk + 16 + 16 * (u0 & 4);
+            st.qs[q] = blk + 16;
         }
     }
-#elif defined(WT_Q6_K)
-#pragma unroll
-    for (int q = 0; q < 2; q++) st.b[q] = rowp[q] + (u0 >> 3) * 210;
-    st.j = (u0 >> 2) & 1;
 #elif defined(WT_Q8_0)
 #pragma unroll
     for (int q = 0; q < 2; q++) st.a[q] = (const u32*)(rowp[q] + u0 * 34 + 4 * (threadIdx.x & 3));
@@ -332,11 +359,8 @@ __device__ __forceinline__ void dq_frags(const DqStep& st, const u8* const (&row
             frag_halves_off(w1, f, off, &a[q][2], &a[q][3]);
             continue;
         }
-#elif defined(WT_Q6_K)
-        q6k_frag<BF>(st.b[q], st.j, uu, t, a[q]);
-        continue;
 #endif
-        frag_unit<BF>(rowp[q], u0 + uu, t, a[q]);
+        frag_unit<BF>(rowp[q], u0, uu, t, a[q]);
     }
 }
 
@@ -425,6 +449,9 @@ __device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* _
     };
     u32 row_mis[2];
     dq_row_mis(w, r0, M, row_bytes, warp, g, row_mis);
+#if defined(WT_Q8_0)
+    const bool words = row_bytes % 4 == 0 && ((size_t)w & 3) == 0;  // every row whole 4-byte words
+#endif
 
     wc.copy(raw, ub, ue, 0);  // independent of the previous kernel: before the wait
     PDL_PROLOGUE();
@@ -443,7 +470,7 @@ __device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* _
         DqStep sd;
         dq_step<BF>(rowp, u0, sd);
 #if defined(WT_Q8_0)
-        if (u0 + DQ_UK <= ue && row_bytes % 4 == 0 && ((size_t)w & 3) == 0)  // see dq_frags' ALIGNED
+        if (u0 + DQ_UK <= ue && words)  // see dq_frags' ALIGNED
             dq_mma_step<BF, NT, true, true>(acc, sd, rowp, xb, u0, ue, t);
         else if (u0 + DQ_UK <= ue)
 #else

@@ -21,15 +21,21 @@
 #ifndef MV_PREFETCH
 #define MV_PREFETCH 1
 #endif
-// Blocks per multiprocessor the compiler must fit (a register cap; 0: no cap), a -D define.
+// Blocks per multiprocessor the compiler must fit (a register cap; 0: no cap), a -D define. It binds the
+// one-activation-row kernels only (batch-1 decode): the wider ones keep more sums and activations in
+// registers and spill under a cap that suits the first.
 #ifndef MV_MIN_BLOCKS
 #define MV_MIN_BLOCKS 0
 #endif
 #if MV_MIN_BLOCKS > 0
-#define MV_BOUNDS __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS)
+#define MV_BOUNDS_1 __launch_bounds__(MV_THREADS, MV_MIN_BLOCKS)
 #else
-#define MV_BOUNDS __launch_bounds__(MV_THREADS)
+#define MV_BOUNDS_1 __launch_bounds__(MV_THREADS)
 #endif
+#define MV_BOUNDS_2 __launch_bounds__(MV_THREADS)
+#define MV_BOUNDS_4 __launch_bounds__(MV_THREADS)
+#define MV_BOUNDS_8 __launch_bounds__(MV_THREADS)
+#define MV_BOUNDS(NC) MV_BOUNDS_##NC
 
 // ---- Matrix-vector products (decode) ---------------------------------------------------------------------
 // Thread t of a block takes the 16-byte chunks (or 32-weight units) t, t + T, ... (T = MV_THREADS) of each of
@@ -157,14 +163,73 @@ __device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
 #define MV_UPT 1
 #endif
 #define UPT MV_UPT
+// Whether the one-row 8-bit products decode their first weights after the wait for the previous kernel (-D,
+// 0 or 1; see rows_dot_q8_late).
+#ifndef MV_LATE_DECODE
+#define MV_LATE_DECODE 1
+#endif
+// The first units' raw words loaded before the wait for the previous kernel, and decoded only after the
+// activations' loads are issued, so a block's weight and activation round trips overlap: a block past the
+// grid's first wave finds the wait already over, and decoding before it made its activation loads wait for
+// its weights (an H200, Q4_K_M decode after 2,048 tokens: 403-404 tok/s against 384-389).
 template <int NC>
-__device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int (&r)[NR],
-                                            const signed char* __restrict__ xq, const float2* __restrict__ xd,
-                                            int K, float (&acc)[NR][NC], int t, int T) {
+__device__ __forceinline__ void rows_dot_q8_late(const u8* const (&row)[NR], const signed char* __restrict__ xq,
+                                                 const float2* __restrict__ xd, int K, float (&acc)[NR][NC], int t,
+                                                 int T) {
     const int units = K >> 5;
-    const u8* row[NR];
+    Q8Raw raw[UPT][NR];
+    auto fetch = [&](int u0) {
 #pragma unroll
-    for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+        for (int j = 0; j < UPT; j++)
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (u0 + T * j < units) unit_q8_load(row[i], u0 + T * j, raw[j][i]);
+    };
+    fetch(t);
+    PDL_PROLOGUE();
+    for (int u0 = t; u0 < units; u0 += T * UPT) {
+        if (u0 != t) fetch(u0);
+#pragma unroll
+        for (int j = 0; j < UPT; j++) {
+            const int u = u0 + T * j;
+            if (u >= units) break;
+            uint4 x0[NC], x1[NC];
+            float2 s[NC];
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                const uint4* xp = (const uint4*)(xq + (size_t)c * K + ((size_t)u << 5));
+                x0[c] = __ldg(xp), x1[c] = __ldg(xp + 1);
+                s[c] = __ldg(xd + (size_t)c * units + u);
+            }
+#pragma unroll
+            for (int i = 0; i < NR; i++) {
+                u32 q[8];
+                float a0, a1, b;
+                unit_q8_decode(raw[j][i], u, q, &a0, &a1, &b);
+#pragma unroll
+                for (int c = 0; c < NC; c++) {
+                    int i0 = dp4a(q[0], x0[c].x, 0);
+                    i0 = dp4a(q[1], x0[c].y, i0);
+                    i0 = dp4a(q[2], x0[c].z, i0);
+                    i0 = dp4a(q[3], x0[c].w, i0);
+                    int i1 = dp4a(q[4], x1[c].x, 0);
+                    i1 = dp4a(q[5], x1[c].y, i1);
+                    i1 = dp4a(q[6], x1[c].z, i1);
+                    i1 = dp4a(q[7], x1[c].w, i1);
+                    acc[i][c] += s[c].x * (a0 * (float)i0 + a1 * (float)i1) + b * s[c].y;
+                }
+            }
+        }
+    }
+}
+
+// The same with the first units decoded before the wait: the wider kernels (NC > 1), where keeping the raw
+// words across the wait costs registers that the late decode is not measured to repay.
+template <int NC>
+__device__ __forceinline__ void rows_dot_q8_early(const u8* const (&row)[NR], const signed char* __restrict__ xq,
+                                                  const float2* __restrict__ xd, int K, float (&acc)[NR][NC], int t,
+                                                  int T) {
+    const int units = K >> 5;
     u32 q[UPT][NR][8];
     float a0[UPT][NR], a1[UPT][NR], b[UPT][NR];
     auto load = [&](int u0) {
@@ -203,6 +268,19 @@ __device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int 
             }
         }
     }
+}
+
+template <int NC>
+__device__ __forceinline__ void rows_dot_q8(const u8* const (&w)[NR], const int (&r)[NR],
+                                            const signed char* __restrict__ xq, const float2* __restrict__ xd,
+                                            int K, float (&acc)[NR][NC], int t, int T) {
+    const u8* row[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) row[i] = w[i] + (size_t)r[i] * (size_t)(K / WT_BLOCK_ELEMS) * WT_BLOCK_BYTES;
+    if (MV_LATE_DECODE && NC == 1)
+        rows_dot_q8_late<NC>(row, xq, xd, K, acc, t, T);
+    else
+        rows_dot_q8_early<NC>(row, xq, xd, K, acc, t, T);
 }
 
 #endif
@@ -365,13 +443,13 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
 }
 
 #define MATVEC(NC)                                                                                        \
-    extern "C" __global__ void MV_BOUNDS                                                        \
+    extern "C" __global__ void MV_BOUNDS(NC)                                                    \
         matvec_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,  \
                     float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
                     const float* __restrict__ x, int K) {                                        \
         matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XF32{x, K});                             \
     }                                                                                                     \
-    extern "C" __global__ void MV_BOUNDS                                                        \
+    extern "C" __global__ void MV_BOUNDS(NC)                                                    \
         glu_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const float* __restrict__ x,       \
                  float* __restrict__ y, int M, int K, int act) {                                 \
         glu_impl<NC>(wg, wu, XF32{x, K}, y, M, act);                                                 \
@@ -379,13 +457,13 @@ __device__ __forceinline__ void glu_impl(const u8* __restrict__ wg, const u8* __
 
 // The same kernels against 8-bit activations (xq: [NC, K] signed bytes; xd: [NC, K / 32] of (d, d * sum q)).
 #define MATVEC_Q8(NC)                                                                                      \
-    extern "C" __global__ void MV_BOUNDS                                                         \
+    extern "C" __global__ void MV_BOUNDS(NC)                                                     \
         mvq8_##NC(const u8* __restrict__ w0, float* __restrict__ y0, int m0, const u8* __restrict__ w1,     \
                   float* __restrict__ y1, int m1, const u8* __restrict__ w2, float* __restrict__ y2, int m2, \
                   const signed char* __restrict__ xq, const float2* __restrict__ xd, int K) {     \
         matvec_impl<NC>(w0, y0, m0, w1, y1, m1, w2, y2, m2, XQ8{xq, xd, K});                          \
     }                                                                                                      \
-    extern "C" __global__ void MV_BOUNDS                                                         \
+    extern "C" __global__ void MV_BOUNDS(NC)                                                     \
         gluq8_##NC(const u8* __restrict__ wg, const u8* __restrict__ wu, const signed char* __restrict__ xq, \
                    const float2* __restrict__ xd, float* __restrict__ y, int M, int K, int act) { \
         glu_impl<NC>(wg, wu, XQ8{xq, xd, K}, y, M, act);                                              \
