@@ -190,7 +190,11 @@ impl StepClock {
             // With HEARTH_CUDA_PROFILE=1, the GPU's per-kernel times over the same steps (graphs are off then,
             // so the steps run slower than they otherwise would).
             if let Some(report) = hearth_engine::backend::device::profile_report() {
-                tracing::info!(model, "GPU kernel times over the last {} steps:\n{report}", self.steps);
+                tracing::info!(
+                    model,
+                    "GPU kernel times over the last {} steps:\n{report}",
+                    self.steps
+                );
             }
             *self = StepClock::default();
         }

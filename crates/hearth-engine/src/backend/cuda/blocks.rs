@@ -33,7 +33,9 @@ impl Cuda {
     /// half precision into the step's GEMM input buffer when `dst` is Xb and the step has more rows than the
     /// smallest matrix-vector limit (the products after it then skip their to_half launch: see
     /// `DevStep::act_half`). One block per row; enough threads that each keeps at most 16 of the row's values
-    /// in registers (see `norm_threads`).
+    /// in registers (see `norm_threads`). When the product that wrote `add` left its split-K partial sums
+    /// pending (`DevStep::pending_sum`), the kernel adds them itself (`add` itself is then not written);
+    /// other pending sums are settled first.
     #[allow(clippy::too_many_arguments)]
     fn norm_launch(
         &self,
@@ -45,6 +47,14 @@ impl Cuda {
         eps: f32,
         dst: Act,
     ) {
+        let (mut add, mut add_splits, mut add_stride) = (add, 1i32, 0i64);
+        match s.pending_sum.get() {
+            Some(p) if add != 0 && p.y == add => {
+                s.pending_sum.set(None);
+                (add, add_splits, add_stride) = (p.part, p.splits, 4 * p.count4 as i64);
+            }
+            _ => s.settle_sum(),
+        }
         let (g, o) = (gain.ptr, Self::act_ptr(s, dst));
         let dim = (gain.bytes / 4) as i32;
         let (q, d) = Self::xb_quantization(s, dst, dim as usize);
@@ -56,6 +66,8 @@ impl Cuda {
             &mut [
                 arg(&x),
                 arg(&add),
+                arg(&add_splits),
+                arg(&add_stride),
                 arg(&g),
                 arg(&o),
                 arg(&dim),
@@ -97,6 +109,7 @@ impl Backend for Cuda {
     }
 
     fn embed(&self, s: &mut DevStep, rows: &StepRows, table: &DevMat, scale: Option<f32>) {
+        s.settle_sum();
         let n = rows.tokens.len();
         table.embed(&self.gpu, s.tokens, n, s.x.ptr, scale);
     }
@@ -119,16 +132,25 @@ impl Backend for Cuda {
         a: &Attention<Cuda>,
         c: &ModelConfig,
     ) {
+        s.settle_sum();
         let n = rows.tokens.len();
         let gpu = &self.gpu;
-        // q, k, v = xb · Wqᵀ, Wkᵀ, Wvᵀ: [n, qdim], [n, kv_dim] x2.
-        DevMat::matmul_group(
+        // q, k, v = xb · Wqᵀ, Wkᵀ, Wvᵀ: [n, qdim], [n, kv_dim] x2; split-K partial sums are added by
+        // qkv_finish as it reads them.
+        let mut sums = DevMat::matmul_group_unsummed(
             self,
             s,
             s.xb.ptr,
             n,
             &[(&a.wq, s.q.ptr), (&a.wk, s.k.ptr), (&a.wv, s.v.ptr)],
         );
+        let ((qp, qs, qst), (kp, ks, kst), (vp, vs, vst)) = match sums.as_mut() {
+            Some(g) => (g.take(s.q.ptr), g.take(s.k.ptr), g.take(s.v.ptr)),
+            None => ((s.q.ptr, 1, 0), (s.k.ptr, 1, 0), (s.v.ptr, 1, 0)),
+        };
+        if let Some(rest) = sums {
+            rest.flush(gpu);
+        }
         // Biases, q/k norms, rope; k and v into the cache slots.
         let opt = |v: &Option<DevBuf>| v.as_ref().map_or(0u64, |b| b.ptr);
         let (bq, bk, bv, qn, kn) = (
@@ -146,7 +168,7 @@ impl Backend for Cuda {
         let rope_half = (c.rope_dim / 2) as i32;
         let neox = (c.rope_style == crate::models::config::RopeStyle::Neox) as i32;
         let (kc, vc) = kv.layer(a.layer);
-        let (q, k, v, pos) = (s.q.ptr, s.k.ptr, s.v.ptr, s.positions);
+        let (q, pos) = (s.q.ptr, s.positions);
         let (rs, toff, tabs, bs) = (s.row_seq, s.table_off, s.tables, kv.block_size as i32);
         let (nh, nkv, eps) = (c.n_heads as i32, c.n_kv_heads as i32, c.rms_eps);
         let threads = c.head_dim.div_ceil(32) as u32 * 32;
@@ -156,8 +178,15 @@ impl Backend for Cuda {
             (threads, 1, 1),
             &mut [
                 arg(&q),
-                arg(&k),
-                arg(&v),
+                arg(&qp),
+                arg(&qs),
+                arg(&qst),
+                arg(&kp),
+                arg(&ks),
+                arg(&kst),
+                arg(&vp),
+                arg(&vs),
+                arg(&vst),
                 arg(&bq),
                 arg(&bk),
                 arg(&bv),
@@ -275,11 +304,14 @@ impl Backend for Cuda {
                 ],
             );
         }
-        // out = att · Woᵀ: [n, hidden]
+        // out = att · Woᵀ: [n, hidden] (split-K sums left for the add_rmsnorm that follows)
+        s.defer_sum.set(true);
         a.wo.matmul(self, s, s.att.ptr, n, s.xb2.ptr);
+        s.defer_sum.set(false);
     }
 
     fn mlp(&self, s: &mut DevStep, n: usize, m: &Mlp<Cuda>, c: &ModelConfig) {
+        s.settle_sum();
         let act = match m.act {
             Activation::Silu => 0i32,
             Activation::GeluTanh => 1,
@@ -287,13 +319,6 @@ impl Backend for Cuda {
         // gate = act(xb · Wgᵀ) * (xb · Wuᵀ): one fused pass for decode-sized steps, else two products
         // and the activation.
         if !DevMat::glu(self, s, &m.gate, &m.up, s.xb.ptr, n, s.gate.ptr, act) {
-            DevMat::matmul_group(
-                self,
-                s,
-                s.xb.ptr,
-                n,
-                &[(&m.gate, s.gate.ptr), (&m.up, s.up.ptr)],
-            );
             let (g, u) = (s.gate.ptr, s.up.ptr);
             let count = (n * c.ffn) as i64;
             // When the down product takes a half-precision path (cuBLAS or dqmm), its input is written
@@ -305,15 +330,37 @@ impl Backend for Cuda {
                 _ => Some(s.gemm_bf16),
             }
             .filter(|_| n > super::matmul::matvec_max(&self.gpu, m.down.dtype));
+            let outs = [(&m.gate, g), (&m.up, u)];
             if let Some(bf16) = half {
+                // act_mul_half adds the products' split-K partial sums as it reads them (dqmm_sum3's order).
+                let mut sums = DevMat::matmul_group_unsummed(self, s, s.xb.ptr, n, &outs);
+                let ((gp, gs, gst), (up, us, ust)) = match sums.as_mut() {
+                    Some(sums) => (sums.take(g), sums.take(u)),
+                    None => ((g, 1, 0), (u, 1, 0)),
+                };
+                if let Some(rest) = sums {
+                    rest.flush(&self.gpu);
+                }
                 let (h, b) = (s.h16.ptr, bf16 as i32);
                 self.elementwise(
                     "act_mul_half",
                     n * c.ffn,
-                    &mut [arg(&g), arg(&u), arg(&h), arg(&count), arg(&act), arg(&b)],
+                    &mut [
+                        arg(&gp),
+                        arg(&gs),
+                        arg(&gst),
+                        arg(&up),
+                        arg(&us),
+                        arg(&ust),
+                        arg(&h),
+                        arg(&count),
+                        arg(&act),
+                        arg(&b),
+                    ],
                 );
                 s.act_half.set(Some((g, bf16)));
             } else {
+                DevMat::matmul_group(self, s, s.xb.ptr, n, &outs);
                 self.elementwise(
                     "act_mul",
                     n * c.ffn,
@@ -321,11 +368,14 @@ impl Backend for Cuda {
                 );
             }
         }
+        s.defer_sum.set(true);
         m.down.matmul(self, s, s.gate.ptr, n, s.xb2.ptr);
+        s.defer_sum.set(false);
         s.act_half.set(None);
     }
 
     fn project(&self, s: &mut DevStep, rows: &StepRows, w: &DevMat, softcap: Option<f32>) {
+        s.settle_sum();
         let n_out = rows.out_rows.len();
         let (hidden, vocab) = (w.cols, w.rows);
         if n_out == 0 {

@@ -239,6 +239,18 @@ impl GroupSums {
         }
     }
 
+    /// Product `y`'s partial sums, taken out of the group for a consumer that adds them itself: (their
+    /// address, splits, floats between splits); (y, 1, 0) when that product was not split (it wrote y).
+    pub(super) fn take(&mut self, y: u64) -> (u64, i32, i64) {
+        match self.items.iter().position(|it| it.1 == y) {
+            Some(i) => {
+                let (part, _, count4, splits) = self.items.remove(i);
+                (part, splits, 4 * count4 as i64)
+            }
+            None => (y, 1, 0),
+        }
+    }
+
     /// Adds the recorded products' partial sums into their outputs: dqmm_sum3, three products a launch.
     pub(super) fn flush(self, gpu: &Gpu) {
         let Some(module) = self.module else {
@@ -341,8 +353,23 @@ impl DevMat {
     /// matrices of one weight type in one launch (up to three); on the GEMM path the input is converted to
     /// f16/bf16 once for all of them.
     pub fn matmul_group(be: &Cuda, s: &DevStep, x: u64, n: usize, outs: &[(&DevMat, u64)]) {
+        if let Some(g) = Self::matmul_group_unsummed(be, s, x, n, outs) {
+            g.flush(&be.gpu);
+        }
+    }
+
+    /// [`DevMat::matmul_group`] without the group's split-K sums: when every product took dqmm, their partial
+    /// sums are returned for the caller to add (a kernel reading the outputs next can add them as it reads,
+    /// one launch fewer: [`GroupSums::take`]) or flush.
+    pub(super) fn matmul_group_unsummed(
+        be: &Cuda,
+        s: &DevStep,
+        x: u64,
+        n: usize,
+        outs: &[(&DevMat, u64)],
+    ) -> Option<GroupSums> {
         if n == 0 {
-            return;
+            return None;
         }
         // The half-precision copy of x made so far, and its type (true: bf16); its 8-bit copy.
         let mut converted: Option<(bool, u64)> = None;
@@ -383,17 +410,26 @@ impl DevMat {
             Self::matvec(&be.gpu, &outs[i..j], acts, n);
             i = j;
         }
-        if let Some(g) = group {
-            g.flush(&be.gpu);
-        }
+        group
     }
 
     /// `y[n, rows] = x · Wᵀ` for half-precision `x` ([n, cols], bf16 if `bf16`) by dqmm.cu's dqmm. Split
     /// along K (partial sums in the step's weight slab, which this path does not use otherwise) when the row
     /// and activation blocks alone would not give every multiprocessor [`dqmm_waves`] blocks.
+    /// With `s.defer_sum` set, a split product's sums are left in `s.pending_sum` instead of added here.
     pub fn dqmm(&self, gpu: &Gpu, s: &DevStep, x: u64, n: usize, y: u64, bf16: bool) {
         let splits = self.dqmm_plan(gpu, n, s.wbuf.bytes);
-        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr, true);
+        let defer = s.defer_sum.get() && splits.0 > 1;
+        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr, !defer);
+        if defer {
+            s.pending_sum.set(Some(super::step::PendingSum {
+                sum: self.module.f("dqmm_sum"),
+                part: s.wbuf.ptr,
+                y,
+                count4: (n * self.rows / 4) as i32,
+                splits: splits.0 as i32,
+            }));
+        }
     }
 
     /// dqmm's split-K plan for `n` activation rows with `room` bytes for the partial sums.

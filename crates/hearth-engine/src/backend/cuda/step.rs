@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cudarc::driver::{result, sys};
 
 use super::memory::{arg, drv, DevBuf};
-use super::Gpu;
+use super::{Gpu, Kernel};
 use crate::backend::{RowBias, StepRows};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
@@ -23,6 +23,22 @@ const PART_ROW_SPLITS: usize = 4096;
 const WBUF_ELEMS: usize = 32 << 20;
 
 /// Device buffers for steps of up to `max` rows, allocated once per batch.
+/// A split-K product's partial sums not yet added (see [`DevStep::pending_sum`]): `splits` slices of
+/// `count4` float4s at `part`, one after another, to be summed into `y` by `sum` (the weight module's
+/// dqmm_sum).
+#[derive(Clone, Copy)]
+pub struct PendingSum {
+    pub sum: Kernel,
+    pub part: u64,
+    pub y: u64,
+    pub count4: i32,
+    pub splits: i32,
+}
+
+// SAFETY: the kernel is a plain driver function handle of a module the model keeps loaded, valid in any thread
+// that has the context current (a step binds it first, see `DevStep::begin`), as `Module` itself is.
+unsafe impl Send for PendingSum {}
+
 pub struct DevStep {
     gpu: Arc<Gpu>,
     max: usize,
@@ -42,6 +58,13 @@ pub struct DevStep {
     /// [`DevStep::half_copy`]). The GEMM path then skips its own conversion. Cleared once taken, when h16 is
     /// overwritten (`to_half`), when `.0` is rewritten without a half copy, and at each step's start.
     pub act_half: std::cell::Cell<Option<(u64, bool)>>,
+    /// Set around a product whose output the next add_rmsnorm adds into the residual stream (a layer's
+    /// output and down products, into Xb2): dqmm then leaves its split-K partial sums in `pending_sum` for
+    /// that norm to add, one launch fewer (see [`DevStep::settle_sum`]).
+    pub defer_sum: std::cell::Cell<bool>,
+    /// Partial sums a product left for the next add_rmsnorm; anything else that may read their output adds
+    /// them first ([`DevStep::settle_sum`]).
+    pub pending_sum: std::cell::Cell<Option<PendingSum>>,
     /// A slab of dequantized weights for a GEMM (f16/bf16).
     pub wbuf: DevBuf,
     /// Activations quantized to 8 bits for the integer matvec kernels: [max, widest] bytes, and per 32-value
@@ -159,6 +182,8 @@ impl DevStep {
             up: f(max * c.ffn)?,
             h16: DevBuf::alloc(ctx, max * widest * 2)?,
             act_half: std::cell::Cell::new(None),
+            defer_sum: std::cell::Cell::new(false),
+            pending_sum: std::cell::Cell::new(None),
             wbuf: DevBuf::alloc(ctx, largest.min(WBUF_ELEMS) * 2)?,
             xq: DevBuf::alloc(ctx, max * widest)?,
             xd: DevBuf::alloc(ctx, max * widest.div_ceil(32) * 8)?,
@@ -207,11 +232,26 @@ impl DevStep {
 
     /// Uploads the step's layout: tokens, positions, each row's sequence, the wanted rows, and every
     /// sequence's block table (concatenated, with offsets).
+    /// Adds a product's pending split-K partial sums into its output (dqmm_sum), if any are pending: before
+    /// anything but the add_rmsnorm they were left for reads that output.
+    pub fn settle_sum(&self) {
+        if let Some(p) = self.pending_sum.take() {
+            let (part, y, count4, splits) = (p.part, p.y, p.count4, p.splits);
+            self.gpu.run(
+                p.sum,
+                ((count4 as u32).div_ceil(256), 1, 1),
+                (256, 1, 1),
+                &mut [arg(&part), arg(&y), arg(&count4), arg(&splits)],
+            );
+        }
+    }
+
     pub fn begin(&mut self, rows: &StepRows, (inv_g, inv_l): (&[f32], &[f32])) -> Result<()> {
         // The step may run on another thread than the one that opened the model (a server's worker): make
         // the context current here, once per step, for every launch that follows.
         drv("context", self.gpu.ctx.bind_to_thread())?;
         self.act_half.set(None);
+        self.settle_sum();
         let stream = self.gpu.cu_stream();
         if !self.inv_ready {
             super::memory::upload(stream, self.inv_global.ptr, inv_g)?;

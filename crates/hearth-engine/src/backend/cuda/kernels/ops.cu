@@ -61,9 +61,13 @@ __device__ __forceinline__ float block_sum_all(float v) {
 // tensor-core products that read it next (no to_half launch). A decode step runs 2 of these a layer with one
 // row each, so the kernel is a latency chain: the gains are loaded before the wait for the previous kernel, every other load of the row is
 // in flight at once, and the 8-bit blocks of a thread's four float4s are independent shuffle chains.
-extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, const float* __restrict__ g,
-                                        float* out, int dim, float eps, signed char* __restrict__ xq,
-                                        float2* __restrict__ xd, u16* __restrict__ xh, int xh_bf16) {
+//
+// `add` may be split-K partial sums (add_splits of them, add_stride floats apart, as dqmm writes them): they are
+// added in dqmm_sum's order, so the result is the same as summing them first, one launch fewer.
+extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add, int add_splits,
+                                        long long add_stride, const float* __restrict__ g, float* out, int dim,
+                                        float eps, signed char* __restrict__ xq, float2* __restrict__ xd,
+                                        u16* __restrict__ xh, int xh_bf16) {
     const int nt = blockDim.x, tid = threadIdx.x;
     float* xr = x + (size_t)blockIdx.x * dim;
     const float* ar = add ? add + (size_t)blockIdx.x * dim : nullptr;
@@ -85,7 +89,11 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
             if (i < dim) {
                 v[j] = *(const float4*)(xr + i);
                 if (ar) {
-                    const float4 a = *(const float4*)(ar + i);
+                    float4 a = *(const float4*)(ar + i);
+                    for (int z = 1; z < add_splits; z++) {
+                        const float4 b = *(const float4*)(ar + (size_t)z * add_stride + i);
+                        a = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+                    }
                     v[j] = make_float4(v[j].x + a.x, v[j].y + a.y, v[j].z + a.z, v[j].w + a.w);
                 }
             }
@@ -114,7 +122,9 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
     PDL_PROLOGUE();
     float ss = 0.0f;
     for (int i = tid; i < dim; i += nt) {
-        const float w = ar ? xr[i] + ar[i] : xr[i];
+        float a = ar ? ar[i] : 0.0f;
+        for (int z = 1; ar && z < add_splits; z++) a += ar[(size_t)z * add_stride + i];
+        const float w = ar ? xr[i] + a : xr[i];
         if (ar) xr[i] = w;
         ss += w * w;
     }
@@ -126,11 +136,21 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
     }
 }
 
+// Element i of split-K partial sums: `splits` slices `stride` floats apart, added in dqmm_sum's order.
+__device__ __forceinline__ float split_sum(const float* __restrict__ p, int splits, long long stride, long long i) {
+    float v = p[i];
+    for (int z = 1; z < splits; z++) v += p[(size_t)z * stride + i];
+    return v;
+}
+
 // After the q/k/v projections, per row t and head: add the bias, apply the per-head RMS norm, rotate (rope),
 // and for KV heads store k and v (as f16) in the row's cache slot (found through its block table). Grid (n rows, n_heads + n_kv), HDIM threads
-// rounded up to a warp. q is rotated in place.
-extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __restrict__ k,
-                                      const float* __restrict__ v, const float* __restrict__ bq,
+// rounded up to a warp. The rotated q goes to q. The projections are read from qp, kp and vp: the products'
+// outputs (qp = q: rotated in place; qs = ks = vs = 1), or their split-K partial sums (qs slices qst floats
+// apart, and so on), added here in dqmm_sum's order instead of by a launch of their own.
+extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __restrict__ qp, int qs, long long qst,
+                                      const float* __restrict__ k, int ks, long long kst,
+                                      const float* __restrict__ v, int vs, long long vst, const float* __restrict__ bq,
                                       const float* __restrict__ bk, const float* __restrict__ bv,
                                       const float* __restrict__ qnorm, const float* __restrict__ knorm,
                                       const float* __restrict__ inv_freq, int rope_half, int neox,
@@ -144,12 +164,12 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
     const bool is_q = h < n_heads;
     const int hh = is_q ? h : h - n_heads;
     const int width = is_q ? n_heads * HDIM : n_kv * HDIM;
-    const float* src = (is_q ? (const float*)q : k) + (size_t)t * width + hh * HDIM;
+    const long long at = (long long)t * width + hh * HDIM + d;
     const float* bias = is_q ? bq : bk;
     const float* gain = is_q ? qnorm : knorm;
     float val = 0.0f;
     if (d < HDIM) {
-        val = src[d];
+        val = is_q ? split_sum(qp, qs, qst, at) : split_sum(k, ks, kst, at);
         if (bias) val += bias[hh * HDIM + d];
     }
     if (gain) {
@@ -178,7 +198,7 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
             (long long)tables[table_off[row_seq[t]] + p / block_size] * block_size + p % block_size;
         const size_t at = (size_t)slot * (size_t)(n_kv * HDIM) + hh * HDIM + d;
         kcache[at] = f32_to_f16_bits(val);
-        float vv = v[(size_t)t * width + hh * HDIM + d];
+        float vv = split_sum(v, vs, vst, at);
         if (bv) vv += bv[hh * HDIM + d];
         vcache[at] = f32_to_f16_bits(vv);
     }
@@ -525,13 +545,16 @@ extern "C" __global__ void act_mul(float* __restrict__ gate, const float* __rest
 }
 
 // out[i] = act(gate[i]) * up[i] as f16 (to_bf16 = 0) or bf16 (1): act_mul and to_half in one pass, when the
-// result only feeds a tensor-core GEMM (the f32 product is never written).
-extern "C" __global__ void act_mul_half(const float* __restrict__ gate, const float* __restrict__ up,
+// result only feeds a tensor-core GEMM (the f32 product is never written). gate and up may be dqmm's split-K
+// partial sums (gs and us slices, gstride and ustride floats apart; 1 and any stride for plain rows): they are
+// added here, where the products' own sum launch would have written them out and read them back.
+extern "C" __global__ void act_mul_half(const float* __restrict__ gate, int gs, long long gstride,
+                                        const float* __restrict__ up, int us, long long ustride,
                                         u16* __restrict__ out, long long n, int act, int to_bf16) {
     PDL_PROLOGUE();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float v = gate_act(gate[i], act) * up[i];
+    const float v = gate_act(split_sum(gate, gs, gstride, i), act) * split_sum(up, us, ustride, i);
     out[i] = f32_to_half_bits(v, to_bf16);
 }
 
