@@ -164,12 +164,12 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
     const bool is_q = h < n_heads;
     const int hh = is_q ? h : h - n_heads;
     const int width = is_q ? n_heads * HDIM : n_kv * HDIM;
-    const long long at = (long long)t * width + hh * HDIM + d;
+    const long long el = (long long)t * width + hh * HDIM + d;  // this thread's element of q (k, v)
     const float* bias = is_q ? bq : bk;
     const float* gain = is_q ? qnorm : knorm;
     float val = 0.0f;
     if (d < HDIM) {
-        val = is_q ? split_sum(qp, qs, qst, at) : split_sum(k, ks, kst, at);
+        val = is_q ? split_sum(qp, qs, qst, el) : split_sum(k, ks, kst, el);
         if (bias) val += bias[hh * HDIM + d];
     }
     if (gain) {
@@ -191,14 +191,14 @@ extern "C" __global__ void qkv_finish(float* __restrict__ q, const float* __rest
     }
     if (d >= HDIM) return;
     if (is_q) {
-        q[(size_t)t * width + hh * HDIM + d] = val;
+        q[el] = val;
     } else {
         const int p = positions[t];
         const long long slot =
             (long long)tables[table_off[row_seq[t]] + p / block_size] * block_size + p % block_size;
         const size_t at = (size_t)slot * (size_t)(n_kv * HDIM) + hh * HDIM + d;
         kcache[at] = f32_to_f16_bits(val);
-        float vv = split_sum(v, vs, vst, at);
+        float vv = split_sum(v, vs, vst, el);
         if (bv) vv += bv[hh * HDIM + d];
         vcache[at] = f32_to_f16_bits(vv);
     }
