@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Session 10 call 7: on call 6's warm machine (models and the build in place), the final build's Q8_0 server
+# numbers and decode after 2,048 tokens of Q8_0 and bf16.
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64; export HEARTH_CUDA_CACHE=/tmp/hearth-cuda-cache; tar xJf device/bin.tar.xz -C device; MODELS="q8_0" STREAMS=1,64 bench/cuda/ab_serve.sh /root/z/serve-new-q8 device/bin/hearth "-" 2>&1 | grep -v "^  at"; echo "q8_0: $(device/bin/hearth --device cuda bench --model /root/hearth-bench/llama8b-q8_0.gguf --prompt-tokens 2048 --gen-tokens 128 --reps 2 2>/dev/null | grep -E '^(prefill|decode):' | cut -d' ' -f2 | paste -sd/)"; echo "bf16: $(device/bin/hearth --device cuda bench --model /root/hearth-bench/llama8b-bf16.gguf --prompt-tokens 2048 --gen-tokens 128 --reps 2 2>/dev/null | grep -E '^(prefill|decode):' | cut -d' ' -f2 | paste -sd/)"; tar czf $OUT/z.tgz -C /root z
