@@ -157,6 +157,21 @@ __device__ __forceinline__ int dp4a(u32 a, u32 b, int c) {
     return d;
 }
 
+// A unit's share of a row · activation-row product: its 8-bit codes q against the activations' 32 bytes (x0,
+// x1) and their block's (d, d * sum q) `s`, with the unit's factors (see decode_fast.cuh's unit_q8).
+__device__ __forceinline__ float unit_dot_q8(const u32 (&q)[8], float a0, float a1, float b, uint4 x0, uint4 x1,
+                                             float2 s) {
+    int i0 = dp4a(q[0], x0.x, 0);
+    i0 = dp4a(q[1], x0.y, i0);
+    i0 = dp4a(q[2], x0.z, i0);
+    i0 = dp4a(q[3], x0.w, i0);
+    int i1 = dp4a(q[4], x1.x, 0);
+    i1 = dp4a(q[5], x1.y, i1);
+    i1 = dp4a(q[6], x1.z, i1);
+    i1 = dp4a(q[7], x1.w, i1);
+    return s.x * (a0 * (float)i0 + a1 * (float)i1) + b * s.y;
+}
+
 // Units per thread and row loaded before any is used: with NR rows, UPT NR units' loads in flight per thread
 // (MV_UPT, a -D define the host sets).
 #ifndef MV_UPT
@@ -207,17 +222,7 @@ __device__ __forceinline__ void rows_dot_q8_late(const u8* const (&row)[NR], con
                 float a0, a1, b;
                 unit_q8_decode(raw[j][i], u, q, &a0, &a1, &b);
 #pragma unroll
-                for (int c = 0; c < NC; c++) {
-                    int i0 = dp4a(q[0], x0[c].x, 0);
-                    i0 = dp4a(q[1], x0[c].y, i0);
-                    i0 = dp4a(q[2], x0[c].z, i0);
-                    i0 = dp4a(q[3], x0[c].w, i0);
-                    int i1 = dp4a(q[4], x1[c].x, 0);
-                    i1 = dp4a(q[5], x1[c].y, i1);
-                    i1 = dp4a(q[6], x1[c].z, i1);
-                    i1 = dp4a(q[7], x1[c].w, i1);
-                    acc[i][c] += s[c].x * (a0 * (float)i0 + a1 * (float)i1) + b * s[c].y;
-                }
+                for (int c = 0; c < NC; c++) acc[i][c] += unit_dot_q8(q, a0, a1, b, x0[c], x1[c], s[c]);
             }
         }
     }
@@ -254,17 +259,7 @@ __device__ __forceinline__ void rows_dot_q8_early(const u8* const (&row)[NR], co
                 const uint4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
                 const float2 s = __ldg(xd + (size_t)c * units + u);
 #pragma unroll
-                for (int i = 0; i < NR; i++) {
-                    int i0 = dp4a(q[j][i][0], x0.x, 0);
-                    i0 = dp4a(q[j][i][1], x0.y, i0);
-                    i0 = dp4a(q[j][i][2], x0.z, i0);
-                    i0 = dp4a(q[j][i][3], x0.w, i0);
-                    int i1 = dp4a(q[j][i][4], x1.x, 0);
-                    i1 = dp4a(q[j][i][5], x1.y, i1);
-                    i1 = dp4a(q[j][i][6], x1.z, i1);
-                    i1 = dp4a(q[j][i][7], x1.w, i1);
-                    acc[i][c] += s.x * (a0[j][i] * (float)i0 + a1[j][i] * (float)i1) + b[j][i] * s.y;
-                }
+                for (int i = 0; i < NR; i++) acc[i][c] += unit_dot_q8(q[j][i], a0[j][i], a1[j][i], b[j][i], x0, x1, s);
             }
         }
     }
