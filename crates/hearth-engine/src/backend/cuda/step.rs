@@ -22,7 +22,6 @@ const PART_ROW_SPLITS: usize = 4096;
 /// Largest dequantized weight slab for the GEMM path, in elements (64 MiB as f16).
 const WBUF_ELEMS: usize = 32 << 20;
 
-/// Device buffers for steps of up to `max` rows, allocated once per batch.
 /// A split-K product's partial sums not yet added (see [`DevStep::pending_sum`]): `splits` slices of
 /// `count4` float4s at `part`, one after another, to be summed into `y` by `sum` (the weight module's
 /// dqmm_sum).
@@ -39,6 +38,7 @@ pub struct PendingSum {
 // that has the context current (a step binds it first, see `DevStep::begin`), as `Module` itself is.
 unsafe impl Send for PendingSum {}
 
+/// Device buffers for steps of up to `max` rows, allocated once per batch.
 pub struct DevStep {
     gpu: Arc<Gpu>,
     max: usize,
@@ -230,8 +230,6 @@ impl DevStep {
         })
     }
 
-    /// Uploads the step's layout: tokens, positions, each row's sequence, the wanted rows, and every
-    /// sequence's block table (concatenated, with offsets).
     /// Adds a product's pending split-K partial sums into its output (dqmm_sum), if any are pending: before
     /// anything but the add_rmsnorm they were left for reads that output.
     pub fn settle_sum(&self) {
@@ -246,6 +244,8 @@ impl DevStep {
         }
     }
 
+    /// Uploads the step's layout: tokens, positions, each row's sequence, the wanted rows, and every
+    /// sequence's block table (concatenated, with offsets).
     pub fn begin(&mut self, rows: &StepRows, (inv_g, inv_l): (&[f32], &[f32])) -> Result<()> {
         // The step may run on another thread than the one that opened the model (a server's worker): make
         // the context current here, once per step, for every launch that follows.
