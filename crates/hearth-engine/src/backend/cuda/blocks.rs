@@ -51,7 +51,7 @@ impl Cuda {
         match s.pending_sum.get() {
             Some(p) if add != 0 && p.y == add => {
                 s.pending_sum.set(None);
-                (add, add_splits, add_stride) = (p.part, p.splits, 4 * p.count4 as i64);
+                (add, add_splits, add_stride) = p.slices();
             }
             _ => s.settle_sum(),
         }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use cudarc::cublas::{result as blas, sys as bsys};
 
 use super::memory::{arg, drv, upload, DevBuf};
+use super::split_sums::{GroupSums, PendingSum};
 use super::{profile, Cuda, DevStep, Gpu, Module};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -215,68 +216,6 @@ impl Acts {
     }
 }
 
-/// The split-K partial sums a group of dqmm products with the same input (a layer's q, k and v; gate and up)
-/// leaves for one dqmm_sum3 launch: each product's sums take their own part of a slab (the step's weight
-/// slab, which the dqmm path does not otherwise use), one launch a group instead of one a product.
-pub(super) struct GroupSums {
-    /// The slab's next free address and its end.
-    at: u64,
-    end: u64,
-    /// (partial sums, y, float4s, splits) of each split product.
-    items: Vec<(u64, u64, i32, i32)>,
-    /// A module holding dqmm_sum3 (the first split product's; the kernel does not depend on the type).
-    module: Option<Arc<Module>>,
-}
-
-impl GroupSums {
-    /// An empty group over the slab [ptr, ptr + bytes).
-    pub(super) fn new(ptr: u64, bytes: usize) -> GroupSums {
-        GroupSums {
-            at: ptr,
-            end: ptr + bytes as u64,
-            items: Vec::new(),
-            module: None,
-        }
-    }
-
-    /// Product `y`'s partial sums, taken out of the group for a consumer that adds them itself: (their
-    /// address, splits, floats between splits); (y, 1, 0) when that product was not split (it wrote y).
-    pub(super) fn take(&mut self, y: u64) -> (u64, i32, i64) {
-        match self.items.iter().position(|it| it.1 == y) {
-            Some(i) => {
-                let (part, _, count4, splits) = self.items.remove(i);
-                (part, splits, 4 * count4 as i64)
-            }
-            None => (y, 1, 0),
-        }
-    }
-
-    /// Adds the recorded products' partial sums into their outputs: dqmm_sum3, three products a launch.
-    pub(super) fn flush(self, gpu: &Gpu) {
-        let Some(module) = self.module else {
-            return;
-        };
-        for chunk in self.items.chunks(3) {
-            // Three (partial sums, y, float4s, splits) slots, the missing ones empty.
-            let items: [(u64, u64, i32, i32); 3] =
-                std::array::from_fn(|j| chunk.get(j).copied().unwrap_or((0, 0, 0, 1)));
-            let blocks = items.map(|it| (it.2 as u32).div_ceil(256));
-            let (b1, b2) = (blocks[0] as i32, (blocks[0] + blocks[1]) as i32);
-            let mut args: Vec<*mut c_void> = items
-                .iter()
-                .flat_map(|it| [arg(&it.0), arg(&it.1), arg(&it.2), arg(&it.3)])
-                .collect();
-            args.extend([arg(&b1), arg(&b2)]);
-            gpu.run(
-                module.f("dqmm_sum3"),
-                (blocks.iter().sum(), 1, 1),
-                (256, 1, 1),
-                &mut args,
-            );
-        }
-    }
-}
-
 /// Whether a group of dqmm products adds its split-K sums in one launch ([`GroupSums`];
 /// HEARTH_CUDA_DQMM_GROUP_SUM=0 turns it off, for benchmarks).
 fn group_sums_enabled() -> bool {
@@ -419,16 +358,9 @@ impl DevMat {
     /// With `s.defer_sum` set, a split product's sums are left in `s.pending_sum` instead of added here.
     pub fn dqmm(&self, gpu: &Gpu, s: &DevStep, x: u64, n: usize, y: u64, bf16: bool) {
         let splits = self.dqmm_plan(gpu, n, s.wbuf.bytes);
-        let defer = s.defer_sum.get() && splits.0 > 1;
-        self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr, !defer);
-        if defer {
-            s.pending_sum.set(Some(super::step::PendingSum {
-                sum: self.module.f("dqmm_sum"),
-                part: s.wbuf.ptr,
-                y,
-                count4: (n * self.rows / 4) as i32,
-                splits: splits.0 as i32,
-            }));
+        let sum = !s.defer_sum.get();
+        if let Some(p) = self.dqmm_launch(gpu, x, n, y, bf16, splits, s.wbuf.ptr, sum) {
+            s.pending_sum.set(Some(p));
         }
     }
 
@@ -457,20 +389,17 @@ impl DevMat {
         g: &mut GroupSums,
     ) {
         let splits = self.dqmm_plan(gpu, n, (g.end - g.at) as usize);
-        if splits.0 == 1 {
-            self.dqmm_launch(gpu, x, n, y, bf16, splits, 0, true);
-            return;
-        }
-        self.dqmm_launch(gpu, x, n, y, bf16, splits, g.at, false);
-        let count4 = n * self.rows / 4;
-        g.items.push((g.at, y, count4 as i32, splits.0 as i32));
+        let Some(p) = self.dqmm_launch(gpu, x, n, y, bf16, splits, g.at, false) else {
+            return; // one split: y written
+        };
         // The next product's sums start 256-byte aligned.
-        g.at += ((splits.0 * count4 * 16).div_ceil(256) * 256) as u64;
+        g.at += ((p.splits as usize * p.count4 as usize * 16).div_ceil(256) * 256) as u64;
+        g.items.push(p);
         g.module.get_or_insert_with(|| self.module.clone());
     }
 
-    /// One dqmm launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` (and, with
-    /// `sum`, dqmm_sum adding them into `y`) when there is more than one.
+    /// One dqmm launch with `splits.0` splits of `splits.1` units each, the partial sums in `part` when there
+    /// is more than one: with `sum`, dqmm_sum adds them into `y`; without, they are returned, not yet added.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dqmm_launch(
         &self,
@@ -482,7 +411,7 @@ impl DevMat {
         (splits, split_units): (usize, usize),
         part: u64,
         sum: bool,
-    ) {
+    ) -> Option<PendingSum> {
         let out = if splits > 1 { part } else { y };
         let (w, m, k, nn, su) = (
             self.buf.ptr,
@@ -518,16 +447,22 @@ impl DevMat {
                 arg(&su),
             ],
         );
-        if splits > 1 && sum {
-            assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
-            let (count4, z) = ((n * self.rows / 4) as i32, splits as i32);
-            gpu.run(
-                self.module.f("dqmm_sum"),
-                ((n * self.rows / 4).div_ceil(256) as u32, 1, 1),
-                (256, 1, 1),
-                &mut [arg(&part), arg(&y), arg(&count4), arg(&z)],
-            );
+        if splits == 1 {
+            return None;
         }
+        assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
+        let sums = PendingSum {
+            sum: self.module.f("dqmm_sum"),
+            part,
+            y,
+            count4: (n * self.rows / 4) as i32,
+            splits: splits as i32,
+        };
+        if !sum {
+            return Some(sums);
+        }
+        sums.run(gpu);
+        None
     }
 
     /// `y_j = x · W_jᵀ` for up to three matrices of one type, in launches of up to 8 activation rows.

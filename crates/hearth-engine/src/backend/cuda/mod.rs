@@ -17,6 +17,7 @@ mod matmul;
 mod memory;
 pub mod nvrtc;
 pub mod profile;
+mod split_sums;
 mod step;
 
 use std::collections::HashMap;
@@ -314,7 +315,7 @@ fn type_knob<T: std::str::FromStr>(var: &str, dtype: DType, default: T) -> T {
 /// the previous kernel (weights.cu's MV_LATE_DECODE), so a block's weight and activation loads overlap; the
 /// weights are loaded before it either way. On for every type: on an H200, Q4_K_M decode after 2,048 tokens
 /// 403-406 tok/s against 384-389 (Q6_K early and Q4_K late: 396), Q8_0 unchanged.
-/// HEARTH_CUDA_MV_LATE[_TYPE]=0|1 overrides, for benchmarks.
+/// `HEARTH_CUDA_MV_LATE[_TYPE]=0|1` overrides, for benchmarks.
 fn mv_late_decode(dtype: DType) -> bool {
     type_knob("HEARTH_CUDA_MV_LATE", dtype, 1u32) != 0
 }
@@ -323,7 +324,7 @@ fn mv_late_decode(dtype: DType) -> bool {
 /// MV_MIN_BLOCKS). 10 for Q4_K and Q8_0, whose late decode (see [`mv_late_decode`]) fits 48 registers
 /// without spilling: on an H200, Q4_K_M decode after 2,048 tokens 412-415 tok/s against 406, Q8_0 369
 /// against 363-368. Q6_K spills under it, and one block more (48 to 40 registers) spills Q4_K: 211 tok/s.
-/// HEARTH_CUDA_MIN_BLOCKS[_TYPE] overrides, for benchmarks.
+/// `HEARTH_CUDA_MIN_BLOCKS[_TYPE]` overrides, for benchmarks.
 fn mv_min_blocks(dtype: DType) -> u32 {
     let default = match dtype {
         DType::Q4_K | DType::Q8_0 => 10,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use cudarc::driver::{result, sys};
 
 use super::memory::{arg, drv, DevBuf};
-use super::{Gpu, Kernel};
+use super::split_sums::PendingSum;
+use super::Gpu;
 use crate::backend::{RowBias, StepRows};
 use crate::error::Result;
 use crate::models::config::ModelConfig;
@@ -21,22 +22,6 @@ const ARGMAX_THREADS: u32 = 512;
 const PART_ROW_SPLITS: usize = 4096;
 /// Largest dequantized weight slab for the GEMM path, in elements (64 MiB as f16).
 const WBUF_ELEMS: usize = 32 << 20;
-
-/// A split-K product's partial sums not yet added (see [`DevStep::pending_sum`]): `splits` slices of
-/// `count4` float4s at `part`, one after another, to be summed into `y` by `sum` (the weight module's
-/// dqmm_sum).
-#[derive(Clone, Copy)]
-pub struct PendingSum {
-    pub sum: Kernel,
-    pub part: u64,
-    pub y: u64,
-    pub count4: i32,
-    pub splits: i32,
-}
-
-// SAFETY: the kernel is a plain driver function handle of a module the model keeps loaded, valid in any thread
-// that has the context current (a step binds it first, see `DevStep::begin`), as `Module` itself is.
-unsafe impl Send for PendingSum {}
 
 /// Device buffers for steps of up to `max` rows, allocated once per batch.
 pub struct DevStep {
@@ -234,13 +219,7 @@ impl DevStep {
     /// anything but the add_rmsnorm they were left for reads that output.
     pub fn settle_sum(&self) {
         if let Some(p) = self.pending_sum.take() {
-            let (part, y, count4, splits) = (p.part, p.y, p.count4, p.splits);
-            self.gpu.run(
-                p.sum,
-                ((count4 as u32).div_ceil(256), 1, 1),
-                (256, 1, 1),
-                &mut [arg(&part), arg(&y), arg(&count4), arg(&splits)],
-            );
+            p.run(&self.gpu);
         }
     }
 

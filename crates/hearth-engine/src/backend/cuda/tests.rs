@@ -393,7 +393,7 @@ fn dqmm_group_sums_match_reference_on_gpu() {
         // SAFETY: y holds n * m floats.
         unsafe { result::memset_d8_async(y.ptr, 0xff, n * m * 4, gpu.cu_stream()).unwrap() };
     }
-    let mut group = super::matmul::GroupSums::new(slab.ptr, slab.bytes);
+    let mut group = super::split_sums::GroupSums::new(slab.ptr, slab.bytes);
     for (y, (_, _, (mat, _))) in ys.iter().zip(&mats) {
         mat.dqmm_grouped(&gpu, x_dev.ptr, n, y.ptr, false, &mut group);
     }
