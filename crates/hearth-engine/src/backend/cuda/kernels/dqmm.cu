@@ -275,13 +275,13 @@ __device__ __forceinline__ void dq_rows(const u8* raw, int st, int u0, int ue, c
 // What a step's units share, read once a step and row: for Q4_K with f16 activations, the block's header
 // (d, dmin) and the four units' 6-bit scales and mins unpacked side by side, one byte a unit (quant.cuh's
 // k4_scale_min on four sub-blocks at once: units s0 .. s0 + 3, s0 = 0 or 4, of one block), where unit by unit
-// the run-time sub-block index costs a dozen operations; and where the units' code bytes start (units 2p and
-// 2p + 1 share theirs: low and high nibbles); for Q8_0, lane t's first word of the step (dq_frags' ALIGNED
-// path). Empty for Q4_0 and Q6_K (frag_unit finds a Q6_K unit from the step's start and its compile-time place).
+// the run-time sub-block index costs a dozen operations (the units' code bytes follow the header in the
+// compact copy: units 2p and 2p + 1 share theirs, low and high nibbles); for Q8_0, lane t's first word of the
+// step (dq_frags' ALIGNED path). Empty for Q4_0 and Q6_K (frag_unit finds a Q6_K unit from the step's start
+// and its compile-time place).
 struct DqStep {
 #if defined(WT_Q4_K)
     u32 dd[2], sc[2], mn[2];
-    const u8* qs[2];
 #elif defined(WT_Q8_0)
     const u32* a[2];  // the rows' first unit of the step, plus lane t's 4 t bytes (4-byte aligned when ALIGNED)
 #endif
@@ -302,7 +302,6 @@ __device__ __forceinline__ void dq_step(const u8* const (&rowp)[2], int u0, DqSt
                 st.sc[q] = (h.w & 0x0F0F0F0Fu) | ((h.y >> 2) & 0x30303030u);
                 st.mn[q] = ((h.w >> 4) & 0x0F0F0F0Fu) | ((h.z >> 2) & 0x30303030u);
             }
-            st.qs[q] = blk + 16;
         }
     }
 #elif defined(WT_Q8_0)
@@ -345,7 +344,7 @@ __device__ __forceinline__ void dq_frags(const DqStep& st, const u8* const (&row
 #endif
 #if defined(WT_Q4_K)
         if (!BF) {  // frag_unit's Q4_K values from the step's shared header
-            const u8* qs = st.qs[q] + 32 * (uu >> 1);
+            const u8* qs = rowp[q] + 16 + 32 * (uu >> 1);  // the compact copy's code bytes
             const int sh = 4 * (uu & 1);
             const u32 w0 = (*(const u32*)(qs + 4 * t) >> sh) & 0x0F0F0F0Fu;
             const u32 w1 = (*(const u32*)(qs + 16 + 4 * t) >> sh) & 0x0F0F0F0Fu;

@@ -53,6 +53,13 @@ __device__ __forceinline__ float block_sum_all(float v) {
     return s;
 }
 
+// Element i of split-K partial sums: `splits` slices `stride` floats apart, added in dqmm_sum's order.
+__device__ __forceinline__ float split_sum(const float* __restrict__ p, int splits, long long stride, long long i) {
+    float v = p[i];
+    for (int z = 1; z < splits; z++) v += p[(size_t)z * stride + i];
+    return v;
+}
+
 // With `add` null: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g for each row r (one block per row), in place
 // when out == x (every thread reads only its own elements, and only after the reduction writes them). With
 // `add`: first x[r] += add[r] (written back), the residual add and the next block's input norm in one pass.
@@ -122,9 +129,7 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
     PDL_PROLOGUE();
     float ss = 0.0f;
     for (int i = tid; i < dim; i += nt) {
-        float a = ar ? ar[i] : 0.0f;
-        for (int z = 1; ar && z < add_splits; z++) a += ar[(size_t)z * add_stride + i];
-        const float w = ar ? xr[i] + a : xr[i];
+        const float w = ar ? xr[i] + split_sum(ar, add_splits, add_stride, i) : xr[i];
         if (ar) xr[i] = w;
         ss += w * w;
     }
@@ -134,13 +139,6 @@ extern "C" __global__ void rmsnorm_rows(float* x, const float* __restrict__ add,
         orow[i] = o;
         if (xh) xh[(size_t)blockIdx.x * dim + i] = f32_to_half_bits(o, xh_bf16);
     }
-}
-
-// Element i of split-K partial sums: `splits` slices `stride` floats apart, added in dqmm_sum's order.
-__device__ __forceinline__ float split_sum(const float* __restrict__ p, int splits, long long stride, long long i) {
-    float v = p[i];
-    for (int z = 1; z < splits; z++) v += p[(size_t)z * stride + i];
-    return v;
 }
 
 // After the q/k/v projections, per row t and head: add the bias, apply the per-head RMS norm, rotate (rope),
