@@ -213,7 +213,7 @@ impl Backend for Cuda {
         } else {
             0
         };
-        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms);
+        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms, gpu.attn_blocks_per_sm());
         let (part, att, done, ml, fr, fp) = (
             s.part.ptr,
             s.att.ptr,
@@ -243,7 +243,7 @@ impl Backend for Cuda {
             // And in half precision, for the output projection's GEMM, when it has every row.
             let (ah, ahb) = s.half_copy(gpu, att, n, s.flash_tiles == 0);
             gpu.run(
-                gpu.ops.f("attn_decode"),
+                gpu.ops.f(gpu.attn_kernel()),
                 ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
                 (gpu.attn_threads, 1, 1),
                 &mut [

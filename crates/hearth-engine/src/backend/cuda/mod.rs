@@ -48,11 +48,12 @@ fn weights_source() -> String {
     format!("{QUANT_CUH}\n{COMMON_CUH}\n{DECODE_FAST_CUH}\n{WEIGHTS_CU}\n{DQMM_CU}")
 }
 const OPS_CU: &str = include_str!("kernels/ops.cu");
+const ATTN_DECODE_CU: &str = include_str!("kernels/attn_decode.cu");
 const FLASH_CU: &str = include_str!("kernels/flash.cu");
 
 /// The ops module's translation unit (head size and GQA group are `-D` defines).
 fn ops_source() -> String {
-    format!("{QUANT_CUH}\n{COMMON_CUH}\n{OPS_CU}\n{FLASH_CU}")
+    format!("{QUANT_CUH}\n{COMMON_CUH}\n{OPS_CU}\n{ATTN_DECODE_CU}\n{FLASH_CU}")
 }
 
 /// Says whether CUDA device `n` can be used, and its name; never panics when the driver is missing.
@@ -254,10 +255,11 @@ fn flash_smem_bytes(head_dim: usize) -> usize {
     3 * 64 * (head_dim + 8) * 2
 }
 
-const OPS_KERNELS: [&str; 13] = [
+const OPS_KERNELS: [&str; 14] = [
     "rmsnorm_rows",
     "qkv_finish",
     "attn_decode",
+    "attn_decode_mma",
     "act_mul",
     "to_half",
     "gather_rows",
@@ -393,6 +395,19 @@ fn attention_threads(head_dim: usize) -> u32 {
     }
 }
 
+/// Whether decode attention runs on the tensor cores: sm_80+, heads of a multiple of 16 up to 128 wide, GQA
+/// groups of at most 4 (half of an mma's 8 columns; the other half carries the f16 remainders), 128-thread
+/// blocks (four warps of 16 keys make a 64-key tile); the
+/// same conditions as attn_decode.cu's ATTN_MMA_OK. HEARTH_CUDA_ATTN_MMA=0 keeps the CUDA-core kernel.
+fn attention_on_mma(arch: (i32, i32), head_dim: usize, gqa: usize, attn_threads: u32) -> bool {
+    arch.0 >= 8
+        && head_dim.is_multiple_of(16)
+        && head_dim <= 128
+        && gqa <= 4
+        && attn_threads == 128
+        && env_knob("HEARTH_CUDA_ATTN_MMA", 1u32) != 0
+}
+
 /// One GPU as a model uses it: context, stream, cuBLAS, compiled modules.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
@@ -407,8 +422,10 @@ pub struct Gpu {
     /// The first error of a step's launches (the trait's block operations return nothing; the step's
     /// `logits` reports it).
     err: Mutex<Option<Error>>,
-    /// Threads of an attention block (ops.cu's ATTN_THREADS).
+    /// Threads of an attention block (attn_decode.cu's ATTN_THREADS).
     attn_threads: u32,
+    /// Whether decode attention runs on the tensor cores (attn_decode_mma; see [`attention_on_mma`]).
+    attn_mma: bool,
     /// Whether kernels are launched with programmatic dependent launch (sm_90+; HEARTH_CUDA_PDL=0 turns it
     /// off).
     pdl: bool,
@@ -433,10 +450,18 @@ impl Gpu {
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
         )? as usize;
         let attn_threads = attention_threads(head_dim);
+        let attn_mma = attention_on_mma(arch, head_dim, gqa, attn_threads);
         let defines = vec![
             format!("HEAD_DIM={head_dim}"),
             format!("GQA={gqa}"),
             format!("ATTN_THREADS={attn_threads}"),
+            // Blocks a multiprocessor the tensor-core attention must fit: its register cap (4: 128
+            // registers, no spill; 13.1 us at 64 rows on an H200 against 13.7 at 5 and 20.0 uncapped;
+            // HEARTH_CUDA_ATTN_MMA_BLOCKS for benchmarks).
+            format!(
+                "ATTN_MMA_MIN_BLOCKS={}",
+                env_knob("HEARTH_CUDA_ATTN_MMA_BLOCKS", 4u32).clamp(1, 16)
+            ),
             "WT_F32".into(),
         ];
         let cubin = nvrtc::compile("ops", &ops_source(), &defines, arch)?;
@@ -475,9 +500,31 @@ impl Gpu {
             ops,
             err: Mutex::new(None),
             attn_threads,
+            attn_mma,
             pdl: arch.0 >= 9 && std::env::var("HEARTH_CUDA_PDL").map_or(true, |v| v != "0"),
             _workspace: workspace,
         }))
+    }
+
+    /// Attention blocks a multiprocessor that decode steps aim for (their split count; see
+    /// `DevStep::splits`): 2 for the tensor-core kernel, whose splits are short, 4 for the CUDA-core one
+    /// (measured best at 1, 16 and 64 rows on an H200: attn_bench.rs); HEARTH_CUDA_ATTN_BLOCKS_PER_SM for
+    /// benchmarks.
+    fn attn_blocks_per_sm(&self) -> usize {
+        env_knob(
+            "HEARTH_CUDA_ATTN_BLOCKS_PER_SM",
+            if self.attn_mma { 2 } else { 4 },
+        )
+        .max(1)
+    }
+
+    /// The decode attention kernel this GPU and head shape use.
+    fn attn_kernel(&self) -> &'static str {
+        if self.attn_mma {
+            "attn_decode_mma"
+        } else {
+            "attn_decode"
+        }
     }
 
     fn cu_stream(&self) -> sys::CUstream {
@@ -713,3 +760,5 @@ fn norm_can_quantize(dim: usize) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod attn_bench;

@@ -326,17 +326,17 @@ impl DevStep {
         Ok(())
     }
 
-    /// How many splits attention cuts each row's keys into: enough work items to fill the GPU four times over
-    /// when the rows alone do not, never more than `part` holds. It depends on the row count only, so a
-    /// recorded decode step stays valid as its sequences grow; the kernel sizes the splits from the step's
-    /// longest key range (`max_len_dev`), and splits past a row's keys end at once.
-    pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize) -> usize {
+    /// How many splits attention cuts each row's keys into: about `per_sm` blocks a multiprocessor when the
+    /// rows alone do not make that many (the nearest count, at least one), never more than `part` holds. It
+    /// depends on the row count only, so a recorded decode step stays valid as its sequences grow; the kernel
+    /// sizes the splits from the step's longest key range (`max_len_dev`), and splits past a row's keys end at
+    /// once. (A split costs its partial record and the merge: at 64 rows of 40-170 keys one split is 17 us
+    /// and two 20 us on an H200 for the CUDA-core kernel; attn_bench.rs.)
+    pub fn splits(&self, n_rows: usize, n_kv: usize, sms: usize, per_sm: usize) -> usize {
         let cap = (PART_ROW_SPLITS.max(self.max) / n_rows).max(1);
-        // HEARTH_CUDA_ATTN_BLOCKS_PER_SM (default 4) sets the "four times over", for benchmarks.
-        static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let per_sm = *PER_SM.get_or_init(|| super::env_knob("HEARTH_CUDA_ATTN_BLOCKS_PER_SM", 4));
-        // 64: MAX_SPLITS in ops.cu.
-        (per_sm * sms).div_ceil(n_rows * n_kv).clamp(1, 64).min(cap)
+        let items = n_rows * n_kv;
+        // 64: MAX_SPLITS in attn_decode.cu.
+        ((per_sm * sms + items / 2) / items).clamp(1, 64).min(cap)
     }
 
     /// The key for a recorded step of this shape over `kv`.

@@ -416,11 +416,13 @@ fn dqmm_group_sums_match_reference_on_gpu() {
     }
 }
 
-/// On a GPU: decode attention (attn_decode) against a float64 reference over the same f16 cache: three rows
-/// (1, 101 and 2,101 keys) of sequences whose cache blocks lie out of order, 1, 7 and 64 splits, with and
-/// without a sliding window and a soft-cap, 128-wide heads in groups of 4 and 64-wide ones in groups of 3. The
-/// kernel accumulates in f32 from the f16 cache: within 1e-4 (a wrong tile, split or merge is off by whole
-/// values: the outputs are averages of values in [-1, 1]). Its half-precision copy of the output (for the
+/// On a GPU: decode attention (attn_decode, and attn_decode_mma where the GPU runs it) against a float64
+/// reference over the same f16 cache: three rows (1, 101 and 2,101 keys) of sequences whose cache blocks lie
+/// out of order, 1, 7 and 64 splits, with and without a sliding window and a soft-cap, 128-wide heads in
+/// groups of 4 and 64-wide ones in groups of 3. Both accumulate in f32 from the f16 cache (attn_decode_mma
+/// feeds the tensor cores the query and the weights as f16 pairs that add up to their f32 values): within
+/// 1e-4 (a wrong tile, split, warp or merge is off by whole values: the outputs are averages of values in
+/// [-1, 1]). Its half-precision copy of the output (for the
 /// output projection's GEMM) must be the output rounded to nearest, exactly; its 8-bit copy (for the integer
 /// matrix-vector path) quantize_q8's of the output.
 #[test]
@@ -520,7 +522,14 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                     }
                 }
             }
-            for n_splits in [1usize, 7, 64] {
+            let kernels: &[&str] = if gpu.attn_mma {
+                &["attn_decode", "attn_decode_mma"]
+            } else {
+                &["attn_decode"]
+            };
+            for (n_splits, &kernel) in
+                [1usize, 7, 64].into_iter().flat_map(|n| kernels.iter().map(move |k| (n, k)))
+            {
                 // The output's copies: half precision (bf16 for 7 splits, f16 otherwise) and, where whole
                 // warps of 32-value units allow it, 8 bits.
                 let bf16 = n_splits == 7;
@@ -546,7 +555,7 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                     }
                 };
                 gpu.run(
-                    gpu.ops.f("attn_decode"),
+                    gpu.ops.f(kernel),
                     ((rows * n_kv) as u32, n_splits as u32, 1),
                     (gpu.attn_threads, 1, 1),
                     &mut [
@@ -577,7 +586,7 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                 );
                 gpu.take_err().unwrap();
                 let what = format!(
-                    "head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}"
+                    "{kernel}: head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}"
                 );
                 let got: Vec<f32> = download(&gpu, out_d.ptr, want.len());
                 let worst = got

@@ -33,6 +33,11 @@ __device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u
                  : "r"(addr));
 }
 
+// Two 8x8 matrices, transposed (addresses from lanes 0..15).
+__device__ __forceinline__ void ldsm_x2_t(u32 addr, u32& r0, u32& r1) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
+}
+
 // Not volatile: an mma's outputs depend on its register inputs only, so the compiler may schedule it like
 // arithmetic and move shared-memory loads across it (dqmm's decoder loads between its mmas).
 __device__ __forceinline__ void mma16816(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
@@ -62,6 +67,17 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
     u32 r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
+}
+
+// What pack_f16x2(lo, hi) rounded off, as another f16x2 word: the two words add up to (lo, hi) within about
+// 2^-22 relative, so an f32 operand split in two takes part in f16 tensor-core products (exact, with f32 sums)
+// at nearly f32 precision.
+__device__ __forceinline__ u32 f16x2_remainder(float lo, float hi, u32 packed) {
+    float rl, rh;
+    asm("{.reg .f16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h;\n}"
+        : "=f"(rl), "=f"(rh)
+        : "r"(packed));
+    return pack_f16x2(lo - rl, hi - rh);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
