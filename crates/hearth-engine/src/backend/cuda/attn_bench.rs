@@ -18,7 +18,12 @@ fn attn_decode_bench() {
         eprintln!("skipped: no GPU");
         return;
     }
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (hd, gqa, n_kv, bs) = (128usize, 4usize, 8usize, 16usize);
     let rows = env("ATTN_BENCH_ROWS", 64);
     let launches = env("ATTN_BENCH_LAUNCHES", 200);
@@ -26,7 +31,9 @@ fn attn_decode_bench() {
     let (n_heads, kv_dim) = (n_kv * gqa, n_kv * hd);
     // Row r: the newest token of a sequence at position 39 + (37 r mod 131) (or ATTN_BENCH_POS, for one long
     // context), the keys before it cached by earlier steps.
-    let fixed_pos = std::env::var("ATTN_BENCH_POS").ok().and_then(|v| v.parse::<i32>().ok());
+    let fixed_pos = std::env::var("ATTN_BENCH_POS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
     let positions: Vec<i32> = (0..rows)
         .map(|r| fixed_pos.unwrap_or(39 + (37 * r as i32) % 131))
         .collect();
@@ -82,7 +89,10 @@ fn attn_decode_bench() {
     let out_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd * 4).unwrap();
     let done_d = DevBuf::zeroed(&gpu.ctx, rows * n_kv * 4).unwrap();
     let xh_d = DevBuf::alloc(&gpu.ctx, rows * n_heads * hd * 2).unwrap();
-    let kv_bytes: usize = positions.iter().map(|&p| (p as usize + 1) * 2 * kv_dim * 2).sum();
+    let kv_bytes: usize = positions
+        .iter()
+        .map(|&p| (p as usize + 1) * 2 * kv_dim * 2)
+        .sum();
     let scale = 1.0 / (hd as f32).sqrt();
     println!(
         "attn_decode: {rows} rows, positions {}-{}, {n_kv} KV heads x {gqa}, head {hd}, {:.1} MB of keys and values, {} multiprocessors",

@@ -225,7 +225,7 @@ impl Backend for Cuda {
         let (scale, softcap) = (c.attn_scale, c.attn_logit_softcap.unwrap_or(0.0));
         let ns = n_splits as i32;
         // The output in 8 bits too, for the output projection's integer kernel (when it takes the matvec
-        // path), when every row's attention runs here (ops.cu: whole warps of 32-value blocks).
+        // path), when every row's attention runs here (attn_decode.cu: whole warps of 32-value blocks).
         s.att_q8 = super::matmul::q8_activations()
             && att_q8_enabled()
             && super::has_q8_path(a.wo.dtype)

@@ -13,6 +13,7 @@
 //! Everything a model does runs on one stream in order, so no kernel waits on another except through it.
 
 mod blocks;
+mod dqmm;
 mod matmul;
 mod memory;
 pub mod nvrtc;
@@ -210,8 +211,9 @@ const WEIGHT_KERNELS: [&str; 11] = [
 
 /// The kernels built on decode_fast.cuh's 8-bit unit decoder, in the modules of the types that have it
 /// ([`has_q8_path`]): the integer matvec kernels `mvq8_N` and `gluq8_N` (N = 1, 2, 4, 8) against 8-bit
-/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` with its split-K sums (dqmm.cu).
-const Q8_KERNELS: [&str; 12] = [
+/// activations, and the tensor-core product `dqmm_f16`/`dqmm_bf16` (and `dqmm2_*`, two products of one
+/// input) with its split-K sums (dqmm.cu).
+const Q8_KERNELS: [&str; 14] = [
     "mvq8_1",
     "mvq8_2",
     "mvq8_4",
@@ -222,6 +224,8 @@ const Q8_KERNELS: [&str; 12] = [
     "gluq8_8",
     "dqmm_f16",
     "dqmm_bf16",
+    "dqmm2_f16",
+    "dqmm2_bf16",
     "dqmm_sum",
     "dqmm_sum3",
 ];
@@ -351,7 +355,7 @@ fn weight_defines(dtype: DType) -> Result<Vec<String>> {
     if has_q8_path(dtype) {
         // dqmm's shared memory as the host launches it: the kernel asserts at compile time that its layout
         // is the same size, so the two cannot drift apart unnoticed (every build compiles the modules).
-        d.push(format!("DQ_SMEM_HOST={}", matmul::dqmm_smem_bytes(dtype)));
+        d.push(format!("DQ_SMEM_HOST={}", dqmm::dqmm_smem_bytes(dtype)));
     }
     Ok(d)
 }
@@ -384,7 +388,7 @@ fn type_defines(dtype: DType) -> Vec<String> {
     }
 }
 
-/// Threads of a decode attention block (ops.cu's ATTN_THREADS): 128. On an H200, 256-thread blocks (shorter
+/// Threads of a decode attention block (attn_decode.cu's ATTN_THREADS): 128. On an H200, 256-thread blocks (shorter
 /// dependent chains per warp, half the blocks resident) made the 8B model's decode slower: Q4_K_M 320 against
 /// 338 tok/s, bf16 205 against 210. `HEARTH_CUDA_ATTN_THREADS=256` selects them for heads of a multiple of
 /// 64 (the loops must divide evenly), for benchmarks.
@@ -550,8 +554,8 @@ impl Gpu {
         let m = Arc::new(Module::load(&self.ctx, &cubin, &names)?);
         if has_q8_path(dtype) && self.arch.0 >= 8 {
             // dqmm's shared tiles pass the 48 KiB default.
-            let bytes = matmul::dqmm_smem_bytes(dtype);
-            for name in ["dqmm_f16", "dqmm_bf16"] {
+            let bytes = dqmm::dqmm_smem_bytes(dtype);
+            for name in ["dqmm_f16", "dqmm_bf16", "dqmm2_f16", "dqmm2_bf16"] {
                 // SAFETY: a function of the module just loaded; the attribute is a size in bytes.
                 drv("dqmm shared memory", unsafe {
                     result::function::set_function_attribute(
@@ -759,6 +763,6 @@ fn norm_can_quantize(dim: usize) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod attn_bench;
+#[cfg(test)]
+mod tests;

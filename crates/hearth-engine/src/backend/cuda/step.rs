@@ -64,7 +64,7 @@ pub struct DevStep {
     pub attq: DevBuf,
     pub attd: DevBuf,
     pub att_q8: bool,
-    /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 4] f32 (see ops.cu's PART_STRIDE).
+    /// Split-K attention partials: [PART_ROW_SPLITS, n_heads, head_dim + 4] f32 (see attn_decode.cu's PART_STRIDE).
     pub part: DevBuf,
     /// Per (row, KV head): how many of its attention splits have finished this step ([max, n_kv] i32, zeroed
     /// once; the last split resets its count).

@@ -257,7 +257,7 @@ fn dqmm_matches_reference_on_gpu() {
                 let y_dev = DevBuf::alloc(&gpu.ctx, n * m * 4).unwrap();
                 memory::upload(gpu.cu_stream(), x_dev.ptr, &x).unwrap();
                 for want_splits in [1usize, 3] {
-                    let plan = super::matmul::dqmm_splits(1, k / 32, want_splits, 1, usize::MAX);
+                    let plan = super::dqmm::dqmm_splits(1, k / 32, want_splits, 1, usize::MAX);
                     let part = DevBuf::alloc(&gpu.ctx, plan.0 * n * m * 4).unwrap();
                     // y filled with NaNs first: every output must be written.
                     // SAFETY: y_dev holds n * m floats.
@@ -331,8 +331,7 @@ fn dqmm_split_plans_cover_k_exactly() {
             for room in [1usize, 2, 9, usize::MAX] {
                 for min_steps in [1usize, 4] {
                     let case = format!("{tiles} {units} {room} {min_steps}");
-                    let (splits, su) =
-                        super::matmul::dqmm_splits(tiles, units, 528, min_steps, room);
+                    let (splits, su) = super::dqmm::dqmm_splits(tiles, units, 528, min_steps, room);
                     assert!(splits >= 1 && splits <= room, "{case}: {splits}");
                     assert_eq!(su % 4, 0, "{case}: split of {su} units");
                     assert!(splits * su >= units, "{case}: units left out");
@@ -348,18 +347,20 @@ fn dqmm_split_plans_cover_k_exactly() {
         }
     }
     assert_eq!(
-        super::matmul::dqmm_splits(64, 128, 528, 1, usize::MAX),
+        super::dqmm::dqmm_splits(64, 128, 528, 1, usize::MAX),
         (8, 16)
     );
     assert_eq!(
-        super::matmul::dqmm_splits(64, 128, 528, 8, usize::MAX),
+        super::dqmm::dqmm_splits(64, 128, 528, 8, usize::MAX),
         (4, 32)
     );
 }
 
 /// On a GPU: a group of dqmm products with one input whose split-K sums share one dqmm_sum3 launch (q, k
 /// and v; gate and up), against the float64 reference: Q8_0, Q4_K and a Q8_0 matrix of 83 rows (unsplit in
-/// the group, since dqmm_sum adds float4s), the outputs filled with NaNs first, f16 activations.
+/// the group, since dqmm_sum adds float4s), the outputs filled with NaNs first, f16 activations; then two
+/// Q8_0 products of 80 and 144 rows (one and two row tiles) in one dqmm2 launch, and the 83-row one refused
+/// for it.
 #[test]
 fn dqmm_group_sums_match_reference_on_gpu() {
     let Some(gpu) = test_gpu() else {
@@ -371,10 +372,15 @@ fn dqmm_group_sums_match_reference_on_gpu() {
     }
     let mut uniform = uniform_values(21);
     let (k, n) = (1280, 40);
-    let mats: Vec<_> = [(DType::Q8_0, 80), (DType::Q4_K, 96), (DType::Q8_0, 83)]
-        .into_iter()
-        .map(|(t, m)| (t, m, random_matrix(&gpu, t, m, k, &mut uniform)))
-        .collect();
+    let mats: Vec<_> = [
+        (DType::Q8_0, 80),
+        (DType::Q4_K, 96),
+        (DType::Q8_0, 83),
+        (DType::Q8_0, 144),
+    ]
+    .into_iter()
+    .map(|(t, m)| (t, m, random_matrix(&gpu, t, m, k, &mut uniform)))
+    .collect();
     let x: Vec<u16> = (0..n * k)
         .map(|_| half::f16::from_f32(uniform()).to_bits())
         .collect();
@@ -394,9 +400,27 @@ fn dqmm_group_sums_match_reference_on_gpu() {
         unsafe { result::memset_d8_async(y.ptr, 0xff, n * m * 4, gpu.cu_stream()).unwrap() };
     }
     let mut group = super::split_sums::GroupSums::new(slab.ptr, slab.bytes);
-    for (y, (_, _, (mat, _))) in ys.iter().zip(&mats) {
+    for (y, (_, _, (mat, _))) in ys.iter().zip(&mats).take(3) {
         mat.dqmm_grouped(&gpu, x_dev.ptr, n, y.ptr, false, &mut group);
     }
+    let pair = |a: usize, b: usize, group: &mut super::split_sums::GroupSums| {
+        DevMat::dqmm_pair_grouped(
+            &gpu,
+            (&mats[a].2 .0, ys[a].ptr),
+            (&mats[b].2 .0, ys[b].ptr),
+            x_dev.ptr,
+            n,
+            false,
+            group,
+        )
+    };
+    assert!(
+        !pair(2, 3, &mut group),
+        "rows not a multiple of 4 share no launch"
+    );
+    // SAFETY: ys[0] holds n * 80 floats.
+    unsafe { result::memset_d8_async(ys[0].ptr, 0xff, n * 80 * 4, gpu.cu_stream()).unwrap() };
+    assert!(pair(0, 3, &mut group));
     group.flush(&gpu);
     gpu.take_err().unwrap();
     for (y, (t, m, (_, w_deq))) in ys.iter().zip(&mats) {
@@ -527,8 +551,9 @@ fn decode_attention_kernels_match_reference_on_gpu() {
             } else {
                 &["attn_decode"]
             };
-            for (n_splits, &kernel) in
-                [1usize, 7, 64].into_iter().flat_map(|n| kernels.iter().map(move |k| (n, k)))
+            for (n_splits, &kernel) in [1usize, 7, 64]
+                .into_iter()
+                .flat_map(|n| kernels.iter().map(move |k| (n, k)))
             {
                 // The output's copies: half precision (bf16 for 7 splits, f16 otherwise) and, where whole
                 // warps of 32-value units allow it, 8 bits.

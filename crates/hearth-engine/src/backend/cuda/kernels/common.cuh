@@ -1,5 +1,5 @@
-// Device helpers both kernel modules use (weights.cu and ops.cu are separate translation units; NVRTC has no
-// include path here, so the host prepends this file, after quant.cuh, to each).
+// Device helpers both kernel modules use (weights.cu, and ops.cu with attn_decode.cu and flash.cu, are separate
+// translation units; NVRTC has no include path here, so the host prepends this file, after quant.cuh, to each).
 
 // 16 bytes from global to shared memory without passing through registers (sm_80+); `bytes` below 16
 // zero-fills the rest, so 0 writes zeros. The copies a thread issued complete at cp_async_wait_all.

@@ -412,13 +412,13 @@ __device__ __forceinline__ void dq_mma_step(float (&acc)[DQ_BN / 8][4], const Dq
 // outputs not written): the tile count a template argument, so the MMAs of a unit carry no per-tile branch.
 template <bool BF, int NT>
 __device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y,
-                                          int M, int K, int n, int split_units) {
+                                          int M, int K, int n, int split_units, int bx) {
     extern __shared__ __align__(16) u8 dq_smem[];
     dq_check_smem();
     u8* raw = dq_smem;            // [2][DQ_BM][DQ_RAW_STRIDE]: raw weight bytes
     u8* xs = raw + DQ_RAW_BYTES;  // [2][DQ_BN][DQ_XSTRIDE]: activations
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int r0 = blockIdx.x * DQ_BM, c0 = blockIdx.y * DQ_BN;
+    const int r0 = bx * DQ_BM, c0 = blockIdx.y * DQ_BN;
     const int units = K >> 5;
     const int ub = blockIdx.z * split_units, ue = min(units, ub + split_units);
     const int steps = (ue - ub + DQ_UK - 1) / DQ_UK;
@@ -482,30 +482,53 @@ __device__ __forceinline__ void dqmm_impl(const u8* __restrict__ w, const u16* _
     dq_store(y, acc, M, n, r0, c0, warp, g, t);
 }
 
-// The block's activation rows rounded up to a multiple of 16, the loop's width.
+// The block's activation rows rounded up to a multiple of 16, the loop's width; bx: the block's row tile.
 template <bool BF>
 __device__ __forceinline__ void dqmm_rows(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y,
-                                          int M, int K, int n, int split_units) {
+                                          int M, int K, int n, int split_units, int bx) {
     const int rows = min(DQ_BN, n - (int)blockIdx.y * DQ_BN);
     if (rows > 48)
-        dqmm_impl<BF, 64>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 64>(w, x, y, M, K, n, split_units, bx);
     else if (rows > 32)
-        dqmm_impl<BF, 48>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 48>(w, x, y, M, K, n, split_units, bx);
     else if (rows > 16)
-        dqmm_impl<BF, 32>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 32>(w, x, y, M, K, n, split_units, bx);
     else
-        dqmm_impl<BF, 16>(w, x, y, M, K, n, split_units);
+        dqmm_impl<BF, 16>(w, x, y, M, K, n, split_units, bx);
 }
 
 // Grid (ceil(M / DQ_BM), ceil(n / DQ_BN), splits), DQ_THREADS threads, DQ_SMEM bytes of dynamic shared memory;
 // split z writes y + z n M.
 extern "C" __global__ void __launch_bounds__(DQ_THREADS, 2)
     dqmm_f16(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y, int M, int K, int n, int split_units) {
-    dqmm_rows<false>(w, x, y, M, K, n, split_units);
+    dqmm_rows<false>(w, x, y, M, K, n, split_units, blockIdx.x);
 }
 extern "C" __global__ void __launch_bounds__(DQ_THREADS, 2)
     dqmm_bf16(const u8* __restrict__ w, const u16* __restrict__ x, float* __restrict__ y, int M, int K, int n, int split_units) {
-    dqmm_rows<true>(w, x, y, M, K, n, split_units);
+    dqmm_rows<true>(w, x, y, M, K, n, split_units, blockIdx.x);
+}
+
+// Two products of one input in one launch (a layer's gate and up; q and k when they share a type): the first
+// ceil(M0 / DQ_BM) row tiles are W0's, the rest W1's, with the same splits; each writes its own y (split z at
+// y + z n M). One launch's ramp and tail a pair instead of two, and one split plan over both.
+template <bool BF>
+__device__ __forceinline__ void dqmm_pair(const u8* __restrict__ w0, float* __restrict__ y0, int M0,
+                                          const u8* __restrict__ w1, float* __restrict__ y1, int M1,
+                                          const u16* __restrict__ x, int K, int n, int split_units) {
+    const int tiles0 = (M0 + DQ_BM - 1) / DQ_BM;
+    const bool second = (int)blockIdx.x >= tiles0;
+    dqmm_rows<BF>(second ? w1 : w0, x, second ? y1 : y0, second ? M1 : M0, K, n, split_units,
+                  second ? blockIdx.x - tiles0 : blockIdx.x);
+}
+extern "C" __global__ void __launch_bounds__(DQ_THREADS, 2)
+    dqmm2_f16(const u8* __restrict__ w0, float* __restrict__ y0, int M0, const u8* __restrict__ w1,
+              float* __restrict__ y1, int M1, const u16* __restrict__ x, int K, int n, int split_units) {
+    dqmm_pair<false>(w0, y0, M0, w1, y1, M1, x, K, n, split_units);
+}
+extern "C" __global__ void __launch_bounds__(DQ_THREADS, 2)
+    dqmm2_bf16(const u8* __restrict__ w0, float* __restrict__ y0, int M0, const u8* __restrict__ w1,
+               float* __restrict__ y1, int M1, const u16* __restrict__ x, int K, int n, int split_units) {
+    dqmm_pair<true>(w0, y0, M0, w1, y1, M1, x, K, n, split_units);
 }
 
 // y[i] = sum over the splits z of part[z count + i] (count a multiple of 4): dqmm's split-K partial sums, in a

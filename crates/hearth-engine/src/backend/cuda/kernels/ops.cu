@@ -1,6 +1,7 @@
-// The element-wise, normalization and attention kernels of a transformer layer on f32 activations, with keys
-// and values cached in f16. Compiled once per model shape: HEAD_DIM (elements per head) and GQA (query heads
-// per KV head) are compile-time constants (-D), so register arrays and shared tiles are sized exactly.
+// The element-wise and normalization kernels of a transformer layer on f32 activations, with keys and values
+// cached in f16 (decode attention follows in attn_decode.cu, prefill attention in flash.cu: one module).
+// Compiled once per model shape: HEAD_DIM (elements per head) and GQA (query heads per KV head) are
+// compile-time constants (-D), so register arrays and shared tiles are sized exactly.
 
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
