@@ -8,7 +8,6 @@
 //! ATTN_BENCH_POS one position for them all, ATTN_BENCH_SPLITS the split counts; under ncu,
 //! ATTN_BENCH_LAUNCHES=1 keeps the report short).
 
-use super::memory::arg;
 use super::*;
 
 #[test]
@@ -110,45 +109,32 @@ fn attn_decode_bench() {
         .iter()
         .flat_map(|k| splits.iter().map(move |&n| (k, n)))
     {
-        let (nkv, bsi, ns, hb, window, softcap) =
-            (n_kv as i32, bs as i32, n_splits as i32, 0i32, 0i32, 0f32);
-        let (qp, kp, vp) = (q_d.ptr, kc_d.ptr, vc_d.ptr);
-        let (pp, sp, op, tp, partp, outp, dp) = (
-            pos_d.ptr, seq_d.ptr, off_d.ptr, tab_d.ptr, part_d.ptr, out_d.ptr, done_d.ptr,
-        );
-        let (mp, fp, fpp, xhp, zero) = (max_d.ptr, flash_d.ptr, first_d.ptr, xh_d.ptr, 0u64);
-        let launch = || {
-            gpu.run(
-                gpu.ops.f(kernel),
-                ((rows * n_kv) as u32, n_splits as u32, 1),
-                (gpu.attn_threads, 1, 1),
-                &mut [
-                    arg(&qp),
-                    arg(&kp),
-                    arg(&vp),
-                    arg(&pp),
-                    arg(&sp),
-                    arg(&op),
-                    arg(&tp),
-                    arg(&partp),
-                    arg(&outp),
-                    arg(&dp),
-                    arg(&nkv),
-                    arg(&bsi),
-                    arg(&window),
-                    arg(&scale),
-                    arg(&softcap),
-                    arg(&mp),
-                    arg(&ns),
-                    arg(&fp),
-                    arg(&fpp),
-                    arg(&zero),
-                    arg(&zero),
-                    arg(&xhp),
-                    arg(&hb),
-                ],
-            )
+        let args = super::blocks::AttnDecodeArgs {
+            q: q_d.ptr,
+            kc: kc_d.ptr,
+            vc: vc_d.ptr,
+            positions: pos_d.ptr,
+            row_seq: seq_d.ptr,
+            table_off: off_d.ptr,
+            tables: tab_d.ptr,
+            part: part_d.ptr,
+            out: out_d.ptr,
+            done: done_d.ptr,
+            n_kv: n_kv as i32,
+            block_size: bs as i32,
+            window: 0,
+            scale,
+            softcap: 0.0,
+            max_len: max_d.ptr,
+            n_splits: n_splits as i32,
+            flash_rows: flash_d.ptr,
+            first_pos: first_d.ptr,
+            xq: 0,
+            xd: 0,
+            xh: xh_d.ptr,
+            xh_bf16: 0,
         };
+        let launch = || args.run(&gpu, kernel, rows);
         launch();
         sync(&gpu);
         let t = std::time::Instant::now();

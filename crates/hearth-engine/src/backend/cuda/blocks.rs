@@ -4,8 +4,9 @@
 use cudarc::driver::{result, sys};
 
 use super::memory::{self, arg, drv, DevBuf};
+use super::split_sums::GroupSums;
 use super::step::GraphExec;
-use super::{flash_smem_bytes, profile, Cuda, DevMat, DevStep, DeviceKv};
+use super::{flash_smem_bytes, profile, Cuda, DevMat, DevStep, DeviceKv, Gpu};
 use crate::backend::{Act, Backend, RowBias, StepRows};
 use crate::error::{Error, Result};
 use crate::models::config::ModelConfig;
@@ -137,20 +138,15 @@ impl Backend for Cuda {
         let gpu = &self.gpu;
         // q, k, v = xb · Wqᵀ, Wkᵀ, Wvᵀ: [n, qdim], [n, kv_dim] x2; split-K partial sums are added by
         // qkv_finish as it reads them.
-        let mut sums = DevMat::matmul_group_unsummed(
+        let sums = DevMat::matmul_group_unsummed(
             self,
             s,
             s.xb.ptr,
             n,
             &[(&a.wq, s.q.ptr), (&a.wk, s.k.ptr), (&a.wv, s.v.ptr)],
         );
-        let ((qp, qs, qst), (kp, ks, kst), (vp, vs, vst)) = match sums.as_mut() {
-            Some(g) => (g.take(s.q.ptr), g.take(s.k.ptr), g.take(s.v.ptr)),
-            None => ((s.q.ptr, 1, 0), (s.k.ptr, 1, 0), (s.v.ptr, 1, 0)),
-        };
-        if let Some(rest) = sums {
-            rest.flush(gpu);
-        }
+        let [(qp, qs, qst), (kp, ks, kst), (vp, vs, vst)] =
+            GroupSums::take_each(sums, gpu, [s.q.ptr, s.k.ptr, s.v.ptr]);
         // Biases, q/k norms, rope; k and v into the cache slots.
         let opt = |v: &Option<DevBuf>| v.as_ref().map_or(0u64, |b| b.ptr);
         let (bq, bk, bv, qn, kn) = (
@@ -213,7 +209,7 @@ impl Backend for Cuda {
         } else {
             0
         };
-        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms, gpu.attn_blocks_per_sm());
+        let n_splits = s.splits(n, c.n_kv_heads, gpu.sms, gpu.attn_blocks_per_sm);
         let (part, att, done, ml, fr, fp) = (
             s.part.ptr,
             s.att.ptr,
@@ -242,36 +238,32 @@ impl Backend for Cuda {
         if s.flash_row_count < n {
             // And in half precision, for the output projection's GEMM, when it has every row.
             let (ah, ahb) = s.half_copy(gpu, att, n, s.flash_tiles == 0);
-            gpu.run(
-                gpu.ops.f(gpu.attn_kernel()),
-                ((n * c.n_kv_heads) as u32, n_splits as u32, 1),
-                (gpu.attn_threads, 1, 1),
-                &mut [
-                    arg(&q),
-                    arg(&kc),
-                    arg(&vc),
-                    arg(&pos),
-                    arg(&rs),
-                    arg(&toff),
-                    arg(&tabs),
-                    arg(&part),
-                    arg(&att),
-                    arg(&done),
-                    arg(&nkv),
-                    arg(&bs),
-                    arg(&window),
-                    arg(&scale),
-                    arg(&softcap),
-                    arg(&ml),
-                    arg(&ns),
-                    arg(&fr),
-                    arg(&fp),
-                    arg(&aq),
-                    arg(&ad),
-                    arg(&ah),
-                    arg(&ahb),
-                ],
-            );
+            AttnDecodeArgs {
+                q,
+                kc,
+                vc,
+                positions: pos,
+                row_seq: rs,
+                table_off: toff,
+                tables: tabs,
+                part,
+                out: att,
+                done,
+                n_kv: nkv,
+                block_size: bs,
+                window,
+                scale,
+                softcap,
+                max_len: ml,
+                n_splits: ns,
+                flash_rows: fr,
+                first_pos: fp,
+                xq: aq,
+                xd: ad,
+                xh: ah,
+                xh_bf16: ahb,
+            }
+            .run(gpu, gpu.attn_kernel(), n);
         }
         // Rows of sequences with many rows this step (prompt chunks): the tensor-core kernel.
         if s.flash_tiles > 0 {
@@ -333,14 +325,8 @@ impl Backend for Cuda {
             let outs = [(&m.gate, g), (&m.up, u)];
             if let Some(bf16) = half {
                 // act_mul_half adds the products' split-K partial sums as it reads them (dqmm_sum3's order).
-                let mut sums = DevMat::matmul_group_unsummed(self, s, s.xb.ptr, n, &outs);
-                let ((gp, gs, gst), (up, us, ust)) = match sums.as_mut() {
-                    Some(sums) => (sums.take(g), sums.take(u)),
-                    None => ((g, 1, 0), (u, 1, 0)),
-                };
-                if let Some(rest) = sums {
-                    rest.flush(&self.gpu);
-                }
+                let sums = DevMat::matmul_group_unsummed(self, s, s.xb.ptr, n, &outs);
+                let [(gp, gs, gst), (up, us, ust)] = GroupSums::take_each(sums, &self.gpu, [g, u]);
                 let (h, b) = (s.h16.ptr, bf16 as i32);
                 self.elementwise(
                     "act_mul_half",
@@ -511,4 +497,72 @@ fn graphs_enabled() -> bool {
 fn att_q8_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("HEARTH_CUDA_ATT_Q8").map_or(true, |v| v != "0"))
+}
+
+/// The arguments of attn_decode and attn_decode_mma (attn_decode.cu's ATTN_DECODE_PARAMS, in its order):
+/// addresses of the query, the layer's cache, the step layout, the split records and the outputs, and the
+/// shape. One launch covers `rows` query rows of `n_kv` KV heads in `n_splits` splits; the kernel tests and
+/// attn_bench.rs launch it the same way.
+pub(super) struct AttnDecodeArgs {
+    pub q: u64,
+    pub kc: u64,
+    pub vc: u64,
+    pub positions: u64,
+    pub row_seq: u64,
+    pub table_off: u64,
+    pub tables: u64,
+    pub part: u64,
+    pub out: u64,
+    pub done: u64,
+    pub n_kv: i32,
+    pub block_size: i32,
+    pub window: i32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub max_len: u64,
+    pub n_splits: i32,
+    pub flash_rows: u64,
+    pub first_pos: u64,
+    /// The 8-bit copy of the output and its factors (0: none).
+    pub xq: u64,
+    pub xd: u64,
+    /// The half-precision copy of the output (0: none), bf16 when `xh_bf16` is 1.
+    pub xh: u64,
+    pub xh_bf16: i32,
+}
+
+impl AttnDecodeArgs {
+    /// Launches `kernel` (attn_decode or attn_decode_mma) over `rows` query rows.
+    pub(super) fn run(&self, gpu: &Gpu, kernel: &str, rows: usize) {
+        gpu.run(
+            gpu.ops.f(kernel),
+            (rows as u32 * self.n_kv as u32, self.n_splits as u32, 1),
+            (gpu.attn_threads, 1, 1),
+            &mut [
+                arg(&self.q),
+                arg(&self.kc),
+                arg(&self.vc),
+                arg(&self.positions),
+                arg(&self.row_seq),
+                arg(&self.table_off),
+                arg(&self.tables),
+                arg(&self.part),
+                arg(&self.out),
+                arg(&self.done),
+                arg(&self.n_kv),
+                arg(&self.block_size),
+                arg(&self.window),
+                arg(&self.scale),
+                arg(&self.softcap),
+                arg(&self.max_len),
+                arg(&self.n_splits),
+                arg(&self.flash_rows),
+                arg(&self.first_pos),
+                arg(&self.xq),
+                arg(&self.xd),
+                arg(&self.xh),
+                arg(&self.xh_bf16),
+            ],
+        );
+    }
 }

@@ -154,13 +154,30 @@ impl DevMat {
         g: &mut GroupSums,
     ) {
         let splits = self.dqmm_plan(gpu, n, (g.end - g.at) as usize);
-        let Some(p) = self.dqmm_launch(gpu, x, n, y, bf16, splits, g.at, false) else {
-            return; // one split: y written
-        };
-        // The next product's sums start 256-byte aligned.
-        g.at += ((p.splits as usize * p.count4 as usize * 16).div_ceil(256) * 256) as u64;
-        g.items.push(p);
-        g.module.get_or_insert_with(|| self.module.clone());
+        if let Some(p) = self.dqmm_launch(gpu, x, n, y, bf16, splits, g.at, false) {
+            g.push(p, &self.module);
+        } // else one split: y written
+    }
+
+    /// dqmm.cu copies Q4_K steps in 16-byte chunks from the block's start: each matrix is its own allocation
+    /// (256-byte aligned) and a Q4_K row is a multiple of 16 bytes (144 a block).
+    fn assert_dqmm_aligned(&self) {
+        assert!(
+            self.dtype != DType::Q4_K || self.buf.ptr.is_multiple_of(16),
+            "Q4_K weights must start on 16 bytes"
+        );
+    }
+
+    /// The partial sums `splits` splits of this product over `n` activation rows leave at `part` for `y`.
+    fn split_sums(&self, part: u64, y: u64, n: usize, splits: usize) -> PendingSum {
+        assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
+        PendingSum {
+            sum: self.module.f("dqmm_sum"),
+            part,
+            y,
+            count4: (n * self.rows / 4) as i32,
+            splits: splits as i32,
+        }
     }
 
     /// `a` and `b` (the same type and width, both taking dqmm) as two products of one group's input `x`, in one
@@ -190,15 +207,10 @@ impl DevMat {
         }
         let want = dqmm_waves(n) * gpu.sms;
         let (splits, split_units) = dqmm_splits(tiles, a.cols / 32, want, dqmm_min_steps(), room);
-        let part_bytes = |m: usize| (splits * n * m * 4).div_ceil(256) * 256;
-        let (pa, pb) = (g.at, g.at + part_bytes(a.rows) as u64);
+        let (pa, pb) = (g.at, g.at + GroupSums::part_bytes(splits, n * a.rows));
         let (oa, ob) = if splits > 1 { (pa, pb) } else { (ya, yb) };
-        for w in [a, b] {
-            assert!(
-                w.dtype != DType::Q4_K || w.buf.ptr % 16 == 0,
-                "Q4_K weights must start on 16 bytes"
-            );
-        }
+        a.assert_dqmm_aligned();
+        b.assert_dqmm_aligned();
         let f = a.module.f(if bf16 { "dqmm2_bf16" } else { "dqmm2_f16" });
         profile::weight_bytes(f.name, a.buf.bytes + b.buf.bytes);
         let (wa, ma, wb, mb) = (a.buf.ptr, a.rows as i32, b.buf.ptr, b.rows as i32);
@@ -222,17 +234,8 @@ impl DevMat {
             ],
         );
         if splits > 1 {
-            for (w, y, part) in [(a, ya, pa), (b, yb, pb)] {
-                g.items.push(PendingSum {
-                    sum: w.module.f("dqmm_sum"),
-                    part,
-                    y,
-                    count4: (n * w.rows / 4) as i32,
-                    splits: splits as i32,
-                });
-            }
-            g.at = pb + part_bytes(b.rows) as u64;
-            g.module.get_or_insert_with(|| a.module.clone());
+            g.push(a.split_sums(pa, ya, n, splits), &a.module);
+            g.push(b.split_sums(pb, yb, n, splits), &b.module);
         }
         true
     }
@@ -259,12 +262,7 @@ impl DevMat {
             n as i32,
             split_units as i32,
         );
-        // dqmm.cu copies Q4_K steps in 16-byte chunks from the block's start: each matrix is its own
-        // allocation (256-byte aligned) and a Q4_K row is a multiple of 16 bytes (144 a block).
-        assert!(
-            self.dtype != DType::Q4_K || w % 16 == 0,
-            "Q4_K weights must start on 16 bytes"
-        );
+        self.assert_dqmm_aligned();
         let f = self.module.f(if bf16 { "dqmm_bf16" } else { "dqmm_f16" });
         profile::weight_bytes(f.name, self.buf.bytes);
         gpu.run_smem(
@@ -289,14 +287,7 @@ impl DevMat {
         if splits == 1 {
             return None;
         }
-        assert_eq!(self.rows % 4, 0, "dqmm_sum adds float4s");
-        let sums = PendingSum {
-            sum: self.module.f("dqmm_sum"),
-            part,
-            y,
-            count4: (n * self.rows / 4) as i32,
-            splits: splits as i32,
-        };
+        let sums = self.split_sums(part, y, n, splits);
         if !sum {
             return Some(sums);
         }

@@ -401,8 +401,8 @@ fn attention_threads(head_dim: usize) -> u32 {
 
 /// Whether decode attention runs on the tensor cores: sm_80+, heads of a multiple of 16 up to 128 wide, GQA
 /// groups of at most 4 (half of an mma's 8 columns; the other half carries the f16 remainders), 128-thread
-/// blocks (four warps of 16 keys make a 64-key tile); the
-/// same conditions as attn_decode.cu's ATTN_MMA_OK. HEARTH_CUDA_ATTN_MMA=0 keeps the CUDA-core kernel.
+/// blocks (four warps of 16 keys make a 64-key tile); the same conditions as attn_decode.cu's ATTN_MMA_OK.
+/// HEARTH_CUDA_ATTN_MMA=0 keeps the CUDA-core kernel.
 fn attention_on_mma(arch: (i32, i32), head_dim: usize, gqa: usize, attn_threads: u32) -> bool {
     arch.0 >= 8
         && head_dim.is_multiple_of(16)
@@ -430,6 +430,11 @@ pub struct Gpu {
     attn_threads: u32,
     /// Whether decode attention runs on the tensor cores (attn_decode_mma; see [`attention_on_mma`]).
     attn_mma: bool,
+    /// Attention blocks a multiprocessor that decode steps aim for (their split count; see
+    /// `DevStep::splits`): 2 for the tensor-core kernel, whose splits are short, 4 for the CUDA-core one
+    /// (measured best at 1, 16 and 64 rows on an H200: attn_bench.rs); HEARTH_CUDA_ATTN_BLOCKS_PER_SM for
+    /// benchmarks.
+    attn_blocks_per_sm: usize,
     /// Whether kernels are launched with programmatic dependent launch (sm_90+; HEARTH_CUDA_PDL=0 turns it
     /// off).
     pdl: bool,
@@ -505,21 +510,14 @@ impl Gpu {
             err: Mutex::new(None),
             attn_threads,
             attn_mma,
+            attn_blocks_per_sm: env_knob(
+                "HEARTH_CUDA_ATTN_BLOCKS_PER_SM",
+                if attn_mma { 2 } else { 4 },
+            )
+            .max(1),
             pdl: arch.0 >= 9 && std::env::var("HEARTH_CUDA_PDL").map_or(true, |v| v != "0"),
             _workspace: workspace,
         }))
-    }
-
-    /// Attention blocks a multiprocessor that decode steps aim for (their split count; see
-    /// `DevStep::splits`): 2 for the tensor-core kernel, whose splits are short, 4 for the CUDA-core one
-    /// (measured best at 1, 16 and 64 rows on an H200: attn_bench.rs); HEARTH_CUDA_ATTN_BLOCKS_PER_SM for
-    /// benchmarks.
-    fn attn_blocks_per_sm(&self) -> usize {
-        env_knob(
-            "HEARTH_CUDA_ATTN_BLOCKS_PER_SM",
-            if self.attn_mma { 2 } else { 4 },
-        )
-        .max(1)
     }
 
     /// The decode attention kernel this GPU and head shape use.

@@ -66,12 +66,46 @@ impl GroupSums {
         }
     }
 
+    /// Bytes of the slab that `splits` slices of `floats` partial sums take: the next product's start 256-byte
+    /// aligned.
+    pub(super) fn part_bytes(splits: usize, floats: usize) -> u64 {
+        ((splits * floats * 4).div_ceil(256) * 256) as u64
+    }
+
+    /// Records a split product's partial sums, which lie at the slab's next free address, and moves past them.
+    pub(super) fn push(&mut self, p: PendingSum, module: &Arc<Module>) {
+        debug_assert_eq!(
+            p.part, self.at,
+            "a group's partial sums are laid out in order"
+        );
+        self.at += Self::part_bytes(p.splits as usize, p.count4 as usize * 4);
+        self.items.push(p);
+        self.module.get_or_insert_with(|| module.clone());
+    }
+
     /// Product `y`'s partial sums, taken out of the group for a consumer that adds them itself: (their
     /// address, splits, floats between splits); (y, 1, 0) when that product was not split (it wrote y).
     pub(super) fn take(&mut self, y: u64) -> (u64, i32, i64) {
         match self.items.iter().position(|it| it.y == y) {
             Some(i) => self.items.remove(i).slices(),
             None => (y, 1, 0),
+        }
+    }
+
+    /// For readers that add the sums themselves: each of products `ys`' partial sums as [`GroupSums::take`]
+    /// gives them ((y, 1, 0) when `group` is None: nothing was split), the group's other products' added now.
+    pub(super) fn take_each<const N: usize>(
+        group: Option<GroupSums>,
+        gpu: &Gpu,
+        ys: [u64; N],
+    ) -> [(u64, i32, i64); N] {
+        match group {
+            Some(mut g) => {
+                let taken = ys.map(|y| g.take(y));
+                g.flush(gpu);
+                taken
+            }
+            None => ys.map(|y| (y, 1, 0)),
         }
     }
 

@@ -559,13 +559,7 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                 // warps of 32-value units allow it, 8 bits.
                 let bf16 = n_splits == 7;
                 let q8 = (gqa * hd / 4) % 32 == 0;
-                let (nkv, bsi, ns, hb) = (n_kv as i32, bs as i32, n_splits as i32, bf16 as i32);
-                let (qp, kp, vp) = (q_d.ptr, kc_d.ptr, vc_d.ptr);
-                let (pp, sp, op, tp, partp, outp, dp) = (
-                    pos_d.ptr, seq_d.ptr, off_d.ptr, tab_d.ptr, part_d.ptr, out_d.ptr, done_d.ptr,
-                );
-                let (mp, fp, fpp, xhp) = (max_d.ptr, flash_d.ptr, first_d.ptr, xh_d.ptr);
-                let (xqp, xdp) = if q8 { (xq_d.ptr, xd_d.ptr) } else { (0, 0) };
+                let (xq, xd) = if q8 { (xq_d.ptr, xd_d.ptr) } else { (0, 0) };
                 // The outputs filled with NaNs first (0xffff is a NaN in f16 and bf16 too): every value must
                 // be written by this launch.
                 // SAFETY: out_d holds want.len() floats, xh_d as many 16-bit values, xd_d want.len() / 32
@@ -579,36 +573,32 @@ fn decode_attention_kernels_match_reference_on_gpu() {
                         result::memset_d8_async(p, 0xff, bytes, gpu.cu_stream()).unwrap();
                     }
                 };
-                gpu.run(
-                    gpu.ops.f(kernel),
-                    ((rows * n_kv) as u32, n_splits as u32, 1),
-                    (gpu.attn_threads, 1, 1),
-                    &mut [
-                        arg(&qp),
-                        arg(&kp),
-                        arg(&vp),
-                        arg(&pp),
-                        arg(&sp),
-                        arg(&op),
-                        arg(&tp),
-                        arg(&partp),
-                        arg(&outp),
-                        arg(&dp),
-                        arg(&nkv),
-                        arg(&bsi),
-                        arg(&window),
-                        arg(&scale),
-                        arg(&softcap),
-                        arg(&mp),
-                        arg(&ns),
-                        arg(&fp),
-                        arg(&fpp),
-                        arg(&xqp),
-                        arg(&xdp),
-                        arg(&xhp),
-                        arg(&hb),
-                    ],
-                );
+                super::blocks::AttnDecodeArgs {
+                    q: q_d.ptr,
+                    kc: kc_d.ptr,
+                    vc: vc_d.ptr,
+                    positions: pos_d.ptr,
+                    row_seq: seq_d.ptr,
+                    table_off: off_d.ptr,
+                    tables: tab_d.ptr,
+                    part: part_d.ptr,
+                    out: out_d.ptr,
+                    done: done_d.ptr,
+                    n_kv: n_kv as i32,
+                    block_size: bs as i32,
+                    window,
+                    scale,
+                    softcap,
+                    max_len: max_d.ptr,
+                    n_splits: n_splits as i32,
+                    flash_rows: flash_d.ptr,
+                    first_pos: first_d.ptr,
+                    xq,
+                    xd,
+                    xh: xh_d.ptr,
+                    xh_bf16: bf16 as i32,
+                }
+                .run(&gpu, kernel, rows);
                 gpu.take_err().unwrap();
                 let what = format!(
                     "{kernel}: head {hd} gqa {gqa} window {window} softcap {softcap} splits {n_splits}"

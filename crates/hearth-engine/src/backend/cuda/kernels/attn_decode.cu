@@ -1,7 +1,7 @@
 // Decode attention over the paged f16 cache: one query row (a decode step's token, or any row of a sequence
 // with few rows this step) against its keys, split along them (flash-decoding). Two kernels share the code:
 // attn_decode on the CUDA cores (every GPU and head shape) and attn_decode_mma, whose scores and weighted sum
-// run on the tensor cores (sm_80+, heads of a multiple of 16 up to 128 wide, GQA groups of at most 8); the
+// run on the tensor cores (sm_80+, heads of a multiple of 16 up to 128 wide, GQA groups of at most 4); the
 // host picks the second where it is compiled in (gpu.attn_kernel). Both write the same per-split records and
 // merge them the same way.
 // Threads of an attention block (a -D define the host sets: 128, or 256 on request for heads of a multiple of
@@ -39,29 +39,27 @@ static_assert(HDIM % 8 == 0 && TPK >= 1 && TPK <= 32 && EPT % 8 == 0,
 #define MAX_SPLITS 64
 
 
-// Keys k0 + [k_lo, k_hi) of the KEYS keys from k0 of the tile at position `tile` (of `cnt` keys; rows from cnt
-// on are zero-filled) from the paged cache into shared memory, asynchronously, by THREADS threads (`idx` the
-// caller's index among them): the whole block for a tile, or one warp for its own keys. Every chunk's
-// block-table lookup is made before any copy is issued, so the lookups are in flight together rather than one
-// after another.
-template <int THREADS, int KEYS>
-__device__ __forceinline__ void load_kv_keys(u16 (*ks)[KV_STRIDE], u16 (*vs)[KV_STRIDE], const u16* __restrict__ kc,
+// 16-byte chunks of a tile each thread copies.
+#define KV_CHUNK_ITERS ((TILE * (HDIM / 8) + ATTN_THREADS - 1) / ATTN_THREADS)
+
+// Keys k_lo <= key < k_hi of the tile at position `tile` (of `cnt` keys; rows from cnt on are zero-filled)
+// from the paged cache into shared memory, asynchronously. Every chunk's block-table lookup is made before
+// any copy is issued, so the lookups are in flight together rather than one after another.
+__device__ __forceinline__ void load_kv_tile(u16 (*ks)[KV_STRIDE], u16 (*vs)[KV_STRIDE], const u16* __restrict__ kc,
                                              const u16* __restrict__ vc, const int* __restrict__ table, int tile,
-                                             int cnt, int k0, int k_lo, int k_hi, int idx, int block_size,
-                                             int kv_dim, int kh) {
-    constexpr int iters = (KEYS * (HDIM / 8) + THREADS - 1) / THREADS;  // 16-byte chunks a thread copies
-    size_t at[iters];
+                                             int cnt, int k_lo, int k_hi, int block_size, int kv_dim, int kh) {
+    size_t at[KV_CHUNK_ITERS];
 #pragma unroll
-    for (int it = 0; it < iters; it++) {
-        const int key = k0 + (idx + it * THREADS) / (HDIM / 8);
+    for (int it = 0; it < KV_CHUNK_ITERS; it++) {
+        const int key = (threadIdx.x + it * ATTN_THREADS) / (HDIM / 8);
         const int p = tile + min(key, cnt - 1);
         at[it] = ((size_t)table[p / block_size] * block_size + p % block_size) * kv_dim + kh * HDIM;
     }
 #pragma unroll
-    for (int it = 0; it < iters; it++) {
-        const int i = idx + it * THREADS;
-        const int key = k0 + i / (HDIM / 8), ch = i % (HDIM / 8);
-        if (i < KEYS * (HDIM / 8) && key >= k_lo && key < k_hi) {
+    for (int it = 0; it < KV_CHUNK_ITERS; it++) {
+        const int i = threadIdx.x + it * ATTN_THREADS;
+        const int key = i / (HDIM / 8), ch = i % (HDIM / 8);
+        if (key < TILE && key >= k_lo && key < k_hi) {
             const int bytes = key < cnt ? 16 : 0;
             cp_async16(&ks[key][ch * 8], (const uint4*)(kc + at[it]) + ch, bytes);
             cp_async16(&vs[key][ch * 8], (const uint4*)(vc + at[it]) + ch, bytes);
@@ -325,8 +323,7 @@ __device__ __forceinline__ void attn_decode_impl(ATTN_DECODE_PARAMS) {
             load_kv_warp(ks, vs, kc, vc, table, begin, min(TILE, end - begin), WKEYS * w, WKEYS * w,
                          min(pre, WKEYS * (w + 1)), block_size, kv_dim, kh, lane);
     } else if (pre > 0) {
-        load_kv_keys<ATTN_THREADS, TILE>(ks, vs, kc, vc, table, begin, min(TILE, end - begin), 0, 0, pre, tid,
-                                          block_size, kv_dim, kh);
+        load_kv_tile(ks, vs, kc, vc, table, begin, min(TILE, end - begin), 0, pre, block_size, kv_dim, kh);
     }
     PDL_PROLOGUE();
     if (flash) return;
@@ -356,8 +353,7 @@ __device__ __forceinline__ void attn_decode_impl(ATTN_DECODE_PARAMS) {
             __syncthreads();  // the previous tile's keys and values are no longer read
             // Keys and values of the tile into shared memory, all in flight (the first tile's early keys already
             // are).
-            load_kv_keys<ATTN_THREADS, TILE>(ks, vs, kc, vc, table, tile, cnt, 0, tile == begin ? pre : 0, TILE, tid,
-                                              block_size, kv_dim, kh);
+            load_kv_tile(ks, vs, kc, vc, table, tile, cnt, tile == begin ? pre : 0, TILE, block_size, kv_dim, kh);
             cp_async_wait_all();
             __syncthreads();
             // Scores: key i = tid / TPK; each of its TPK threads takes EPT elements; their sums meet by shuffles.
